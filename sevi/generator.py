@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sevi.legendre import angular_cdf
+from sevi.legendre import cdf_basis
 from sevi.prior import Prior, PriorConfig, ShellParams
 
 
@@ -94,6 +94,12 @@ class SeviGenerator:
         self.prior = Prior(prior_config)
         self._x_nodes = torch.linspace(-1.0, 1.0, config.cdf_nodes, dtype=torch.float64, device=self.device)
         self._u_nodes = torch.linspace(0.0, 1.0, config.inverse_nodes, dtype=torch.float64, device=self.device)
+        self._cdf_basis: dict[int, torch.Tensor] = {}  # L -> (K, L) antiderivatives at the x nodes
+
+    def _basis(self, n_terms: int) -> torch.Tensor:
+        if n_terms not in self._cdf_basis:
+            self._cdf_basis[n_terms] = cdf_basis(self._x_nodes, n_terms)
+        return self._cdf_basis[n_terms]
 
     # -- tables -----------------------------------------------------------------------------
     def inverse_cdf_tables(self, beta: torch.Tensor) -> torch.Tensor:
@@ -102,7 +108,7 @@ class SeviGenerator:
         beta: (n_shells, L). The exact CDF at the x nodes is inverted by linear interpolation.
         """
         beta = beta.to(self.device, torch.float64)
-        cdf = angular_cdf(self._x_nodes.expand(beta.shape[0], -1), beta)  # (S, K)
+        cdf = 0.5 * (self._x_nodes + 1) + beta @ self._basis(beta.shape[-1]).T  # (S, K), exact CDF
         # Rounding can make the CDF dip by ~1e-16; keep it a monotone map onto [0, 1].
         cdf = torch.cummax(cdf.clamp(0.0, 1.0), dim=-1).values
         cdf[:, 0], cdf[:, -1] = 0.0, 1.0
@@ -114,51 +120,61 @@ class SeviGenerator:
         return (x0 + w * (x1 - x0)).to(torch.float32)
 
     # -- sampling ---------------------------------------------------------------------------
-    def _sample_chunk(self, tables, R, sigma_R, shell, gen):
-        """Detector x, z (float32) for electrons of the given shells (indices into the tables)."""
-        n = shell.numel()
-        m = self.config.inverse_nodes - 1
-        pos = torch.rand(n, device=self.device, generator=gen) * m
-        k = pos.long().clamp_max(m - 1)
-        frac = pos - k
-        flat = tables.view(-1)
-        base = shell * (m + 1) + k
-        lo, hi = flat[base], flat[base + 1]
-        cos_t = (lo + frac * (hi - lo)).clamp(-1.0, 1.0)
-        r = (R[shell] + sigma_R[shell] * torch.randn(n, device=self.device, generator=gen)).abs()
-        phi = torch.rand(n, device=self.device, generator=gen) * (2 * math.pi)
-        sin_t = torch.sqrt((1.0 - cos_t * cos_t).clamp_min(0.0))
-        return r * sin_t * torch.cos(phi), r * cos_t
+    def _shell_rows(self, params: ShellParams) -> torch.Tensor:
+        """Per shell and inverse-table node: [x_k, x_{k+1} - x_k, R, sigma_R], (S * M, 4) float32.
+
+        One row gather per electron then yields its table segment and its shell's radius law.
+        """
+        tables = self.inverse_cdf_tables(params.beta.reshape(-1, params.beta.shape[-1]))  # (S, M)
+        slope = torch.zeros_like(tables)
+        slope[:, :-1] = tables[:, 1:] - tables[:, :-1]
+        R = params.R.reshape(-1, 1).to(self.device, torch.float32).expand_as(tables)
+        sigma_R = params.sigma_R.reshape(-1, 1).to(self.device, torch.float32).expand_as(tables)
+        return torch.stack([tables, slope, R, sigma_R], dim=-1).reshape(-1, 4)
+
+    def _iter_chunks(self, params: ShellParams, seed: int):
+        """Yields (x, z, r, shell_index) per chunk of electrons, shell index = 2 * image + shell.
+
+        Electrons are numbered shell after shell; a chunk takes the next ``chunk_electrons``.
+        """
+        rows = self._shell_rows(params)
+        m = self.config.inverse_nodes
+        counts = params.n_electrons.reshape(-1).to(self.device)
+        if (counts < 0).any():
+            raise ValueError("n_electrons must be >= 0")
+        ends = torch.cumsum(counts, 0)
+        begins = ends - counts
+        total = int(ends[-1]) if len(ends) else 0
+        shells = torch.arange(len(counts), device=self.device)
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        for start in range(0, total, self.config.chunk_electrons):
+            stop = min(start + self.config.chunk_electrons, total)
+            n = stop - start
+            in_chunk = ends.clamp(start, stop) - begins.clamp(start, stop)  # (S,) electrons of each shell here
+            shell = torch.repeat_interleave(shells, in_chunk, output_size=n)  # (n,)
+            u = torch.rand(2, n, device=self.device, generator=gen)  # cos(theta) quantile, phi / 2 pi
+            pos = u[0].mul_(m - 1)
+            k = pos.long().clamp_max_(m - 2)
+            frac = pos.sub_(k)
+            row = rows.index_select(0, shell * m + k)  # (n, 4)
+            cos_t = torch.addcmul(row[:, 0], frac, row[:, 1]).clamp_(-1.0, 1.0)
+            r = torch.randn(n, device=self.device, generator=gen).mul_(row[:, 3]).add_(row[:, 2]).abs_()
+            sin_t = cos_t.square().neg_().add_(1.0).clamp_min_(0.0).sqrt_()
+            x = u[1].mul_(2 * math.pi).cos_().mul_(sin_t).mul_(r)
+            z = cos_t.mul(r)
+            yield x, z, r, shell
 
     def sample_electrons(self, params: ShellParams, seed: int):
         """All electrons of a small batch as (x, z, image_index, shell_index) tensors on the device.
 
-        For tests and for the frame simulator; memory grows with the electron count, so use
-        ``render`` for images.
+        The same draws as ``render`` for the same seed. For tests and the frame simulator: memory
+        grows with the electron count, so use ``render`` for images.
         """
         xs, zs, img, sh = [], [], [], []
-        for x, z, shell in self._iter_chunks(params, seed):
+        for x, z, _, shell in self._iter_chunks(params, seed):
             xs.append(x), zs.append(z), img.append(shell // 2), sh.append(shell % 2)
         cat = lambda v, dt: torch.cat(v) if v else torch.zeros(0, dtype=dt, device=self.device)  # noqa: E731
         return cat(xs, torch.float32), cat(zs, torch.float32), cat(img, torch.int64), cat(sh, torch.int64)
-
-    def _iter_chunks(self, params: ShellParams, seed: int):
-        """Yields (x, z, shell_index) per chunk; shell index = 2 * image + shell."""
-        tables = self.inverse_cdf_tables(params.beta.reshape(-1, params.beta.shape[-1]))  # (S, M)
-        R = params.R.reshape(-1).to(self.device, torch.float32)
-        sigma_R = params.sigma_R.reshape(-1).to(self.device, torch.float32)
-        counts = params.n_electrons.reshape(-1).to(self.device)
-        if (counts < 0).any():
-            raise ValueError("n_electrons must be >= 0")
-        ends = torch.cumsum(counts, 0)  # electron e belongs to shell searchsorted(ends, e, right)
-        total = int(ends[-1]) if len(ends) else 0
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        chunk = self.config.chunk_electrons
-        for start in range(0, total, chunk):
-            e = torch.arange(start, min(start + chunk, total), device=self.device)
-            shell = torch.searchsorted(ends, e, right=True)
-            x, z = self._sample_chunk(tables, R, sigma_R, shell, gen)
-            yield x, z, shell
 
     def render(self, params: ShellParams, seed: int) -> RenderResult:
         """Histogram both shells of every parameter set onto a (batch, G, G) image stack."""
@@ -166,15 +182,17 @@ class SeviGenerator:
         n = len(params)
         counts = torch.zeros(n * g * g, dtype=torch.int32, device=self.device)
         out_of_view = torch.zeros(n, dtype=torch.int64, device=self.device)
-        for x, z, shell in self._iter_chunks(params, seed):
-            img = shell // 2
-            ix = torch.floor((x + 1.0) * (g / 2)).long()
-            iz = torch.floor((z + 1.0) * (g / 2)).long()
-            inside = (ix >= 0) & (ix < g) & (iz >= 0) & (iz < g)
-            if not bool(inside.all()):
+        half = g / 2
+        for x, z, r, shell in self._iter_chunks(params, seed):
+            fx = x.add_(1.0).mul_(half).floor_()  # pixel row (x), as float: exact below 2^24
+            fz = z.add_(1.0).mul_(half).floor_()  # pixel column (z)
+            img = shell >> 1
+            # |x|, |z| <= r: with every r safely below 1 no electron can leave the field of view.
+            if float(r.max()) >= 0.999:
+                inside = (fx >= 0) & (fx < g) & (fz >= 0) & (fz < g)
                 out_of_view += torch.bincount(img[~inside], minlength=n)
-                ix, iz, img = ix[inside], iz[inside], img[inside]
-            flat = (img * g + ix) * g + iz
+                fx, fz, img = fx[inside], fz[inside], img[inside]
+            flat = fx.mul_(g).add_(fz).long().add_(img * (g * g))
             counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
         images = counts.view(n, g, g)
         if self.config.normalise:

@@ -52,22 +52,25 @@ def angular_density(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return 0.5 + (p * beta.unsqueeze(-2)).sum(-1)
 
 
-def angular_cdf(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """Closed-form cumulative distribution of I on [-1, x].
+def cdf_basis(x: torch.Tensor, n_terms: int) -> torch.Tensor:
+    """integral_{-1}^{x} P_{2i}(t) dt for i = 1..n_terms: (..., n_terms) for x (...).
 
-    Uses  integral_{-1}^{x} P_l(t) dt = (P_{l+1}(x) - P_{l-1}(x)) / (2l + 1)  for l >= 1,
-    so the CDF is exact up to rounding, with no quadrature grid.
+    Closed form: integral_{-1}^{x} P_l(t) dt = (P_{l+1}(x) - P_{l-1}(x)) / (2l + 1) for l >= 1.
+    """
+    p = legendre_p(x, 2 * n_terms + 1)  # (..., 2L + 2)
+    l = torch.arange(2, 2 * n_terms + 1, 2, device=x.device)
+    return (p[..., l + 1] - p[..., l - 1]) / (2 * l + 1).to(x.dtype)
+
+
+def angular_cdf(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Closed-form cumulative distribution of I on [-1, x], exact up to rounding (no quadrature).
 
     Args:
         x: (..., n) points in [-1, 1]; beta: (..., L).
     Returns:
         (..., n) values in [0, 1] (exactly 0 at -1 and 1 at +1 for a valid density).
     """
-    n_terms = beta.shape[-1]
-    p = legendre_p(x, 2 * n_terms + 1)  # (..., n, 2L + 2)
-    l = torch.arange(2, 2 * n_terms + 1, 2, device=x.device)
-    antideriv = (p[..., l + 1] - p[..., l - 1]) / (2 * l + 1).to(x.dtype)  # (..., n, L)
-    return 0.5 * (x + 1) + (antideriv * beta.unsqueeze(-2)).sum(-1)
+    return 0.5 * (x + 1) + (cdf_basis(x, beta.shape[-1]) * beta.unsqueeze(-2)).sum(-1)
 
 
 def _max_second_derivative(n_terms: int, dtype, device) -> torch.Tensor:
