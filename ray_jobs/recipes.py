@@ -1,0 +1,100 @@
+"""Named batch recipes served by the generator pool. No Ray here: runnable on any box.
+
+A recipe is built once per (name, parameters) on a device and then called with a seed:
+
+    make = RECIPES["sevi-counts"]          # factory(params: dict, device) -> callable(seed) -> batch
+    batch = make({"grid": 256, "batch": 8}, device)(seed=123)
+
+A batch is a dict of numpy arrays (so it travels through Ray's object store zero-copy) and depends
+only on (recipe, parameters, seed) and the device type, never on which actor made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import torch
+
+Batch = dict[str, np.ndarray]
+Recipe = Callable[[int], Batch]
+
+
+def _to_numpy(batch: dict) -> Batch:
+    return {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in batch.items()}
+
+
+def sevi_counts(params: dict, device: torch.device) -> Recipe:
+    """Raw accumulated images from the default prior.
+
+    params: grid (int, default 256), batch (int, default 8), electrons (int per shell; default the
+    prior's 1.8-2.5 million). Batch: counts (B, G, G) int32, R, sigma_R (B, 2), beta (B, 2, L).
+    """
+    from sevi.generator import GeneratorConfig, SeviGenerator
+    from sevi.prior import PriorConfig
+
+    unknown = set(params) - {"grid", "batch", "electrons"}
+    if unknown:
+        raise ValueError(f"recipe 'sevi-counts': unknown parameters {sorted(unknown)}; known: grid, batch, electrons")
+    prior = PriorConfig()
+    if params.get("electrons"):
+        prior = prior.with_electrons(int(params["electrons"]))
+    gen = SeviGenerator(GeneratorConfig(grid=int(params.get("grid", 256))), device, prior)
+    n = int(params.get("batch", 8))
+
+    def make(seed: int) -> Batch:
+        res, p = gen(seed, n)
+        return _to_numpy({"counts": res.images, "R": p.R, "sigma_R": p.sigma_R, "beta": p.beta})
+
+    return make
+
+
+def sevi_images(params: dict, device: torch.device) -> Recipe:
+    """Model-ready training batches: ``sevi.training.make_batch`` for a TrainConfig given as a dict."""
+    from sevi.generator import SeviGenerator
+    from sevi.training import TrainConfig, generator_for, make_batch
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(params) - names
+    if unknown:
+        raise ValueError(f"recipe 'sevi-images': unknown TrainConfig fields {sorted(unknown)}")
+    cfg = TrainConfig(**params)
+    gen: SeviGenerator = generator_for(cfg, device)
+    return lambda seed: _to_numpy(make_batch(gen, cfg, seed))
+
+
+def coating_spectra(params: dict, device: torch.device) -> Recipe:
+    """Spectra and Lab around a cycle's state, for pretraining coating models (coating.recipes)."""
+    from coating.recipes import coating_spectra_batch
+
+    n = int(params.get("batch", 256))
+    state = {k: v for k, v in params.items() if k != "batch"}
+    return lambda seed: _to_numpy(coating_spectra_batch(state, n, seed, device))
+
+
+RECIPES: dict[str, Callable[[dict, torch.device], Recipe]] = {
+    "sevi-counts": sevi_counts,
+    "sevi-images": sevi_images,
+    "coating-spectra": coating_spectra,
+}
+
+
+class RecipeBook:
+    """Builds each (recipe, parameters) once on a device and keeps it (tables stay device-resident)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._built: dict[tuple[str, str], Recipe] = {}
+
+    def __call__(self, name: str, params: dict, seed: int) -> Batch:
+        if name not in RECIPES:
+            raise ValueError(f"unknown recipe '{name}'; known: {', '.join(sorted(RECIPES))}")
+        key = (name, repr(sorted(params.items())))
+        if key not in self._built:
+            self._built[key] = RECIPES[name](dict(params), self.device)
+        return self._built[key](int(seed))
+
+    @property
+    def built(self) -> list[str]:
+        return [name for name, _ in self._built]
