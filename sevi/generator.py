@@ -91,7 +91,7 @@ class SeviGenerator:
                  prior_config: PriorConfig = PriorConfig()):
         self.config = config
         self.device = pick_device(device)
-        self.prior = Prior(prior_config)
+        self.prior = Prior(prior_config, check_device=self.device)
         self._x_nodes = torch.linspace(-1.0, 1.0, config.cdf_nodes, dtype=torch.float64, device=self.device)
         self._u_nodes = torch.linspace(0.0, 1.0, config.inverse_nodes, dtype=torch.float64, device=self.device)
         self._cdf_basis: dict[int, torch.Tensor] = {}  # L -> (K, L) antiderivatives at the x nodes

@@ -1,0 +1,73 @@
+"""Batch feeds for a training loop: ``feed(step) -> batch``, from the pool or in-process.
+
+Both feeds serve the same recipe with the same seeds, so they give identical batches: the seed of
+a step is ``stream_seed(base, step, rank, world)``, a pure function, which is also what makes a
+resumed run continue the same stream of data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+def stream_seed(base: int, step: int, rank: int, world: int) -> int:
+    """Seed of the batch that ``rank`` trains on at ``step``: distinct across steps and ranks."""
+    return (int(base) << 32) + step * world + rank
+
+
+def to_torch(batch: dict) -> dict[str, torch.Tensor]:
+    # Pool batches arrive as read-only zero-copy numpy views; training needs writable tensors.
+    return {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}
+
+
+class LocalFeed:
+    """Generates in this process with the same recipe code the pool actors run."""
+
+    def __init__(self, recipe: str, params: dict, device, base_seed: int, rank: int = 0, world: int = 1):
+        from ray_jobs.recipes import RecipeBook
+
+        self.book = RecipeBook(torch.device(device))
+        self.recipe, self.params = recipe, dict(params)
+        self.base_seed, self.rank, self.world = base_seed, rank, world
+        self.wait_s = 0.0  # time spent generating (the consumer waits for all of it here)
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        t0 = time.perf_counter()
+        out = to_torch(self.book(self.recipe, self.params, stream_seed(self.base_seed, step, self.rank, self.world)))
+        self.wait_s += time.perf_counter() - t0
+        return out
+
+
+class PoolFeed:
+    """Pulls from the shared pool, several requests in flight, in step order.
+
+    Asking for the step after the last one continues the stream; asking for any other step (a
+    resume, a restart) starts a new stream there.
+    """
+
+    def __init__(self, client, recipe: str, params: dict, base_seed: int, rank: int = 0, world: int = 1,
+                 max_steps: int = 1 << 40):
+        self.client = client
+        self.recipe, self.params = recipe, dict(params)
+        self.base_seed, self.rank, self.world, self.max_steps = base_seed, rank, world, max_steps
+        self._stream: Iterator | None = None
+        self._next_step = None
+        self.wait_s = 0.0  # time the consumer spent blocked on the pool
+
+    def _open(self, step: int) -> None:
+        seeds = (stream_seed(self.base_seed, s, self.rank, self.world) for s in range(step, self.max_steps))
+        self._stream = self.client.stream(self.recipe, self.params, seeds)
+        self._next_step = step
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        if self._stream is None or step != self._next_step:
+            self._open(step)
+        seed, batch, wait = next(self._stream)
+        assert seed == stream_seed(self.base_seed, step, self.rank, self.world)
+        self._next_step = step + 1
+        self.wait_s += wait
+        return to_torch(batch)

@@ -1,0 +1,161 @@
+"""Ray Train job: the SEVI ResNet34 regressor on batches pulled from the shared generator pool.
+
+    # laptop: starts a local Ray instance, CPU, small preset (the README's main command)
+    python -m ray_jobs.sevi_train --preset cpu-smoke
+
+    # cluster (after `ray up cluster.yaml` and `ray dashboard cluster.yaml`)
+    RAY_ADDRESS=http://localhost:8265 ray job submit --working-dir . -- \\
+        python -m ray_jobs.sevi_train --preset a100 --num-workers 8 --name sevi-a100 --storage-path /mnt/shared/runs
+
+Any TrainConfig field can be overridden as ``--field value`` (type-checked; unknown fields are
+refused). Running the same command again (same ``--name`` and ``--storage-path``) resumes from the
+latest checkpoint. The final model goes to ``<storage-path>/<name>/final/model.pt`` with its
+config beside it, and the job prints that path. TensorBoard: ``tensorboard --logdir <storage-path>``.
+
+The training loop itself is ``sevi.training.train_loop``: plain PyTorch that runs without Ray.
+This file only orchestrates: the pool, the workers, checkpoints and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+RECIPE = "sevi-images"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m ray_jobs.sevi_train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu-smoke", help="cpu-smoke | a100 (default cpu-smoke)")
+    ap.add_argument("--name", default=None, help="run name (default: sevi-<preset>)")
+    ap.add_argument("--storage-path", default="runs", help="where checkpoints, TensorBoard and the final model go")
+    ap.add_argument("--num-workers", type=int, default=None,
+                    help="training workers (DDP); 0 runs the loop in this process (Ray Train local mode)")
+    ap.add_argument("--use-gpu", choices=["auto", "yes", "no"], default="auto")
+    ap.add_argument("--pool", default="gen", help="name of the shared generator pool (created if missing)")
+    ap.add_argument("--pool-actors", type=int, default=None, help="actors to create if the pool does not exist")
+    ap.add_argument("--gpus-per-actor", type=float, default=None, help="default 0.25 on GPU clusters, 0 on CPU")
+    ap.add_argument("--in-flight", type=int, default=4, help="pool requests in flight per worker")
+    ap.add_argument("--no-pool", action="store_true", help="generate in each worker's process instead of the pool")
+    ap.add_argument("--max-failures", type=int, default=3, help="worker-group restarts survived (FailureConfig)")
+    ap.add_argument("--address", default=None, help="Ray address; default: RAY_ADDRESS, or a new local instance")
+    ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
+    args, rest = ap.parse_known_args(argv)
+    args.overrides = _pairs(rest, ap)
+    return args
+
+
+def _pairs(rest: list[str], ap: argparse.ArgumentParser) -> dict[str, str]:
+    """``--field value`` pairs (or ``--field=value``) for TrainConfig overrides."""
+    out, i = {}, 0
+    while i < len(rest):
+        tok = rest[i]
+        if not tok.startswith("--"):
+            ap.error(f"unexpected argument {tok!r}; overrides are --field value")
+        key, eq, val = tok[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(rest):
+                ap.error(f"override --{key} needs a value")
+            val, i = rest[i + 1], i + 1
+        out[key.replace("-", "_")] = val
+        i += 1
+    return out
+
+
+def train_fn(config: dict) -> dict:
+    """Runs on every Ray Train worker (or in-process in local mode)."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from ray_jobs.feeds import LocalFeed, PoolFeed
+    from ray_jobs.pool import PoolClient, find_pool
+    from sevi.training import LoopContext, TrainConfig, save_final_model, train_loop
+
+    cfg = TrainConfig(**config["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    params = dataclasses.asdict(cfg)
+    if config["use_pool"]:
+        feed = PoolFeed(PoolClient(find_pool(config["pool"]), config["in_flight"]), RECIPE, params,
+                        cfg.seed, rank, world)
+    else:
+        feed = LocalFeed(RECIPE, params, device, cfg.seed, rank, world)
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        ck = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report({**metrics, "generator_wait_s": feed.wait_s}, checkpoint=ck)
+
+    run_dir = Path(config["run_dir"])
+    checkpoint = ray.train.get_checkpoint()
+    with (checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)) as resume_dir, \
+            tempfile.TemporaryDirectory(prefix="sevi-ckpt-") as out_dir:
+        loop = LoopContext(rank=rank, world_size=world, device=device, wrap_model=ray.train.torch.prepare_model,
+                           report=report, resume_dir=resume_dir,
+                           log_dir=str(run_dir / "tensorboard") if rank == 0 else None, out_dir=out_dir)
+        result = train_loop(cfg, feed, loop)
+    if rank == 0:
+        final = run_dir / "final" / "model.pt"
+        save_final_model(result["model"], cfg, final)
+        return {"final_model": str(final), **{k: v for k, v in result.items() if k != "model"}}
+    return {}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for k, v in {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+        os.environ.setdefault(k, v)
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ray_jobs.pool import PoolSpec, get_or_create_pool
+    from sevi.training import resolve_config
+
+    cfg = resolve_config(args.preset, args.overrides)  # fails fast on a bad override, before Ray starts
+    name = args.name or f"sevi-{args.preset}"
+    storage = os.path.abspath(args.storage_path)
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:  # the embedded default: a fresh local instance, never a cluster found by accident
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    use_gpu = {"auto": has_gpu, "yes": True, "no": False}[args.use_gpu]
+    num_workers = args.num_workers if args.num_workers is not None else (1 if not has_gpu else int(ray.cluster_resources()["GPU"]))
+    if not args.no_pool:
+        gpus = args.gpus_per_actor if args.gpus_per_actor is not None else (0.25 if has_gpu else 0.0)
+        actors = args.pool_actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if has_gpu else 1)
+        get_or_create_pool(PoolSpec(args.pool, actors, gpus, cpus_per_actor=1.0))
+
+    run_dir = Path(storage) / name
+    cpus = ray.cluster_resources().get("CPU", 1)
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config={"train": dataclasses.asdict(cfg), "use_pool": not args.no_pool, "pool": args.pool,
+                           "in_flight": args.in_flight, "run_dir": str(run_dir),
+                           "threads": max(1, int(cpus // max(num_workers, 1)) - (0 if args.no_pool else 1))},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name=name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=args.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    final = (result.return_value or {}).get("final_model", str(run_dir / "final" / "model.pt"))
+    print(f"final model: {final}")
+    print(f"TensorBoard: tensorboard --logdir {storage}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
