@@ -52,15 +52,10 @@ def sevi_counts(params: dict, device: torch.device) -> Recipe:
 
 def sevi_images(params: dict, device: torch.device) -> Recipe:
     """Model-ready training batches: ``sevi.training.make_batch`` for a TrainConfig given as a dict."""
-    from sevi.generator import SeviGenerator
-    from sevi.training import TrainConfig, generator_for, make_batch
+    from sevi.training import config_from_dict, make_batch, make_generator
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(params) - names
-    if unknown:
-        raise ValueError(f"recipe 'sevi-images': unknown TrainConfig fields {sorted(unknown)}")
-    cfg = TrainConfig(**params)
-    gen: SeviGenerator = generator_for(cfg, device)
+    cfg = config_from_dict(params)  # refuses unknown fields
+    gen = make_generator(cfg, device)
     return lambda seed: _to_numpy(make_batch(gen, cfg, seed))
 
 

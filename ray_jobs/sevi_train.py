@@ -68,6 +68,13 @@ def _pairs(rest: list[str], ap: argparse.ArgumentParser) -> dict[str, str]:
     return out
 
 
+def checkpoint_step(checkpoint_dir: str) -> int:
+    """The optimizer step a checkpoint directory was written at."""
+    import torch
+
+    return int(torch.load(Path(checkpoint_dir) / "model.pt", map_location="cpu", weights_only=True)["step"])
+
+
 def train_fn(config: dict) -> dict:
     """Runs on every Ray Train worker (or in-process in local mode)."""
     import ray.train
@@ -76,9 +83,9 @@ def train_fn(config: dict) -> dict:
 
     from ray_jobs.feeds import LocalFeed, PoolFeed
     from ray_jobs.pool import PoolClient, find_pool
-    from sevi.training import LoopContext, TrainConfig, save_final_model, train_loop
+    from sevi.training import LoopContext, config_from_dict, save_final_model, train_loop
 
-    cfg = TrainConfig(**config["train"])
+    cfg = config_from_dict(config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -92,25 +99,29 @@ def train_fn(config: dict) -> dict:
         feed = LocalFeed(RECIPE, params, device, cfg.seed, rank, world)
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        # Per-coefficient errors go to TensorBoard only; Ray prints every reported metric.
+        slim = {k: v for k, v in metrics.items() if not k.startswith("val_coef/")}
         ck = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report({**metrics, "generator_wait_s": feed.wait_s}, checkpoint=ck)
+        ray.train.report({**slim, "generator_wait_s": feed.wait_s}, checkpoint=ck)
 
     run_dir = Path(config["run_dir"])
     checkpoint = ray.train.get_checkpoint()
     with (checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)) as resume_dir, \
             tempfile.TemporaryDirectory(prefix="sevi-ckpt-") as out_dir:
+        resumed_from = checkpoint_step(resume_dir) if resume_dir else 0
         loop = LoopContext(rank=rank, world_size=world, device=device, wrap_model=ray.train.torch.prepare_model,
                            report=report, resume_dir=resume_dir,
                            log_dir=str(run_dir / "tensorboard") if rank == 0 else None, out_dir=out_dir)
         result = train_loop(cfg, feed, loop)
     if rank == 0:
-        final = run_dir / "final" / "model.pt"
-        save_final_model(result["model"], cfg, final)
-        return {"final_model": str(final), **{k: v for k, v in result.items() if k != "model"}}
+        final = save_final_model(result["model"], cfg, run_dir / "final")  # final/model.pt + config.json
+        return {"final_model": final, "resumed_from": resumed_from, "step": result["step"],
+                "metrics": {k: v for k, v in result["metrics"].items() if not k.startswith("val_coef/")}}
     return {}
 
 
-def main(argv=None) -> int:
+def run(argv=None):
+    """Parse, connect (or start local Ray), make sure the pool exists, fit. Returns Ray's Result."""
     args = parse_args(argv)
     for k, v in {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
         os.environ.setdefault(k, v)
@@ -125,11 +136,14 @@ def main(argv=None) -> int:
     name = args.name or f"sevi-{args.preset}"
     storage = os.path.abspath(args.storage_path)
     address = args.address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if ray.is_initialized():
+        pass  # called from a process already connected (tests, notebooks)
+    elif address:
         ray.init(address=address)
     else:  # the embedded default: a fresh local instance, never a cluster found by accident
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
+        # The dashboard process also serves the state API that Ray Train's controller polls.
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
     use_gpu = {"auto": has_gpu, "yes": True, "no": False}[args.use_gpu]
     num_workers = args.num_workers if args.num_workers is not None else (1 if not has_gpu else int(ray.cluster_resources()["GPU"]))
@@ -150,10 +164,17 @@ def main(argv=None) -> int:
                              failure_config=FailureConfig(max_failures=args.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
-    result = trainer.fit()
-    final = (result.return_value or {}).get("final_model", str(run_dir / "final" / "model.pt"))
-    print(f"final model: {final}")
-    print(f"TensorBoard: tensorboard --logdir {storage}")
+    return trainer.fit()
+
+
+def main(argv=None) -> int:
+    result = run(argv)
+    value = result.return_value or {}
+    for k, v in sorted(value.get("metrics", {}).items()):
+        if k.startswith("val/"):
+            print(f"{k:28s} {v:.4f}")
+    print(f"final model: {value.get('final_model')}")
+    print(f"TensorBoard: tensorboard --logdir {result.path.rsplit('/', 1)[0] if result.path else 'runs'}")
     return 0
 
 
