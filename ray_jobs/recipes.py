@@ -60,12 +60,18 @@ def sevi_images(params: dict, device: torch.device) -> Recipe:
 
 
 def coating_spectra(params: dict, device: torch.device) -> Recipe:
-    """Spectra and Lab around a cycle's state, for pretraining coating models (coating.recipes)."""
+    """Spectra and Lab around a cycle's machine state, for pretraining coating models.
+
+    params: state (a ``coating.plant.PlantState``), batch (runs per batch, default 256).
+    Batch: ``coating.recipes.coating_spectra_batch``'s arrays.
+    """
     from coating.recipes import coating_spectra_batch
 
+    unknown = set(params) - {"state", "batch"}
+    if unknown or "state" not in params:
+        raise ValueError(f"recipe 'coating-spectra' takes 'state' (a PlantState) and 'batch'; got {sorted(params)}")
     n = int(params.get("batch", 256))
-    state = {k: v for k, v in params.items() if k != "batch"}
-    return lambda seed: _to_numpy(coating_spectra_batch(state, n, seed, device))
+    return lambda seed: _to_numpy(coating_spectra_batch(params["state"], n, seed, device))
 
 
 RECIPES: dict[str, Callable[[dict, torch.device], Recipe]] = {

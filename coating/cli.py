@@ -1,0 +1,151 @@
+"""``coating`` command line: ``simulate`` a plant history, compute the ``spectrum`` of a design.
+
+Heavy imports (torch) live inside the subcommands so ``coating --help`` is instant. A later
+``recommend`` subcommand adds itself in ``build_parser``.
+
+    coating simulate --cycles N --seed S --out history.csv|.h5 [--standard-out STD.csv]
+    coating spectrum --stack STACK.json [--angle DEG] [--out R.csv]
+
+STACK.json: ``{"incident": n, "substrate": n, "layers": [{"n": [re, im]} or
+{"material": NAME}, each with "thickness_nm": t, ...]}`` listed from the incident side to the
+substrate; ``incident``/``substrate`` are a number, ``[re, im]`` or a material name.
+R.csv has ``wavelength,R`` (nm, percent, unpolarised).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_simulate(args) -> int:
+    import torch
+
+    from pathlib import Path
+
+    from . import plant, schema
+
+    if Path(args.out).suffix.lower() not in (".csv", ".h5", ".hdf5"):
+        raise ValueError(f"--out {args.out}: expected a .csv, .h5 or .hdf5 file name")
+    # One run is a handful of tiny tensor ops: extra threads only add overhead (and the
+    # machine is shared), so the simulator runs single-threaded.
+    torch.set_num_threads(1)
+    params = plant.PlantParams()
+    runs = plant.simulate(params, args.cycles, args.seed)
+    schema.write_history(schema.history_from_measurements(runs), args.out)
+    print(f"wrote {len(runs)} runs in {args.cycles} cleaning cycles to {args.out}")
+    if args.standard_out:
+        R = plant.standard_reflectance(params)
+        schema.write_standard(schema.Standard(schema.WAVELENGTHS_NM.astype(float), R[0], R[1]),
+                              args.standard_out)
+        print(f"wrote the standard to {args.standard_out}")
+    return 0
+
+
+def _index_spec(spec, wl, where: str):
+    import torch
+
+    from . import materials
+    if isinstance(spec, str):
+        return materials.index(spec, wl)
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return torch.full_like(wl, float(spec)).to(torch.complex128)
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) for x in spec):
+        if spec[1] < 0:
+            raise ValueError(f"{where}: imaginary part must be >= 0 (n + ik, k >= 0 absorbing), got {spec}")
+        return torch.full_like(wl, float(spec[0])) + 1j * float(spec[1])
+    raise ValueError(f"{where}: expected a number, [re, im] or a material name, got {spec!r}")
+
+
+def load_stack(path, wl):
+    """Parse STACK.json into ``(n_layers (L, W), thickness_nm (L,), n_incident, n_substrate)``."""
+    import torch
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object with 'incident', 'substrate', 'layers'")
+    unknown = set(doc) - {"incident", "substrate", "layers"}
+    if unknown or "layers" not in doc or "substrate" not in doc:
+        raise ValueError(f"{path}: expected keys 'incident' (optional, default 1.0), 'substrate', "
+                         f"'layers'; got {sorted(doc)}")
+    n_inc = _index_spec(doc.get("incident", 1.0), wl, f"{path}: field 'incident'")
+    if n_inc.imag.abs().max() > 0:
+        raise ValueError(f"{path}: field 'incident': the incident medium must be lossless (k = 0)")
+    n_sub = _index_spec(doc["substrate"], wl, f"{path}: field 'substrate'")
+    layers = doc["layers"]
+    if not isinstance(layers, list) or not layers:
+        raise ValueError(f"{path}: field 'layers': expected a non-empty list")
+    ns, ds = [], []
+    for i, layer in enumerate(layers):
+        where = f"{path}: layers[{i}]"
+        if not isinstance(layer, dict) or "thickness_nm" not in layer or \
+                (("n" in layer) == ("material" in layer)):
+            raise ValueError(f"{where}: expected {{'n': [re, im]}} or {{'material': NAME}} with 'thickness_nm'")
+        t = layer["thickness_nm"]
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not t >= 0 or t == float("inf"):
+            raise ValueError(f"{where}: field 'thickness_nm': expected a finite number >= 0, got {t!r}")
+        ns.append(_index_spec(layer.get("n", layer.get("material")), wl, where))
+        ds.append(float(t))
+    return torch.stack(ns), torch.tensor(ds, dtype=torch.float64), n_inc.real, n_sub
+
+
+def _cmd_spectrum(args) -> int:
+    import torch
+
+    from .colour import Colorimeter
+    from .optics import default_wavelengths_nm, reflectance
+    from .schema import _atomic
+
+    wl = default_wavelengths_nm(torch.float64)
+    n, d, n_inc, n_sub = load_stack(args.stack, wl)
+    R = reflectance(n, d, wl, n_sub, n_inc, args.angle, "u")     # (W,)
+    lab = Colorimeter.build(wl).lab(R)
+    if args.out:
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("wavelength,R\n")
+                for w, r in zip(wl.tolist(), (100 * R).tolist()):
+                    f.write(f"{w:g},{r!r}\n")
+        _atomic(args.out, write)
+        print(f"wrote {args.out}")
+    L, a, b = lab.tolist()
+    print(f"L*={L:.3f} a*={a:.3f} b*={b:.3f}  (D65, CIE 1964 10 deg, {args.angle:g} deg, unpolarised)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coating", description="AR-coating physics and plant tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="simulate a plant history (one row per furnace run)")
+    p.add_argument("--cycles", type=int, required=True, help="number of cleaning cycles")
+    p.add_argument("--seed", type=int, required=True, help="random seed")
+    p.add_argument("--out", required=True, help="history file, .csv or .h5")
+    p.add_argument("--standard-out", help="also write the standard (target) CSV here")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("spectrum", help="reflectance and L*a*b* of one design")
+    p.add_argument("--stack", required=True, help="STACK.json (layers from the incident side)")
+    p.add_argument("--angle", type=float, default=0.0, help="angle of incidence, degrees")
+    p.add_argument("--out", help="write wavelength,R (percent) to this CSV")
+    p.set_defaults(func=_cmd_spectrum)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "cycles", 1) < 1:
+        print("coating: error: --cycles must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f"coating {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
