@@ -1,0 +1,319 @@
+"""`sevi frames` and `sevi simulate-frames`: centroid a frame file in parallel chunks.
+
+    sevi frames FRAMES.h5 --out EVENTS.h5 [--chunk N] [--grid G] [--no-ray]
+    sevi simulate-frames FRAMES.h5 --frames N [--per-frame 100] [--hits disc|shells|HITS.h5]
+
+`frames` streams FRAMES.h5 in chunks of ``--chunk`` frames (never whole: 50,000 frames are
+~50 GB). Each chunk is one Ray task (``num_gpus`` fractional where the cluster has GPUs) that
+reads its own frames from the file, centroids them (sevi.centroid) and writes
+``EVENTS.h5.parts/chunk_<start>_<stop>.h5`` atomically. A re-run skips chunks whose part file
+exists, so an interrupted run resumes; when all are done the parts are merged into EVENTS.h5
+(atomically) and the parts directory is removed. A chunk that cannot be read (truncated or
+corrupt input) stops the run with a message naming the frames; finished parts are kept.
+``--no-ray`` runs the chunks in this process (tests; the GPU box, which has no Ray).
+
+Wiring (the lead's sevi/cli.py)::
+
+    from ray_jobs.frames_job import add_frames_parser, add_simulate_frames_parser
+    add_frames_parser(subparsers); add_simulate_frames_parser(subparsers)
+    # each sets args.func (run_frames / run_simulate_frames)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+__all__ = ["add_frames_parser", "run_frames", "add_simulate_frames_parser", "run_simulate_frames",
+           "process_chunk", "chunk_ranges"]
+
+
+# --------------------------------------------------------------------------------------------
+# sevi frames
+
+def add_frames_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("frames", help="centroid a FinalImage frame file into events (streamed, "
+                              "parallel chunks, resumable)")
+    p.add_argument("frames", help="input HDF5 with a FinalImage table")
+    p.add_argument("--out", required=True, help="output events HDF5 (DetectedElectrons, AccumulatedImage)")
+    p.add_argument("--chunk", type=int, default=256, help="frames per task (default 256, ~256 MB read)")
+    p.add_argument("--grid", type=int, default=1024, help="accumulated image side (default 1024)")
+    p.add_argument("--no-ray", action="store_true", help="run chunks in this process, one by one")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--gpus-per-task", type=float, default=0.25,
+                   help="Ray num_gpus per task where the cluster has GPUs (default 0.25)")
+    p.add_argument("--max-in-flight", type=int, default=None,
+                   help="Ray tasks submitted at once (default: 2 x CPUs, bounds memory)")
+    p.set_defaults(func=run_frames)
+    return p
+
+
+def chunk_ranges(n_frames: int, chunk: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``0..n_frames`` in chunks of ``chunk`` frames."""
+    if chunk < 1:
+        raise ValueError(f"--chunk must be >= 1, got {chunk}")
+    return [(a, min(n_frames, a + chunk)) for a in range(0, n_frames, chunk)]
+
+
+def _part_path(parts: Path, start: int, stop: int) -> Path:
+    return parts / f"chunk_{start:09d}_{stop:09d}.h5"
+
+
+def process_chunk(frames_path: str, start: int, stop: int, part_path: str,
+                  config: dict | None = None, device: str | None = None) -> int:
+    """Centroid frames ``start:stop`` of ``frames_path`` into the part file ``part_path``.
+
+    Pure with respect to its inputs: reads its own frames (nothing large travels through Ray),
+    writes atomically, returns the number of events. Raises FrameFileError on unreadable frames.
+    """
+    import h5py
+    import numpy as np
+    import torch
+
+    from sevi.centroid import CentroidConfig, centroid_frames
+    from sevi.frames import default_device
+    from sevi.frames_io import EVENT_DTYPE, atomic_path, read_frames
+
+    dev = torch.device(device) if device else default_device()
+    cfg = CentroidConfig(**(config or {}))
+    ids, imgs = read_frames(frames_path, start, stop)
+    res = centroid_frames(torch.from_numpy(imgs).to(dev), cfg)
+    rows = np.empty(len(res), EVENT_DTYPE)
+    rows["ImageId"] = ids[res.frame.cpu().numpy()]
+    rows["x"] = res.x.cpu().numpy()
+    rows["z"] = res.z.cpu().numpy()
+    with atomic_path(part_path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("DetectedElectrons", data=rows)
+        f.attrs["start"], f.attrs["stop"] = start, stop
+    return len(rows)
+
+
+def _manifest(frames_path: Path, n_frames: int, chunk: int, config: dict) -> dict:
+    st = frames_path.stat()
+    return {"frames": str(frames_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "n_frames": n_frames, "chunk": chunk, "centroid": config}
+
+
+def _merge(parts: Path, ranges, out: Path, grid: int, n_frames: int, manifest: dict) -> int:
+    """Concatenate the part files in frame order into the events file (atomic), streaming."""
+    import h5py
+    import numpy as np
+
+    from sevi.frames_io import EVENT_DTYPE, atomic_path
+
+    image = np.zeros((grid, grid), np.int64)
+    total = 0
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset("DetectedElectrons", shape=(0,), maxshape=(None,), dtype=EVENT_DTYPE,
+                              chunks=(65536,))
+        for a, b in ranges:
+            with h5py.File(_part_path(parts, a, b), "r") as p:
+                rows = p["DetectedElectrons"][...]
+            ds.resize((total + len(rows),))
+            ds[total:] = rows
+            total += len(rows)
+            h, _, _ = np.histogram2d(rows["x"], rows["z"], bins=grid, range=[[-1, 1], [-1, 1]])
+            image += h.astype(np.int64)
+        d = f.create_dataset("AccumulatedImage", data=image, compression="gzip", compression_opts=4)
+        d.attrs["grid"] = grid
+        d.attrs["n_frames"] = n_frames
+        d.attrs["axes"] = "axis 0 = x, axis 1 = z, bins of [-1, 1]"
+        f.attrs["source"] = manifest["frames"]
+        f.attrs["centroid_config"] = json.dumps(manifest["centroid"])
+    return total
+
+
+def run_frames(args: argparse.Namespace) -> int:
+    """Run `sevi frames`; returns the process exit code (0 ok, 1 input error, 130 interrupted)."""
+    from tqdm import tqdm
+
+    from sevi.centroid import CentroidConfig
+    from sevi.frames_io import FrameFileError, frame_count
+
+    frames_path, out = Path(args.frames), Path(args.out)
+    try:
+        n_frames = frame_count(frames_path)
+    except FrameFileError as err:
+        print(f"sevi frames: {err}", file=sys.stderr)
+        return 1
+    if args.grid < 1:
+        print(f"sevi frames: --grid must be >= 1, got {args.grid}", file=sys.stderr)
+        return 1
+    config = dataclasses.asdict(CentroidConfig())
+    ranges = chunk_ranges(n_frames, args.chunk)
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(frames_path, n_frames, args.chunk, config)
+    mpath = parts / "manifest.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if old != manifest:
+            print(f"sevi frames: {parts} holds parts of a different run (input, chunk or settings "
+                  f"changed); delete it to start over", file=sys.stderr)
+            return 1
+    else:
+        mpath.write_text(json.dumps(manifest, indent=1))
+
+    todo = [(a, b) for a, b in ranges if not _part_path(parts, a, b).exists()]
+    done_frames = n_frames - sum(b - a for a, b in todo)
+    bar = tqdm(total=n_frames, initial=done_frames, unit="frame", desc="centroiding",
+               disable=getattr(args, "quiet", False) or None)
+    failure = None
+    try:
+        if args.no_ray:
+            for a, b in todo:
+                try:
+                    process_chunk(str(frames_path), a, b, str(_part_path(parts, a, b)), None, args.device)
+                except FrameFileError as err:
+                    failure = err
+                    break
+                bar.update(b - a)
+        else:
+            failure = _run_ray(args, frames_path, parts, todo, bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"sevi frames: interrupted; finished chunks kept in {parts}, re-run to resume",
+              file=sys.stderr)
+        return 130
+    bar.close()
+    if failure is not None:
+        left = sum(1 for a, b in ranges if not _part_path(parts, a, b).exists())
+        print(f"sevi frames: {failure}\nsevi frames: stopped; {len(ranges) - left} of {len(ranges)} "
+              f"chunks finished and kept in {parts}; fix or replace the input and re-run to resume",
+              file=sys.stderr)
+        return 1
+    total = _merge(parts, ranges, out, args.grid, n_frames, manifest)
+    shutil.rmtree(parts)
+    print(f"sevi frames: {total} events from {n_frames} frames -> {out}")
+    return 0
+
+
+def _run_ray(args, frames_path: Path, parts: Path, todo, bar):
+    """Run the chunks as Ray tasks; returns the first FrameFileError, or None."""
+    import ray
+
+    from sevi.frames_io import FrameFileError
+
+    if not ray.is_initialized():
+        ray.init()
+    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    task = ray.remote(num_cpus=1, num_gpus=args.gpus_per_task if gpus else 0)(process_chunk)
+    limit = args.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict = {}
+    queue = list(todo)
+    failure = None
+    try:
+        while queue or pending:
+            while queue and failure is None and len(pending) < limit:
+                a, b = queue.pop(0)
+                ref = task.remote(str(frames_path.resolve()), a, b, str(_part_path(parts, a, b).resolve()),
+                                  None, args.device)
+                pending[ref] = (a, b)
+            if failure is not None and not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            a, b = pending.pop(ready[0])
+            try:
+                ray.get(ready[0])
+                bar.update(b - a)
+            except Exception as err:  # RayTaskError wraps the task's exception
+                cause = getattr(err, "cause", None) or err
+                if isinstance(cause, FrameFileError) or isinstance(err, FrameFileError):
+                    failure = failure or cause
+                    queue.clear()        # let running chunks finish, start no more
+                else:
+                    raise
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
+    return failure
+
+
+# --------------------------------------------------------------------------------------------
+# sevi simulate-frames
+
+def add_simulate_frames_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("simulate-frames",
+                              help="simulate camera frames (FinalImage) plus the detected-electron truth")
+    p.add_argument("out", help="output frame file (FinalImage, DetectedElectrons truth)")
+    p.add_argument("--frames", type=int, default=10, help="number of frames (default 10)")
+    p.add_argument("--per-frame", type=float, default=100.0,
+                   help="mean detected electrons per frame (default 100); hits drawn = this / 0.9")
+    p.add_argument("--hits", default="disc",
+                   help="'disc' (uniform, radius 0.95), 'shells' (two Newton spheres), or an HDF5 "
+                        "file with a table (DetectedElectrons or GeneratedElectrons) with ImageId, x, z")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=16, help="frames rendered at once (default 16)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=run_simulate_frames)
+    return p
+
+
+def _given_hits(path: str):
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r") as f:
+        for name in ("DetectedElectrons", "GeneratedElectrons"):
+            if name in f and all(k in (f[name].dtype.names or ()) for k in ("ImageId", "x", "z")):
+                rows = f[name][...]
+                break
+        else:
+            raise ValueError(f"{path}: no DetectedElectrons/GeneratedElectrons table with ImageId, x, z")
+    ids = rows["ElectronId"] if "ElectronId" in rows.dtype.names else np.arange(len(rows))
+    uniq, frame = np.unique(rows["ImageId"], return_inverse=True)
+    return rows["x"].astype(np.float64), rows["z"].astype(np.float64), frame, uniq.astype(np.int32), ids
+
+
+def run_simulate_frames(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from sevi.frames import FrameModel, default_device, draw_disc_hits, draw_shell_hits, render_frames
+    from sevi.frames_io import FrameWriter
+
+    dev = torch.device(args.device) if args.device else default_device()
+    model = FrameModel()
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(args.seed)
+    if args.hits in ("disc", "shells"):
+        draw = draw_disc_hits if args.hits == "disc" else draw_shell_hits
+        x, z, fr = draw(args.frames, args.per_frame / model.detect_prob, generator=gen)
+        x, z, fr = x.cpu().numpy(), z.cpu().numpy(), fr.cpu().numpy()
+        image_ids = np.arange(args.frames, dtype=np.int32)
+        eids = np.arange(len(x))
+    else:
+        x, z, fr, image_ids, eids = _given_hits(args.hits)
+    n_frames = len(image_ids)
+    with FrameWriter(args.out) as w:
+        for a in tqdm(range(0, n_frames, args.batch), unit="batch", desc="rendering", disable=None):
+            b = min(n_frames, a + args.batch)
+            sel = (fr >= a) & (fr < b)
+            frames, det = render_frames(torch.from_numpy(x[sel]), torch.from_numpy(z[sel]),
+                                        torch.from_numpy(fr[sel] - a), b - a, model, generator=gen)
+            det = det.cpu().numpy()
+            w.append(image_ids[a:b], frames.cpu().numpy())
+            w.append_truth(image_ids[fr[sel][det]], eids[sel][det], x[sel][det], z[sel][det])
+    print(f"sevi simulate-frames: {n_frames} frames -> {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry until sevi/cli.py wires these in: python -m ray_jobs.frames_job ..."""
+    ap = argparse.ArgumentParser(prog="sevi")
+    sub = ap.add_subparsers(required=True)
+    add_frames_parser(sub)
+    add_simulate_frames_parser(sub)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""ray_jobs.frames_job: streaming, resume, corrupt input, and the Ray path."""
+import argparse
+
+import h5py
+import numpy as np
+import pytest
+
+from ray_jobs import frames_job
+from sevi.frames_io import read_events, read_truth
+
+
+@pytest.fixture(scope="module")
+def frame_file(tmp_path_factory):
+    """6 simulated frames, ~30 electrons each (small and fast)."""
+    p = tmp_path_factory.mktemp("frames") / "f.h5"
+    args = argparse.Namespace(out=str(p), frames=6, per_frame=30.0, hits="disc", seed=3, batch=6, device="cpu")
+    assert frames_job.run_simulate_frames(args) == 0
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference(frame_file, tmp_path_factory):
+    """Events of one uninterrupted in-process run (chunks of 2 frames)."""
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    assert frames_job.run_frames(frames_args(frame_file, out)) == 0
+    assert not out.with_name("ref.h5.parts").exists(), "parts must be removed after the merge"
+    return read_events(out)
+
+
+def frames_args(frames, out, **kw):
+    d = dict(frames=str(frames), out=str(out), chunk=2, grid=64, no_ray=True, device="cpu",
+             gpus_per_task=0.25, max_in_flight=None, quiet=True)
+    d.update(kw)
+    return argparse.Namespace(**d)
+
+
+def test_cli_parsers_wire_both_subcommands():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers()
+    frames_job.add_frames_parser(sub)
+    frames_job.add_simulate_frames_parser(sub)
+    a = ap.parse_args(["frames", "F.h5", "--out", "E.h5", "--chunk", "8", "--grid", "256", "--no-ray"])
+    assert (a.func, a.chunk, a.grid, a.no_ray) == (frames_job.run_frames, 8, 256, True)
+    b = ap.parse_args(["simulate-frames", "F.h5", "--frames", "3", "--hits", "shells"])
+    assert b.func is frames_job.run_simulate_frames and b.frames == 3
+
+
+def test_events_match_truth(frame_file, reference):
+    rows, img = reference
+    truth = read_truth(frame_file)
+    assert img.shape == (64, 64) and img.sum() == len(rows)
+    assert abs(len(rows) - len(truth)) <= 0.05 * len(truth), f"{len(rows)} events for {len(truth)} electrons"
+    # At 30 electrons per frame nearly every true electron has an event of its frame within 1.5 px.
+    near = [np.hypot(*(rows[rows["ImageId"] == r["ImageId"]][k] - r[k] for k in ("x", "z"))).min() * 512 <= 1.5
+            for r in truth]
+    assert np.mean(near) >= 0.95, f"only {np.mean(near):.3f} of the electrons found within 1.5 px"
+
+
+def test_interrupted_run_resumes_without_redoing_finished_chunks(frame_file, reference, tmp_path, monkeypatch):
+    out = tmp_path / "ev.h5"
+    real = frames_job.process_chunk
+    calls = []
+
+    def dies_on_second(path, a, b, part, *rest):
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise KeyboardInterrupt          # as if the run were killed mid-chunk
+        return real(path, a, b, part, *rest)
+
+    monkeypatch.setattr(frames_job, "process_chunk", dies_on_second)
+    assert frames_job.run_frames(frames_args(frame_file, out)) == 130
+    parts = sorted(p.name for p in (tmp_path / "ev.h5.parts").glob("chunk_*.h5"))
+    assert parts == ["chunk_000000000_000000002.h5"], parts
+    assert not out.exists()
+
+    calls.clear()
+    monkeypatch.setattr(frames_job, "process_chunk",
+                        lambda path, a, b, part, *rest: (calls.append((a, b)), real(path, a, b, part, *rest))[1])
+    assert frames_job.run_frames(frames_args(frame_file, out)) == 0
+    assert calls == [(2, 4), (4, 6)], f"resume redid or skipped chunks: {calls}"
+    np.testing.assert_array_equal(read_events(out)[0], reference[0],
+                                  err_msg="a resumed run must give the uninterrupted run's events")
+
+
+def test_corrupt_chunk_stops_with_a_message_and_keeps_finished_parts(frame_file, tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(frame_file.read_bytes())
+    with h5py.File(bad, "r") as f:
+        off = f["FinalImage"].id.get_chunk_info(4).byte_offset       # frame 4: third chunk
+    with open(bad, "r+b") as f:
+        f.seek(off + 4096)
+        f.write(b"\x00\x01" * 100)
+    out = tmp_path / "ev.h5"
+    assert frames_job.run_frames(frames_args(bad, out)) == 1
+    err = capsys.readouterr().err
+    assert "bad.h5: frames 4..5" in err and "corrupt" in err, err
+    assert "2 of 3 chunks finished and kept" in err, err
+    assert len(list((tmp_path / "ev.h5.parts").glob("chunk_*.h5"))) == 2
+    assert not out.exists()
+
+
+def test_truncated_input_is_refused_up_front(frame_file, tmp_path, capsys):
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(frame_file.read_bytes()[: frame_file.stat().st_size // 2])
+    assert frames_job.run_frames(frames_args(cut, tmp_path / "ev.h5")) == 1
+    assert "cut.h5: not a readable HDF5 file (truncated or corrupt?)" in capsys.readouterr().err
+
+
+def test_ray_tasks_give_the_in_process_result(frame_file, reference, tmp_path, ray_local):
+    out = tmp_path / "ray.h5"
+    assert frames_job.run_frames(frames_args(frame_file, out, no_ray=False)) == 0
+    a, b = read_events(out)[0], reference[0]
+    # Same chunks; only float32 rounding (threads, batch layout) may differ.
+    np.testing.assert_array_equal(a["ImageId"], b["ImageId"])
+    np.testing.assert_allclose(a["x"], b["x"], atol=0.01 / 512, err_msg="Ray vs in-process x, 0.01 px")
+    np.testing.assert_allclose(a["z"], b["z"], atol=0.01 / 512, err_msg="Ray vs in-process z, 0.01 px")
