@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--angle", type=float, default=0.0, help="angle of incidence, degrees")
     p.add_argument("--out", help="write wavelength,R (percent) to this CSV")
     p.set_defaults(func=_cmd_spectrum)
+
+    from coating.recommend import add_recommend_parser  # torch is imported inside its run function
+    add_recommend_parser(sub)
     return parser
 
 

@@ -1,0 +1,125 @@
+"""Recommendations: bounds, step limits, front/back consistency, lower dE00, the CLI's files."""
+import argparse
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from coating import fit_cycles, models, plant, recommend, schema
+
+P = plant.PlantParams()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    state = plant.init(P, 21)
+    rng = np.random.default_rng(22)
+    std = plant.standard_reflectance(P)
+    wl = schema.WAVELENGTHS_NM.astype(float)
+    runs, s = [], np.array(state.settings)
+    for _ in range(16):
+        state, m = plant.step(state, s, rng, P)
+        runs.append(m)
+        s = plant.operator_settings(m, std, wl, P)
+    hist = schema.history_from_measurements(runs)
+    tr, va = models.time_split(hist, 1)
+    grey = models.fine_tune(models.fit("greybox", {"epochs": 3, "inner_steps": 10, "width": 0}, tr, va).model, va)
+    return {"state": state, "rng": rng, "hist": hist, "grey": grey, "runs": runs,
+            "standard": recommend.Standard.from_curves(std[0], std[1])}
+
+
+def _check(rec, limits):
+    x, x0 = rec.settings, rec.current
+    assert np.all(x >= limits.lower - 1e-9) and np.all(x <= limits.upper + 1e-9), "bounds"
+    assert np.all(np.abs(x - x0) <= limits.max_step_nm + 1e-9), "step limit"
+    d = x - x0
+    assert np.all(d[:5] * d[5:] >= -1e-12), f"front/back changes with opposite signs: {d}"
+    assert np.allclose(np.round(d / 0.01), d / 0.01, atol=1e-6), "changes on the 0.01 nm grid"
+
+
+def test_limits_and_consistency_hold_even_when_tight(setup):
+    cur = np.array(setup["runs"][-1].settings)
+    for step_rel, bound_rel in ((0.03, 0.15), (0.005, 0.15), (0.03, 0.004)):
+        limits = recommend.default_limits(np.median(setup["hist"].settings, 0), bound_rel, step_rel)
+        rec = recommend.recommend_settings(setup["grey"], cur, 17, setup["standard"], limits)
+        _check(rec, limits)
+    # A current setting outside the bounds moves toward them by at most a step.
+    limits = recommend.default_limits(cur * 1.1, 0.02, 0.01)
+    rec = recommend.recommend_settings(setup["grey"], cur, 17, setup["standard"], limits)
+    assert np.all(rec.settings > cur) and np.all(np.abs(rec.change) <= limits.max_step_nm + 1e-9)
+
+
+def test_the_optimiser_lowers_dE00_on_a_simulated_run(setup):
+    cur = np.array(setup["runs"][-1].settings)
+    limits = recommend.default_limits(np.median(setup["hist"].settings, 0))
+    rec = recommend.recommend_settings(setup["grey"], cur, 17, setup["standard"], limits)
+    assert rec.dE00.sum() < rec.dE00_current.sum()
+    # On the plant, with the same random draws, the recommended settings beat unchanged ones
+    # on average over a few draws of the next run.
+    got = []
+    for seed in range(6):
+        de = []
+        for s in (cur, rec.settings):
+            _, m = plant.step(setup["state"], s, np.random.default_rng(seed), P)
+            de.append(sum(plant.delta_e00_to_standard(m, P)))
+        got.append(de)
+    got = np.array(got)
+    assert got[:, 1].mean() < got[:, 0].mean(), got
+
+
+def test_model_choice_picks_the_cycle_that_fits_the_run(setup):
+    g = setup["grey"]
+    other = models.fine_tune(g, models.select_rows(setup["hist"], [0]))
+    with torch.no_grad():
+        other.log_tool += 0.03  # a cycle calibrated 3 % differently
+    run = models.select_rows(setup["hist"], [15])
+    cycle, _ = recommend.select_cycle_model({1: g, 2: other}, run)
+    assert cycle == 1
+
+
+def test_cli_writes_the_files_atomically(setup, tmp_path, monkeypatch):
+    hist = setup["hist"]
+    schema.write_history(hist, tmp_path / "H.csv")
+    R = plant.standard_reflectance(P)
+    schema.write_standard(schema.Standard(schema.WAVELENGTHS_NM.astype(float), R[0], R[1]), tmp_path / "STD.csv")
+    fit_cycles.fit_all(hist, tmp_path / "models", kinds=("greybox",), log=lambda s: None,
+                       hparams={"greybox": {"epochs": 2, "inner_steps": 8, "width": 0}})
+    # One planned run (no measurement) and one just measured (full row, no cycle given).
+    cols = hist.columns()
+    head = ["furnace_no", "cycle_id"]
+    lines = [",".join(schema.COLUMNS), ]
+    meas = ",".join(str(cols[c][-1]) if c not in ("furnace_no",) else "NEW2" for c in schema.COLUMNS)
+    (tmp_path / "NEW.csv").write_text(",".join(head) + "\nNEW1,1\n")
+    (tmp_path / "NEW_meas.csv").write_text(lines[0] + "\n" + meas + "\n")
+    replaced = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: replaced.append((str(a), str(b))) or real(a, b))
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="command")
+    recommend.add_recommend_parser(sub)
+    for new, fno in (("NEW.csv", "NEW1"), ("NEW_meas.csv", "NEW2")):
+        out = tmp_path / f"out_{fno}"
+        args = ap.parse_args(["recommend", "--history", str(tmp_path / "H.csv"), "--runs", str(tmp_path / new),
+                              "--standard", str(tmp_path / "STD.csv"), "--models", str(tmp_path / "models"),
+                              "--out", str(out)])
+        assert args.func(args) == 0
+        text = (out / f"{fno}.txt").read_text()
+        assert "predicted dE00 front" in text and "F1" in text and "B5" in text
+        csv = (out / "recommendations.csv").read_text().splitlines()
+        assert csv[0] == "furnace_no," + ",".join(schema.SET_COLS) + ",dE00_F,dE00_B"
+        row = csv[1].split(",")
+        assert row[0] == fno and len(row) == 13
+        new_s = np.array(row[1:11], dtype=float)
+        d = new_s - hist.settings[-1]
+        assert np.all(d[:5] * d[5:] >= -1e-9)
+        assert {b for _, b in replaced} >= {str(out / f"{fno}.txt"), str(out / "recommendations.csv")}
+        assert not list(out.glob(".*tmp")), "temporary files left"
+
+
+def test_model2_cannot_recommend(setup):
+    tr, va = models.time_split(setup["hist"], 1)
+    m2 = models.fit("model2", {"epochs": 5}, tr, va).model
+    limits = recommend.default_limits(setup["hist"].settings[-1])
+    with pytest.raises(ValueError, match="model2"):
+        recommend.recommend_settings(m2, setup["hist"].settings[-1], 17, setup["standard"], limits)

@@ -1,0 +1,248 @@
+"""Closed-loop evaluation of thickness recommendations on simulated plants (issue 6).
+
+For each simulated plant (``coating.plant``, seed ``s``) and each of its first cycles: the
+operators' rule runs the first ``--fit-runs`` runs of the cycle; the models are fitted on them
+(time split: the latest 20 % validate) and conditioned on the validation runs; then every
+method plans run after run for ``--loop-runs`` runs (or to the end of the cycle), each next run
+simulated with the method's settings, and its ΔE00 (CIEDE2000 of the measured colour against
+the standard, front and back) is recorded. All methods start from the same machine state and
+draw the same random numbers (``plant.step`` consumes the same draws whatever the settings), so
+they are compared on the same runs. Methods:
+
+- ``ours``: the grey-box cycle model (``coating.models``, kind ``greybox``), fine-tuned on each
+  just-measured run (a filter step), settings by ``coating.recommend.recommend_settings``;
+- ``unchanged``: the settings of the last fitted run, kept;
+- ``notes_model1``: the notes' approach: the model1 MLP of the cycle, fine-tuned on each
+  just-measured run, input optimisation by the same recommender;
+- ``physics_ls``: fit the last run's 10 adjustable thicknesses through the optics (nominal
+  indices) by least squares, tooling = fitted / set, new settings = recipe / tooling;
+- ``operator`` (for reference): the plant simulator's model of the engineers' rule;
+- ``oracle`` (for reference, uses hidden truth): settings = recipe / true current tooling; the
+  floor left by each run's unpredictable deposition errors.
+All methods get the same bounds and step limit per run (``recommend.default_limits``).
+
+    python tools/coating_closed_loop.py [--quick] [--plants 2] [--cycles 2] [--out DIR]
+
+Prints a table; writes ``DIR/closed_loop.json`` and ``DIR/closed_loop.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coating import models, plant, recommend, schema  # noqa: E402
+from coating.stacks import settings_of_recipe  # noqa: E402
+
+METHODS = ("ours", "unchanged", "notes_model1", "physics_ls", "operator", "oracle")
+
+
+def physics_ls_settings(meas: plant.Measurement, params: plant.PlantParams) -> np.ndarray:
+    """Physics least squares: the last run's adjustable thicknesses fitted through the optics
+    (nominal indices, fixed layers at the recipe), then ``recipe * setting / fitted``."""
+    from scipy.optimize import least_squares
+
+    from coating.stacks import recipe_thickness
+    model = plant._model()
+    R_meas = torch.tensor(np.stack([meas.R_F, meas.R_B]), dtype=torch.float64)
+    recipe = np.array(settings_of_recipe())
+
+    def fun(d):
+        t = recipe_thickness(torch.as_tensor(d, dtype=torch.float64))
+        return (100 * model.reflectance(t, angle_deg=params.measure_angle_deg) - R_meas).reshape(-1)
+    jac = lambda d: torch.autograd.functional.jacobian(fun, torch.as_tensor(d), vectorize=True).numpy()  # noqa: E731
+    r = least_squares(lambda d: fun(torch.as_tensor(d)).detach().numpy(), recipe, jac=jac, method="lm")
+    return recipe * np.asarray(meas.settings) / r.x
+
+
+def _clip(x, x0, limits):
+    x = np.clip(x, x0 - limits.max_step_nm, x0 + limits.max_step_nm)
+    return np.round(np.clip(x, limits.lower, limits.upper), 2)
+
+
+def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print, methods=METHODS,
+              finish_cycle=True):
+    """Operator runs for ``fit_runs``, fit, then every method in closed loop. Returns
+    (state after the whole cycle under the operator, rng, {method: [(dE_F, dE_B), ...]}, info)."""
+    std_R = plant.standard_reflectance(params)
+    wl = schema.WAVELENGTHS_NM.astype(np.float64)
+    standard = recommend.Standard.from_curves(std_R[0], std_R[1])
+    cycle = state.cycle_id
+    rows = []
+    settings = np.array(state.settings)
+    for _ in range(fit_runs):
+        state, m = plant.step(state, settings, rng, params)
+        rows.append(m)
+        settings = plant.operator_settings(m, std_R, wl, params)
+    hist = schema.history_from_measurements(rows)
+    tr, va = models.time_split(hist, cycle)
+    t0 = time.time()
+    grey = models.fit("greybox", hp_grey, tr, va)
+    grey_m = models.fine_tune(grey.model, va)  # condition on the validation runs (the latest)
+    m1 = m1_m = None
+    if "notes_model1" in methods:
+        m1 = models.fit("model1", hp_m1, tr, va)
+        m1_m = models.fine_tune(m1.model, va)
+    fit_s = time.time() - t0
+    limits = recommend.default_limits(np.median(hist.settings, axis=0))
+    n_loop = min(loop_runs, state.cycle_length - state.run_in_cycle)
+    snap_state, snap_rng = state, rng.bit_generator.state
+    recipe = np.array(settings_of_recipe())
+    results, times = {}, {}
+    for method in methods:
+        st = snap_state
+        r = np.random.default_rng()
+        r.bit_generator.state = snap_rng
+        last, cur = rows[-1], np.array(rows[-1].settings)
+        model = {"ours": grey_m, "notes_model1": m1_m}.get(method)
+        des = []
+        t0 = time.time()
+        for _ in range(n_loop):
+            if method == "unchanged":
+                nxt = cur
+            elif method == "operator":
+                nxt = plant.operator_settings(last, std_R, wl, params)
+            elif method == "oracle":
+                nxt = _clip(recipe / np.array(st.tooling), cur, limits)
+            elif method == "physics_ls":
+                nxt = _clip(physics_ls_settings(last, params), cur, limits)
+            else:
+                rec = recommend.recommend_settings(model, cur, st.run_in_cycle + 1, standard, limits)
+                nxt = rec.settings
+            st, meas = plant.step(st, nxt, r, params)
+            des.append(plant.delta_e00_to_standard(meas, params))
+            last, cur = meas, np.array(meas.settings)
+            if model is not None:
+                model = models.fine_tune(model, schema.history_from_measurements([meas]))
+        results[method] = des
+        times[method] = time.time() - t0
+    log(f"  cycle {cycle}: fit {fit_s:.1f} s (greybox val dE00 {grey.metrics['val_dE00']:.3f}"
+        + (f", model1 {m1.metrics['val_dE00']:.3f}" if m1 else "") + f"); loop {n_loop} runs; " +
+        ", ".join(f"{k} {np.median(v):.2f}" for k, v in results.items()))
+    # Continue the operator's trajectory to the next cleaning cycle.
+    while finish_cycle and state.cycle_id == cycle:
+        state, m = plant.step(state, settings, rng, params)
+        settings = plant.operator_settings(m, std_R, wl, params)
+    info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times,
+            "greybox_val": grey.metrics, "model1_val": m1.metrics if m1 else None}
+    return state, rng, results, info
+
+
+def summarise(results: dict) -> dict:
+    out = {}
+    for method, des in results.items():
+        d = np.asarray(des)                                      # (runs, 2)
+        out[method] = {"median": float(np.median(d)), "p90": float(np.percentile(d, 90)),
+                       "median_F": float(np.median(d[:, 0])), "median_B": float(np.median(d[:, 1])),
+                       "p90_F": float(np.percentile(d[:, 0], 90)), "p90_B": float(np.percentile(d[:, 1], 90)),
+                       "mean": float(d.mean()), "n_runs": int(d.shape[0])}
+    return out
+
+
+def _plant_params(overrides: list[str]) -> plant.PlantParams:
+    p = plant.PlantParams()
+    kw = {}
+    for item in overrides:
+        k, _, v = item.partition("=")
+        if k not in {f.name for f in dataclasses.fields(p)}:
+            raise SystemExit(f"--plant {item}: unknown PlantParams field {k!r}")
+        kw[k] = type(getattr(p, k))(v)
+    return dataclasses.replace(p, **kw)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="~1 minute: 1 plant, 1 cycle, 12 loop runs")
+    ap.add_argument("--plants", type=int, default=2, help="simulated plants (seeds 0..N-1)")
+    ap.add_argument("--cycles", type=int, default=2, help="cycles per plant")
+    ap.add_argument("--fit-runs", type=int, default=30, help="operator runs per cycle before fitting")
+    ap.add_argument("--loop-runs", type=int, default=20, help="closed-loop runs per cycle")
+    ap.add_argument("--seed", type=int, default=0, help="first plant seed")
+    ap.add_argument("--plant", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="PlantParams overrides, e.g. kappa=0.01")
+    ap.add_argument("--out", default="closed_loop_out", help="directory for the JSON and the PNG")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.plants, args.cycles, args.loop_runs, args.fit_runs = 1, 1, 10, 24
+    torch.set_num_threads(1)
+    params = _plant_params(args.plant)
+    hp_grey = {"epochs": 8}
+    hp_m1 = {}
+    t_start = time.time()
+    results = {m: [] for m in METHODS}
+    infos = []
+    for seed in range(args.seed, args.seed + args.plants):
+        print(f"plant seed {seed}", flush=True)
+        state = plant.init(params, seed)
+        rng = np.random.default_rng([seed, 1])
+        for _ in range(args.cycles):
+            state, rng, res, info = run_cycle(state, rng, params, args.fit_runs, args.loop_runs,
+                                              hp_grey, hp_m1, lambda s: print(s, flush=True))
+            info["seed"] = seed
+            infos.append(info)
+            for k, v in res.items():
+                results[k] += v
+    wall = time.time() - t_start
+    summary = summarise(results)
+    base = summary["physics_ls"]["median"], summary["unchanged"]["median"]
+    ours = summary["ours"]
+    targets = {"median_vs_physics_ls": ours["median"] / base[0], "median_vs_unchanged": ours["median"] / base[1],
+               "p90": ours["p90"], "met": bool(ours["median"] <= 0.75 * base[0] and ours["median"] <= 0.45 * base[1]
+                                               and ours["p90"] <= 1.2)}
+    print(f"\nnext-run CIEDE2000 against the standard, {summary['ours']['n_runs']} runs x 2 sides, "
+          f"{args.plants} plant(s) x {args.cycles} cycle(s), wall {wall:.0f} s")
+    print(f"{'method':<14} {'median':>7} {'p90':>7} {'med F':>7} {'med B':>7} {'p90 F':>7} {'p90 B':>7}")
+    for m in METHODS:
+        s = summary[m]
+        print(f"{m:<14} {s['median']:7.3f} {s['p90']:7.3f} {s['median_F']:7.3f} {s['median_B']:7.3f} "
+              f"{s['p90_F']:7.3f} {s['p90_B']:7.3f}")
+    print(f"ours / physics_ls median {targets['median_vs_physics_ls']:.2f} (target <= 0.75); "
+          f"ours / unchanged {targets['median_vs_unchanged']:.2f} (target <= 0.45); "
+          f"ours p90 {ours['p90']:.2f} (target <= 1.2): {'met' if targets['met'] else 'NOT met'}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"command": " ".join(["python tools/coating_closed_loop.py"] + (argv if argv is not None else sys.argv[1:])),
+           "plant_params": dataclasses.asdict(params), "args": vars(args), "wall_s": wall,
+           "summary": summary, "targets": targets, "cycles": infos,
+           "per_run": {m: np.asarray(v).tolist() for m, v in results.items()}}
+    tmp = out / ".closed_loop.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=float))
+    os.replace(tmp, out / "closed_loop.json")
+    _plot(results, out / "closed_loop.png")
+    print(f"wrote {out / 'closed_loop.json'} and {out / 'closed_loop.png'}")
+    return 0
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for side, ax in enumerate(axes):
+        for m in METHODS:
+            d = np.asarray(results[m])[:, side]
+            ax.plot(np.arange(1, len(d) + 1), d, lw=1, marker=".", ms=3,
+                    label=f"{m} (median {np.median(d):.2f})")
+        ax.set_title(("front", "back")[side])
+        ax.set_xlabel("closed-loop run (all cycles, in order)")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("next-run ΔE00 vs standard")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
