@@ -6,15 +6,18 @@ import argparse
 import importlib
 import sys
 
-# Subcommand modules; each has add_parser(subparsers) that sets ``func``.
-SUBCOMMANDS = ("sevi.simulate",)
+# "module:function" that adds a subcommand parser setting ``func`` (function default: add_parser).
+# Frame processing lives in ray_jobs/ because it fans chunks out as Ray tasks (--no-ray runs in-process).
+SUBCOMMANDS = ("sevi.simulate", "ray_jobs.frames_job:add_simulate_frames_parser",
+               "ray_jobs.frames_job:add_frames_parser", "sevi.predict", "sevi.analyze")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sevi", description="SEVI / velocity-map imaging tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in SUBCOMMANDS:
-        importlib.import_module(name).add_parser(sub)
+    for entry in SUBCOMMANDS:
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(module), function or "add_parser")(sub)
     return parser
 
 

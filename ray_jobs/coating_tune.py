@@ -1,0 +1,229 @@
+"""Ray Tune: one sweep per cleaning cycle, all cycles at once, best model per cycle to the registry.
+
+    python -m ray_jobs.coating_tune --history H.csv --models DIR [--cycles all|1,2] [--num-samples N]
+        [--kinds greybox,model1,model2] [--name NAME] [--storage-path runs] [--gpus-per-trial F]
+
+Why one Tuner per cycle (RAY_NOTES.md): cycles' losses differ in scale, so one ASHA over a cycle
+grid dimension would compare trials across cycles and cut the wrong ones. Each (cycle, kind) gets
+its own Tuner, ASHA scheduler, search space (``coating.models.SEARCH_SPACE``) and unique name;
+they run concurrently from ``num_cpus=0`` Ray tasks in this job. Validation is the latest runs of
+each cycle (``coating.models.time_split``), never a random split. model1 is pretrained on spectra
+from the shared generator pool's "coating-spectra" recipe.
+
+Re-running the same command resumes unfinished sweeps (``Tuner.restore``); finished ones are
+read back, not re-run. Every trial logs to TensorBoard under ``<storage-path>/<name>``
+(``tensorboard --logdir <storage-path>``). At the end a summary table per cycle is printed and
+written to ``<models>/tune_summary.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPORT_EVERY = 10  # epochs between Tune reports (every report costs a round trip)
+
+
+def to_tune_space(space: dict):
+    """``coating.models.SEARCH_SPACE`` entries (plain data) -> ray.tune samplers."""
+    from ray import tune
+
+    make = {"loguniform": lambda lo, hi: tune.loguniform(lo, hi), "uniform": lambda lo, hi: tune.uniform(lo, hi),
+            "randint": lambda lo, hi: tune.randint(lo, hi), "choice": lambda values: tune.choice(values)}
+    out = {}
+    for key, (kind, *args) in space.items():
+        if kind not in make:
+            raise ValueError(f"search space {key!r}: unknown sampler {kind!r}")
+        out[key] = make[kind](*args)
+    return out
+
+
+def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
+    """One trial: ``coating.models.fit`` with Tune's sampled hyperparameters."""
+    import torch
+    from ray import tune
+
+    from coating.models import fit
+
+    torch.set_num_threads(1)  # many trials share a node (RAY_NOTES.md)
+    last = {}
+
+    def report(epoch: int, metrics: dict) -> None:
+        last.update(metrics)
+        if epoch % REPORT_EVERY == 0:
+            tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    result = fit(kind, config, train_rows, val_rows, report=report, pretrain=pretrain if kind == "model1" else None)
+    with tempfile.TemporaryDirectory() as d:
+        torch.save({"state_dict": result.model.state_dict(), "hparams": result.hparams}, Path(d) / "model.pt")
+        tune.report({**{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}, "final": 1},
+                    checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain) -> dict:
+    """Run (or resume) the sweep of one (cycle, kind); returns the best trial's summary."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from coating.models import SEARCH_SPACE, resolve_hparams, time_split
+
+    train_rows, val_rows = time_split(history, cycle_id)
+    name = f"{args_dict['name']}-cycle{cycle_id}-{kind}"
+    storage = args_dict["storage_path"]
+    def trial(config, train_rows, val_rows, pretrain):
+        trainable(config, kind, train_rows, val_rows, pretrain)
+
+    # with_parameters keys its object-store registry on str(function), and concurrent sweeps in
+    # forked workers can share an address: a unique name keeps one sweep's data from another's.
+    trial.__name__ = trial.__qualname__ = f"trial_{name.replace('-', '_')}"
+    fn = tune.with_parameters(trial, train_rows=train_rows, val_rows=val_rows, pretrain=pretrain)
+    fn = tune.with_resources(fn, {"cpu": 1, "gpu": args_dict["gpus_per_trial"]})
+    path = os.path.join(storage, name)
+    t0 = time.perf_counter()
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, fn, resume_unfinished=True, resume_errored=True)
+    else:
+        space = to_tune_space(SEARCH_SPACE[kind])
+        if args_dict["smoke_test"]:
+            space["epochs"] = tune.choice([20]) if kind != "greybox" else tune.choice([2])
+        max_t = 10**6  # ASHA's budget in reports; epochs vary per trial, so let them end on their own
+        tuner = tune.Tuner(
+            fn, param_space=space,
+            tune_config=tune.TuneConfig(metric="val_loss", mode="min", num_samples=args_dict["num_samples"],
+                                        max_concurrent_trials=args_dict["max_concurrent"],
+                                        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                                                                grace_period=3, reduction_factor=3)),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
+    grid = tuner.fit()
+    best = grid.get_best_result(metric="val_loss", mode="min", filter_nan_and_inf=True)
+    wall = time.perf_counter() - t0
+    import torch
+
+    from coating import registry
+    from coating.models import build_model_from_state
+
+    with best.checkpoint.as_directory() as d:
+        ck = torch.load(Path(d) / "model.pt", map_location="cpu", weights_only=True)
+    model = build_model_from_state(kind, ck["hparams"], ck["state_dict"])
+    registry.save(args_dict["models"], cycle_id, kind, model, ck["hparams"], best.metrics, train_rows)
+    return {"cycle_id": cycle_id, "kind": kind, "trials": len(grid), "errors": len(grid.errors),
+            "val_loss": best.metrics.get("val_loss"), "val_dE00": best.metrics.get("val_dE00"),
+            "wall_s": round(wall, 1), "hparams": resolve_hparams(kind, ck["hparams"]), "path": best.path}
+
+
+def pretrain_batch(history, cycle_id: int, pool_name: str, n: int):
+    """model1 pretraining spectra for a cycle, from the shared pool's coating-spectra recipe."""
+    import numpy as np
+
+    from ray_jobs.pool import PoolClient, find_pool
+
+    client = PoolClient(find_pool(pool_name))
+    b = client.batch("coating-spectra", {"state": cycle_state(history, cycle_id), "batch": n}, seed=1000 + cycle_id)
+    return {k: np.array(v) for k, v in b.items()}
+
+
+def cycle_state(history, cycle_id: int):
+    """A simulator state centred on the cycle: nominal machine constants, the cycle's latest
+    settings and run count (real plant data carry no calibration, so the rest is the prior)."""
+    import numpy as np
+
+    from coating import plant
+
+    rows = np.flatnonzero(history.cycle_id == cycle_id)
+    last = rows[np.argmax(history.run_in_cycle[rows])]
+    base = plant.init(plant.PlantParams(), seed=cycle_id)
+    return dataclasses.replace(base, cycle_id=int(cycle_id), run_in_cycle=int(history.run_in_cycle[last]),
+                               cycle_length=max(int(history.run_in_cycle[last]) + 1, base.cycle_length),
+                               settings=tuple(float(v) for v in history.settings[last]))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m ray_jobs.coating_tune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--history", required=True, help="plant history (.csv or .h5, coating.schema)")
+    ap.add_argument("--models", required=True, help="model registry directory (one sub-folder per cycle)")
+    ap.add_argument("--cycles", default="all", help="'all' or a comma list of cycle ids")
+    ap.add_argument("--kinds", default="greybox,model1", help="model kinds to sweep (greybox, model1, model2)")
+    ap.add_argument("--num-samples", type=int, default=8, help="trials per (cycle, kind)")
+    ap.add_argument("--max-concurrent", type=int, default=2, help="trials at once per sweep")
+    ap.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs per trial (e.g. 0.25)")
+    ap.add_argument("--name", default="coating-tune")
+    ap.add_argument("--storage-path", default="runs")
+    ap.add_argument("--pool", default="gen", help="shared generator pool (created if missing)")
+    ap.add_argument("--pretrain-runs", type=int, default=512, help="pool spectra per cycle for model1 pretraining")
+    ap.add_argument("--address", default=None, help="Ray address; default RAY_ADDRESS or a new local instance")
+    ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
+    ap.add_argument("--smoke-test", action="store_true", help="tiny epochs (CI)")
+    return ap.parse_args(argv)
+
+
+def run(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import ray
+
+    from coating.models import KINDS
+    from coating.schema import read_history
+    from ray_jobs.pool import PoolSpec, get_or_create_pool
+
+    history = read_history(args.history)  # validates every row before anything starts
+    cycles = sorted(set(int(c) for c in history.cycle_id)) if args.cycles == "all" else \
+        [int(c) for c in args.cycles.split(",")]
+    missing = set(cycles) - set(int(c) for c in history.cycle_id)
+    if missing:
+        raise SystemExit(f"coating_tune: {args.history}: no runs of cycle(s) {sorted(missing)}")
+    kinds = [k.strip() for k in args.kinds.split(",")]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise SystemExit(f"coating_tune: unknown model kind(s) {bad}; choose from {KINDS}")
+    args.storage_path = os.path.abspath(args.storage_path)
+    if not ray.is_initialized():
+        if args.address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=args.address or os.environ["RAY_ADDRESS"])
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
+    pretrain = {}
+    if "model1" in kinds:
+        get_or_create_pool(PoolSpec(args.pool, 1, 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0))
+        pretrain = {c: pretrain_batch(history, c, args.pool, args.pretrain_runs) for c in cycles}
+    a = {k: v for k, v in vars(args).items()}
+    task = ray.remote(num_cpus=0)(sweep_one)  # orchestration only; trials hold the resources
+    history_ref = ray.put(history)
+    refs = [task.remote(c, k, history_ref, a, pretrain.get(c)) for c in cycles for k in kinds]
+    rows = ray.get(refs)
+    write_summary(rows, Path(args.models) / "tune_summary.csv")
+    return rows
+
+
+def write_summary(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ["cycle_id", "kind", "trials", "errors", "val_loss", "val_dE00", "wall_s"]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols + ["hparams"])
+        for r in rows:
+            w.writerow([r[c] for c in cols] + [r["hparams"]])
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    t0 = time.perf_counter()
+    rows = run(argv)
+    print(f"{'cycle':>6} {'kind':>8} {'trials':>6} {'errors':>6} {'val_loss':>10} {'val_dE00':>9} {'wall_s':>7}")
+    for r in sorted(rows, key=lambda r: (r["cycle_id"], r["kind"])):
+        print(f"{r['cycle_id']:>6} {r['kind']:>8} {r['trials']:>6} {r['errors']:>6} {r['val_loss']:>10.4g} "
+              f"{(r['val_dE00'] if r['val_dE00'] is not None else float('nan')):>9.3f} {r['wall_s']:>7.1f}")
+    print(f"all sweeps: {time.perf_counter() - t0:.1f} s; best models in the registry")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""`sevi predict`: anisotropy parameters and their 1-sigma error bars from accumulated images.
+
+Input (``--images``): an HDF5 file holding either
+  * ``counts`` (n, G, G) with ``image_id`` (n,) (a ``sevi simulate`` output), or
+  * a single accumulated image: a 2-D dataset ``image`` (G, G) or ``counts`` (G, G).
+Axis 0 = x, axis 1 = z over [-1, 1]. G must be a multiple of the model's grid (rebinned exactly),
+and each image's electron total must lie within the range the model was trained for (both shells
+together: 2 * electrons[0] .. 2 * electrons[1], widened by ``--electron-tolerance``, default 15%,
+which covers the ~10% of electrons a real detector misses).
+
+Output (``--out``, written atomically):
+  * ``Answer``: the course's table (SphereId '<u1', R '<f8', beta '<f8' (L,), smaller R first),
+    with an ``ImageId`` field first when the input held several images (two rows per image);
+  * ``AnswerUncertainty``: the same layout and rows, holding the 1-sigma uncertainties of R and
+    beta (SphereId as in Answer);
+  * ``AnswerSigmaR``: (ImageId,) SphereId, sigma_R '<f8', sigma_R_sd '<f8' (the shell widths and
+    their uncertainties, which the course's Answer has no field for).
+
+Uncertainties are the model's heteroscedastic head (a Gaussian log-variance per target trained by
+NLL; model.py / training.py). Their calibration (coverage of +-1 sigma, z-score spread) is
+measured on held-out simulated images by tools/eval_sevi.py (docs_bench_train.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict R, sigma_R and betas (with error bars) from accumulated images",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model.pt, or a dir holding it (final model or checkpoint)")
+    p.add_argument("--images", required=True, help="HDF5 with counts (n, G, G) + image_id, or one 2-D image")
+    p.add_argument("--out", required=True, help="output HDF5 (Answer, AnswerUncertainty, AnswerSigmaR)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:k] (default auto)")
+    p.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--electron-tolerance", type=float, default=0.15,
+                   help="relative slack on the trained electron range (default 0.15)")
+    p.set_defaults(func=run)
+
+
+def open_images(path: str):
+    """(h5py.File, dataset (n, G, G) or (G, G), image_ids or None). Raises SystemExit on a bad file."""
+    import h5py
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise SystemExit(f"sevi predict: {path}: not a readable HDF5 file ({e})")
+    for name in ("counts", "image"):
+        if name in f and isinstance(f[name], h5py.Dataset):
+            ds = f[name]
+            if ds.ndim == 3:
+                ids = f["image_id"][()].astype(np.int32) if "image_id" in f else np.arange(ds.shape[0], dtype=np.int32)
+                if len(ids) != ds.shape[0]:
+                    raise SystemExit(f"sevi predict: {path}: image_id has {len(ids)} entries, {name} {ds.shape[0]} images")
+                return f, ds, ids
+            if ds.ndim == 2:
+                return f, ds, None
+            raise SystemExit(f"sevi predict: {path}: dataset '{name}' has shape {ds.shape}; expected (n, G, G) or (G, G)")
+    found = ", ".join(f.keys()) or "nothing"
+    f.close()
+    raise SystemExit(f"sevi predict: {path}: no dataset 'counts' (n, G, G) or 'image' (G, G) (found: {found})")
+
+
+def electron_window(cfg, tolerance: float) -> tuple[float, float]:
+    """Accepted total electrons per image (both shells) for a model trained with cfg.electrons."""
+    return 2 * cfg.electrons[0] * (1 - tolerance), 2 * cfg.electrons[1] * (1 + tolerance)
+
+
+def predict_images(model, cfg, batches, device, tolerance: float = 0.15) -> dict[str, np.ndarray]:
+    """Predictions for an iterable of (first_index, counts (b, G, G) numpy or tensor) batches.
+
+    Returns numpy arrays beta, beta_sd (n, 2, L); R, R_sd, sigma_R, sigma_R_sd (n, 2); shells
+    sorted by predicted R (the same order for the values and their uncertainties)."""
+    import torch
+
+    lo, hi = electron_window(cfg, tolerance)
+    feats = cfg.features
+    parts = []
+    for first, counts in batches:
+        c = torch.as_tensor(np.asarray(counts)).to(device)
+        total = c.reshape(c.shape[0], -1).sum(1).double()
+        bad = ((total < lo) | (total > hi)).nonzero()
+        if len(bad):
+            k = int(bad[0])
+            raise ValueError(f"image {first + k} holds {int(total[k])} electrons; this model was trained on "
+                             f"{cfg.electrons[0]}-{cfg.electrons[1]} per shell, so it accepts {lo:.0f}-{hi:.0f} "
+                             f"in all (--electron-tolerance {tolerance})")
+        x = feats(c)  # ValueError for a grid that does not rebin to the model's
+        with torch.no_grad():
+            parts.append(model.decode(model(x.to(device))))
+    out = {k: torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in parts[0]}
+    order = np.argsort(out["R"], axis=1)  # (n, 2); normally already [0, 1]
+    for k in out:
+        idx = order[..., None] if out[k].ndim == 3 else order
+        out[k] = np.take_along_axis(out[k], idx, 1)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sevi import io
+    from sevi.generator import pick_device
+    from sevi.training import load_model
+
+    if args.batch < 1:
+        raise SystemExit("sevi predict: --batch must be >= 1")
+    device = pick_device(args.device)
+    try:
+        model, cfg = load_model(args.model, device)
+    except (FileNotFoundError, KeyError, RuntimeError, ValueError) as e:
+        raise SystemExit(f"sevi predict: cannot load model {args.model}: {e}")
+    f, ds, ids = open_images(args.images)
+    with f:
+        if ids is None:
+            batches = [(0, ds[()][None])]
+        else:
+            batches = ((s, ds[s:s + args.batch]) for s in range(0, ds.shape[0], args.batch))
+        try:
+            with torch.inference_mode():
+                p = predict_images(model, cfg, batches, device, args.electron_tolerance)
+        except ValueError as e:
+            raise SystemExit(f"sevi predict: {args.images}: {e}")
+    answer = io.answer_rows(p["R"], p["beta"], ids)
+    unc = answer.copy()  # the same layout and row order; values replaced by the 1-sigma uncertainties
+    unc["R"] = p["R_sd"].reshape(-1)
+    unc["beta"] = p["beta_sd"].reshape(len(unc), -1)
+    sig_fields = ([("ImageId", "<i4")] if ids is not None else []) + [("SphereId", "<u1"), ("sigma_R", "<f8"),
+                                                                      ("sigma_R_sd", "<f8")]
+    sig = np.zeros(len(answer), np.dtype(sig_fields))
+    if ids is not None:
+        sig["ImageId"] = answer["ImageId"]
+    sig["SphereId"], sig["sigma_R"], sig["sigma_R_sd"] = answer["SphereId"], p["sigma_R"].reshape(-1), p["sigma_R_sd"].reshape(-1)
+    io.write_tables(args.out, {"Answer": answer, "AnswerUncertainty": unc, "AnswerSigmaR": sig},
+                    attrs={"model": str(args.model), "images": str(args.images), "device": str(device),
+                           "model_grid": cfg.grid, "uncertainty": "1-sigma, heteroscedastic Gaussian head"})
+    n = 1 if ids is None else len(ids)
+    print(f"wrote Answer for {n} image{'s' * (n != 1)} to {args.out}")
+    return 0

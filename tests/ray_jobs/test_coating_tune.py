@@ -1,0 +1,76 @@
+"""The coating Tune job on CPU with a tiny space, and both workloads drawing from one pool at once."""
+
+import threading
+
+import pytest
+
+from ray_jobs.pool import find_pool, pool_stats, stop_pool
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    from coating import plant
+    from coating.schema import history_from_measurements, write_history
+
+    d = tmp_path_factory.mktemp("plant")
+    params = plant.PlantParams(cycle_runs_min=30, cycle_runs_max=30)
+    write_history(history_from_measurements(plant.simulate(params, 1, seed=3)), d / "hist.csv")
+    return d / "hist.csv"
+
+
+def tune_args(history, tmp_path, pool):
+    return ["--history", str(history), "--models", str(tmp_path / "models"), "--num-samples", "2",
+            "--max-concurrent", "1", "--smoke-test", "--kinds", "greybox,model1", "--storage-path",
+            str(tmp_path / "runs"), "--pool", pool, "--pretrain-runs", "32"]
+
+
+def test_tune_job_writes_best_models_and_resumes(ray_local, history, tmp_path):
+    from coating import registry
+    from ray_jobs import coating_tune
+
+    pool = "test-tune-pool"
+    try:
+        rows = coating_tune.run(tune_args(history, tmp_path, pool))
+        assert sorted(r["kind"] for r in rows) == ["greybox", "model1"] and len({r["cycle_id"] for r in rows}) == 1
+        assert all(r["trials"] == 2 and r["errors"] == 0 for r in rows)
+        for r in rows:
+            model = registry.load(tmp_path / "models", r["cycle_id"], r["kind"])
+            assert model.registry_meta["metrics"]["val_loss"] == pytest.approx(r["val_loss"])
+        assert (tmp_path / "models" / "tune_summary.csv").exists()
+        # The same command again restores the finished sweeps instead of re-running them.
+        again = coating_tune.run(tune_args(history, tmp_path, pool))
+        assert sorted(r["val_loss"] for r in again) == pytest.approx(sorted(r["val_loss"] for r in rows))
+    finally:
+        stop_pool(pool)
+
+
+def test_sevi_training_and_coating_sweep_share_one_pool(ray_local, history, tmp_path):
+    from ray_jobs import coating_tune, sevi_train
+    from ray_jobs.pool import PoolSpec, get_or_create_pool
+
+    pool = "test-shared-pool"
+    get_or_create_pool(PoolSpec(pool, actors=1, cpus_per_actor=0.5, device="cpu"))
+    tiny = ["--batch_size", "2", "--val_images", "2", "--eval_every", "3", "--checkpoint_every", "3",
+            "--target_stats_draws", "50", "--width", "4", "--grid", "32", "--n_r", "16", "--n_theta", "8",
+            "--electrons", "2000,3000", "--steps", "3"]
+    errors = []
+
+    def train():
+        try:
+            sevi_train.run(["--name", "shared", "--storage-path", str(tmp_path / "train"), "--num-workers", "1",
+                            "--pool", pool, *tiny])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=train)
+    try:
+        t.start()
+        coating_tune.run(["--history", str(history), "--models", str(tmp_path / "m"), "--num-samples", "1",
+                          "--smoke-test", "--kinds", "model1", "--storage-path", str(tmp_path / "runs"),
+                          "--pool", pool, "--pretrain-runs", "32"])
+        t.join(timeout=600)
+        assert not errors, errors
+        served = pool_stats(find_pool(pool))[0]["recipes"]
+        assert "sevi-images" in served and "coating-spectra" in served, served
+    finally:
+        stop_pool(pool)
