@@ -99,10 +99,29 @@ def predict_images(model, cfg, batches, device, tolerance: float = 0.15) -> dict
     return out
 
 
+def write_answer(path, p: dict, ids, attrs: dict) -> None:
+    """Write ``Answer`` (the course's table; ImageId first when ``ids`` is given), beside it
+    ``AnswerUncertainty`` (the same layout and rows, holding 1-sigma uncertainties) and
+    ``AnswerSigmaR`` (sigma_R and its 1-sigma), atomically. ``p``: ``predict_images``' output."""
+    from sevi import io
+
+    answer = io.answer_rows(p["R"], p["beta"], ids)
+    unc = answer.copy()
+    unc["R"] = p["R_sd"].reshape(-1)
+    unc["beta"] = p["beta_sd"].reshape(len(unc), -1)
+    sig_fields = ([("ImageId", "<i4")] if ids is not None else []) + [("SphereId", "<u1"), ("sigma_R", "<f8"),
+                                                                      ("sigma_R_sd", "<f8")]
+    sig = np.zeros(len(answer), np.dtype(sig_fields))
+    if ids is not None:
+        sig["ImageId"] = answer["ImageId"]
+    sig["SphereId"], sig["sigma_R"], sig["sigma_R_sd"] = answer["SphereId"], p["sigma_R"].reshape(-1), p["sigma_R_sd"].reshape(-1)
+    io.write_tables(path, {"Answer": answer, "AnswerUncertainty": unc, "AnswerSigmaR": sig},
+                    attrs={**attrs, "uncertainty": "1-sigma, heteroscedastic Gaussian head, calibrated on validation"})
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sevi import io
     from sevi.generator import pick_device
     from sevi.training import load_model
 
@@ -124,19 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 p = predict_images(model, cfg, batches, device, args.electron_tolerance)
         except ValueError as e:
             raise SystemExit(f"sevi predict: {args.images}: {e}")
-    answer = io.answer_rows(p["R"], p["beta"], ids)
-    unc = answer.copy()  # the same layout and row order; values replaced by the 1-sigma uncertainties
-    unc["R"] = p["R_sd"].reshape(-1)
-    unc["beta"] = p["beta_sd"].reshape(len(unc), -1)
-    sig_fields = ([("ImageId", "<i4")] if ids is not None else []) + [("SphereId", "<u1"), ("sigma_R", "<f8"),
-                                                                      ("sigma_R_sd", "<f8")]
-    sig = np.zeros(len(answer), np.dtype(sig_fields))
-    if ids is not None:
-        sig["ImageId"] = answer["ImageId"]
-    sig["SphereId"], sig["sigma_R"], sig["sigma_R_sd"] = answer["SphereId"], p["sigma_R"].reshape(-1), p["sigma_R_sd"].reshape(-1)
-    io.write_tables(args.out, {"Answer": answer, "AnswerUncertainty": unc, "AnswerSigmaR": sig},
-                    attrs={"model": str(args.model), "images": str(args.images), "device": str(device),
-                           "model_grid": cfg.grid, "uncertainty": "1-sigma, heteroscedastic Gaussian head"})
+    write_answer(args.out, p, ids, attrs={"model": str(args.model), "images": str(args.images),
+                                          "device": str(device), "model_grid": cfg.grid})
     n = 1 if ids is None else len(ids)
     print(f"wrote Answer for {n} image{'s' * (n != 1)} to {args.out}")
     return 0
