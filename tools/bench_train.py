@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--preset", default="cpu-smoke")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--actors", type=int, default=1)
+    ap.add_argument("--actors", type=int, default=2, help="pool actors (the job's CPU default: 2 x 0.5 CPU)")
     ap.add_argument("--in-flight", type=int, default=4)
     ap.add_argument("--trainer-threads", type=int, default=None, help="torch threads of the loop (default: all)")
     ap.add_argument("--json")
@@ -75,7 +75,8 @@ def main(argv=None) -> dict:
     params = dataclasses.asdict(cfg)
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
-        handles = get_or_create_pool(PoolSpec("bench", a.actors, 0.25 if device.type == "cuda" else 0.0))
+        on_gpu = device.type == "cuda"
+        handles = get_or_create_pool(PoolSpec("bench", a.actors, 0.25 if on_gpu else 0.0, 1.0 if on_gpu else 0.5))
         pool_rate, pool_wait = run(cfg, PoolFeed(PoolClient(handles, a.in_flight), "sevi-images", params, cfg.seed), a.warmup)
     finally:
         stop_pool("bench")
