@@ -133,9 +133,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write wavelength,R (percent) to this CSV")
     p.set_defaults(func=_cmd_spectrum)
 
-    from coating.recommend import add_recommend_parser  # torch is imported inside its run function
     add_recommend_parser(sub)
     return parser
+
+
+def _cmd_recommend(args) -> int:
+    from coating.recommend import run_recommend  # torch and the models load only when used
+    return run_recommend(args)
+
+
+def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``recommend`` to a ``coating`` sub-parser set (``argparse`` subparsers object)."""
+    p = subparsers.add_parser("recommend", help="recommend the next thickness settings per furnace run")
+    p.add_argument("--history", required=True, help="plant history, .csv or .h5")
+    p.add_argument("--runs", required=True, help="NEW.csv: furnace_no [, cycle_id, run_in_cycle, date, measurements]")
+    p.add_argument("--standard", required=True, help="standard CSV wavelength,R_F,R_B")
+    p.add_argument("--models", required=True, help="model registry directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--kind", default="greybox", choices=("greybox", "model1"), help="model kind to use")
+    p.add_argument("--no-fine-tune", action="store_true", help="do not fine-tune on newer / measured runs")
+    p.add_argument("--bound-rel", type=float, default=0.15, help="bounds: median settings -+ this fraction")
+    p.add_argument("--max-step-rel", type=float, default=0.03, help="largest change per run, fraction")
+    p.set_defaults(func=_cmd_recommend)
+    return p
 
 
 def main(argv=None) -> int:

@@ -531,7 +531,7 @@ def fit(model_kind: str, hparams: Mapping | None, train_rows: History, val_rows:
         for epoch in range(1, hp["epochs"] + 1):
             loss = float(opt.step(closure).detach())
             _greybox_finish(model, data)
-            m = log(epoch, model, loss)
+            log(epoch, model, loss)
     else:
         x_tr = data["settings"] if model_kind == "model1" else data["std"]
         xs, ys = [x_tr], []
@@ -555,7 +555,7 @@ def fit(model_kind: str, hparams: Mapping | None, train_rows: History, val_rows:
                 loss.backward()
                 opt.step()
                 if si == len(stages) - 1:
-                    m = log(epoch, model, float(loss.detach()))
+                    log(epoch, model, float(loss.detach()))
     model.eval()
     return FitResult(model, history[-1], history, hp)
 

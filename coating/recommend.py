@@ -26,7 +26,6 @@ plant's 0.01 nm set-point step (toward the current settings, so the constraints 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import os
@@ -40,7 +39,7 @@ from .colour import Colorimeter, ciede2000
 from .schema import WAVELENGTHS_NM
 
 __all__ = ["Limits", "Standard", "Recommendation", "default_limits", "recommend_settings",
-           "predicted_delta_e", "add_recommend_parser", "run_recommend", "read_runs",
+           "predicted_delta_e", "run_recommend", "read_runs",
            "select_cycle_model"]
 
 DTYPE = torch.float64
@@ -167,7 +166,7 @@ def recommend_settings(model, current, run_in_cycle, standard: Standard, limits:
     starts += [lo + rng.random(10) * (hi - lo) for _ in range(max(n_starts - 2, 0))]
     starts = np.stack(starts[:max(n_starts, 1)])
     xs, fs = solve(starts, np.broadcast_to(lo, starts.shape), np.broadcast_to(hi, starts.shape))
-    x_free, f_free = xs[int(np.argmin(fs))], float(fs.min())
+    x_free = xs[int(np.argmin(fs))]
 
     # Resolve front/back sign conflicts: each sign pattern is a box; solve them all at once.
     d = x_free - x0
@@ -419,19 +418,3 @@ def run_recommend(args) -> int:
     _atomic_text(out / "recommendations.csv", "\n".join(table) + "\n")
     print(f"wrote {len(entries)} recommendation(s) to {out}")
     return 0
-
-
-def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``recommend`` to a ``coating`` sub-parser set (``argparse`` subparsers object)."""
-    p = subparsers.add_parser("recommend", help="recommend the next thickness settings per furnace run")
-    p.add_argument("--history", required=True, help="plant history, .csv or .h5")
-    p.add_argument("--runs", required=True, help="NEW.csv: furnace_no [, cycle_id, run_in_cycle, date, measurements]")
-    p.add_argument("--standard", required=True, help="standard CSV wavelength,R_F,R_B")
-    p.add_argument("--models", required=True, help="model registry directory")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--kind", default="greybox", choices=("greybox", "model1"), help="model kind to use")
-    p.add_argument("--no-fine-tune", action="store_true", help="do not fine-tune on newer / measured runs")
-    p.add_argument("--bound-rel", type=float, default=0.15, help="bounds: median settings -+ this fraction")
-    p.add_argument("--max-step-rel", type=float, default=0.03, help="largest change per run, fraction")
-    p.set_defaults(func=run_recommend)
-    return p

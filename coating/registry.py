@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import models
-from .schema import COLUMNS, History, SET_COLS, STD_COLS, WAVELENGTHS_NM
+from .schema import History, SET_COLS, STD_COLS, WAVELENGTHS_NM
 
 __all__ = ["SCHEMA_VERSION", "schema_descriptor", "data_sha256", "save", "save_fit", "load", "load_all",
            "list_models", "check_schema", "cycle_dir"]

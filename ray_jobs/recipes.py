@@ -11,7 +11,6 @@ only on (recipe, parameters, seed) and the device type, never on which actor mad
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import numpy as np

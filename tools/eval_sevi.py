@@ -67,7 +67,6 @@ def main(argv=None) -> int:
            "distance_model_separated": float(d_model[sep].mean()), "distance_model_overlapping": float(d_model[~sep].mean()),
            "distance_prior_separated": float(d_prior[sep].mean()), "distance_prior_overlapping": float(d_prior[~sep].mean()),
            "n_overlapping": int((~sep).sum()), "seconds_render_and_predict": dt}
-    L = beta.shape[-1]
     groups = {"beta_2..6": (p["beta"][..., :3], p["beta_sd"][..., :3], beta[..., :3]),
               "beta_8..24": (p["beta"][..., 3:], p["beta_sd"][..., 3:], beta[..., 3:]),
               "R": (p["R"], p["R_sd"], params.R.numpy()),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from coating import fit_cycles, models, plant, recommend, schema
+from coating import cli, fit_cycles, models, plant, recommend, schema
 
 P = plant.PlantParams()
 
@@ -97,7 +97,7 @@ def test_cli_writes_the_files_atomically(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", lambda a, b: replaced.append((str(a), str(b))) or real(a, b))
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="command")
-    recommend.add_recommend_parser(sub)
+    cli.add_recommend_parser(sub)
     for new, fno in (("NEW.csv", "NEW1"), ("NEW_meas.csv", "NEW2")):
         out = tmp_path / f"out_{fno}"
         args = ap.parse_args(["recommend", "--history", str(tmp_path / "H.csv"), "--runs", str(tmp_path / new),

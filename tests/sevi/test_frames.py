@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sevi.frames import FrameModel, draw_disc_hits, draw_shell_hits, render_frames, simulate_frames
+from sevi.frames import FrameModel, draw_disc_hits, draw_shell_hits, simulate_frames
 
 # A noise-free, fixed spot: background 20 exactly, A = 100, sigma = 0.015, rho = 0, all detected.
 CLEAN = replace(FrameModel(), background_std=0.0, amp_std=0.0, sigma_std=0.0, rho_std=0.0, detect_prob=1.0)
