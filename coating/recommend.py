@@ -372,16 +372,13 @@ def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str) -
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    import tempfile
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    from .schema import _atomic
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    _atomic(path, write)
 
 
 def run_recommend(args) -> int:
