@@ -1,0 +1,89 @@
+"""The regressor against PyAbel's rBasex on the same held-out images (PyAbel: `pip install -e ".[abel]"`).
+
+rBasex (Ryazanov's inverse Abel transform in PyAbel) returns the radial distributions of the
+Legendre terms P_0 .. P_order of each image. For each shell we sum them over r in
+[R - 3 sigma_R, R + 3 sigma_R] (the TRUE R and sigma_R: an oracle window, which favours rBasex)
+and take beta_l = P_l / P_0 in PyAbel's convention I ~ 1 + sum beta_l P_l, i.e. half of it in the
+course's convention I = 1/2 + sum beta_l P_l. Overlapping shells share a window.
+
+    python tools/compare_rbasex.py --model runs/sevi-cpu-smoke/final --n 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+
+def rbasex_betas(counts: np.ndarray, R_px: np.ndarray, sig_px: np.ndarray, order: int, n_terms: int) -> np.ndarray:
+    """(2, n_terms) course-convention betas of one (G, G) image (axis 0 = x, axis 1 = z)."""
+    import abel.rbasex
+
+    # PyAbel's symmetry axis is vertical (rows): our z is axis 1, so transpose.
+    _, distr = abel.rbasex.rbasex_transform(counts.T.astype(float), origin="center", order=order, out=None)
+    harm = distr.harmonics()  # (order/2 + 1, rmax + 1): P_0, P_2, ..., P_order
+    r = distr.r
+    out = np.zeros((2, n_terms))
+    for j in range(2):
+        w = (r >= R_px[j] - 3 * sig_px[j]) & (r <= R_px[j] + 3 * sig_px[j])
+        s = harm[:, w].sum(1)
+        k = min(n_terms, len(s) - 1)
+        out[j, :k] = 0.5 * s[1:k + 1] / s[0]
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--n", type=int, default=50, help="held-out images")
+    ap.add_argument("--grid", type=int, default=512)
+    ap.add_argument("--electrons", type=int, default=100_000, help="per shell")
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--orders", default="4,8,24", help="rBasex angular orders to try")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+
+    from sevi.generator import GeneratorConfig, SeviGenerator, pick_device
+    from sevi.metric import distance
+    from sevi.prior import PriorConfig
+    from sevi.predict import predict_images
+    from sevi.training import load_model
+
+    device = pick_device(a.device)
+    model, cfg = load_model(a.model, device)
+    gen = SeviGenerator(GeneratorConfig(grid=a.grid), device, PriorConfig().with_electrons(a.electrons))
+    res, p = gen(a.seed, a.n)
+    counts = res.images.cpu().numpy()
+    truth = p.beta.numpy()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        pred = predict_images(model, cfg, [(0, counts)], device)
+    t_model = time.perf_counter() - t0
+    out = {"n": a.n, "grid": a.grid, "electrons_per_shell": a.electrons, "device": str(device),
+           "model_distance": float(distance(torch.tensor(pred["beta"]), torch.tensor(truth)).mean()),
+           "model_seconds_per_image": t_model / a.n}
+    half = a.grid / 2
+    print(f"{a.n} held-out images {a.grid}x{a.grid}, {a.electrons} electrons/shell, seed {a.seed}")
+    print(f"  regressor           mean Distance {out['model_distance']:.4f}   ({1e3 * t_model / a.n:.1f} ms/image)")
+    for order in (int(o) for o in a.orders.split(",")):
+        t0 = time.perf_counter()
+        est = np.stack([rbasex_betas(counts[i], p.R[i].numpy() * half, p.sigma_R[i].numpy() * half, order,
+                                     truth.shape[-1]) for i in range(a.n)])
+        dt = time.perf_counter() - t0
+        d = float(distance(torch.tensor(est), torch.tensor(truth)).mean())
+        out[f"rbasex_order{order}_distance"] = d
+        out[f"rbasex_order{order}_seconds_per_image"] = dt / a.n
+        print(f"  rBasex order {order:2d}     mean Distance {d:.4f}   ({1e3 * dt / a.n:.1f} ms/image, oracle radii)")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
