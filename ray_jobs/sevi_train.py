@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     result = run(argv)
     value = result.return_value or {}
     for k, v in sorted(value.get("metrics", {}).items()):
-        if k.startswith("val/"):
+        if k.startswith("val/") and "coverage" not in k:  # coverage is before the final error-bar calibration
             print(f"{k:28s} {v:.4f}")
     print(f"final model: {value.get('final_model')}")
     print(f"TensorBoard: tensorboard --logdir {result.path.rsplit('/', 1)[0] if result.path else 'runs'}")
