@@ -69,6 +69,17 @@ def _pairs(rest: list[str], ap: argparse.ArgumentParser) -> dict[str, str]:
     return out
 
 
+def worker_resources(use_gpu: bool, actor_gpus: float) -> dict | None:
+    """What each training worker reserves. With GPU pool actors beside them, a worker takes the
+    rest of its GPU (1 - actor_gpus), so N workers and N actors of actor_gpus fit on N GPUs instead
+    of waiting for GPUs that the actors hold."""
+    if not use_gpu or actor_gpus <= 0:
+        return None
+    if actor_gpus >= 1:
+        raise ValueError(f"--gpus-per-actor {actor_gpus} leaves no GPU share for the training workers")
+    return {"CPU": 1, "GPU": round(1.0 - actor_gpus, 4)}
+
+
 def checkpoint_step(checkpoint_dir: str) -> int:
     """The optimizer step a checkpoint directory was written at."""
     import torch
@@ -157,8 +168,9 @@ def run(argv=None):
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
     use_gpu = {"auto": has_gpu, "yes": True, "no": False}[args.use_gpu]
     num_workers = args.num_workers if args.num_workers is not None else (1 if not has_gpu else int(ray.cluster_resources()["GPU"]))
+    actor_gpus = 0.0
     if not args.no_pool:
-        gpus = args.gpus_per_actor if args.gpus_per_actor is not None else (0.25 if has_gpu else 0.0)
+        gpus = actor_gpus = args.gpus_per_actor if args.gpus_per_actor is not None else (0.25 if has_gpu else 0.0)
         # GPU: one actor per GPU. CPU: two single-thread actors of half a CPU each, which kept a
         # 2-core laptop's trainer fed 1.2x faster than generating in-process (BENCHMARKS.md).
         actors = args.pool_actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if has_gpu else 2)
@@ -171,7 +183,8 @@ def run(argv=None):
         train_loop_config={"train": dataclasses.asdict(cfg), "use_pool": not args.no_pool, "pool": args.pool,
                            "in_flight": args.in_flight, "run_dir": str(run_dir),
                            "threads": max(1, int(cpus // max(num_workers, 1)) - (0 if args.no_pool else 1))},
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=worker_resources(use_gpu, actor_gpus)),
         run_config=RunConfig(name=name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=args.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),

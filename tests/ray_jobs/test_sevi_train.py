@@ -36,3 +36,14 @@ def test_bad_override_is_refused_before_ray_starts():
 
     with pytest.raises(ValueError, match="unknown TrainConfig field 'stpes'"):
         sevi_train.run(["--stpes", "3"])
+
+
+def test_gpu_workers_leave_room_for_pool_actors():
+    from ray_jobs.sevi_train import worker_resources
+
+    assert worker_resources(False, 0.25) is None
+    assert worker_resources(True, 0.0) is None
+    # 8 workers x 0.75 GPU + 8 actors x 0.25 GPU = 8 GPUs.
+    assert worker_resources(True, 0.25) == {"CPU": 1, "GPU": 0.75}
+    with pytest.raises(ValueError, match="no GPU share"):
+        worker_resources(True, 1.0)
