@@ -1,7 +1,6 @@
 """Per-cycle models: normalisation stored (never from the batch), time split, fit loop, fine-tune."""
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
@@ -12,16 +11,8 @@ P = plant.PlantParams()
 
 
 @pytest.fixture(scope="module")
-def cycle_rows():
-    state = plant.init(P, 7)
-    rng = np.random.default_rng(8)
-    std = plant.standard_reflectance(P)
-    wl = schema.WAVELENGTHS_NM.astype(float)
-    runs, s = [], np.array(state.settings)
-    for _ in range(20):
-        state, m = plant.step(state, s, rng, P)
-        runs.append(m)
-        s = plant.operator_settings(m, std, wl, P)
+def cycle_rows(operator_runs):
+    _, _, runs, _ = operator_runs(7, 8, 20, P)
     return schema.history_from_measurements(runs)
 
 

@@ -12,16 +12,8 @@ P = plant.PlantParams()
 
 
 @pytest.fixture(scope="module")
-def setup():
-    state = plant.init(P, 21)
-    rng = np.random.default_rng(22)
-    std = plant.standard_reflectance(P)
-    wl = schema.WAVELENGTHS_NM.astype(float)
-    runs, s = [], np.array(state.settings)
-    for _ in range(16):
-        state, m = plant.step(state, s, rng, P)
-        runs.append(m)
-        s = plant.operator_settings(m, std, wl, P)
+def setup(operator_runs):
+    state, rng, runs, std = operator_runs(21, 22, 16, P)
     hist = schema.history_from_measurements(runs)
     tr, va = models.time_split(hist, 1)
     grey = models.fine_tune(models.fit("greybox", {"epochs": 3, "inner_steps": 10, "width": 0}, tr, va).model, va)
