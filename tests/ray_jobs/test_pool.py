@@ -3,6 +3,7 @@ import signal
 
 import numpy as np
 import ray
+import torch
 
 from ray_jobs.pool import PoolClient, PoolSpec, find_pool, get_or_create_pool, pool_stats
 from ray_jobs.recipes import RecipeBook
@@ -20,7 +21,7 @@ def test_identical_batches_for_identical_seeds_from_different_actors(pool_name):
     other = ray.get(a.batch.remote("sevi-counts", PARAMS, 43))
     assert not np.array_equal(ba["counts"], other["counts"])
     # ... and equal to the same recipe run in this process, without Ray.
-    local = RecipeBook(__import__("torch").device("cpu"))("sevi-counts", PARAMS, 42)
+    local = RecipeBook(torch.device("cpu"))("sevi-counts", PARAMS, 42)
     np.testing.assert_array_equal(local["counts"], ba["counts"])
 
 
@@ -35,7 +36,7 @@ def test_pool_is_found_by_name_from_another_namespace(pool_name):
 def test_killing_an_actor_mid_stream_loses_and_duplicates_nothing(pool_name):
     handles = get_or_create_pool(PoolSpec(pool_name, actors=2, cpus_per_actor=0.5, device="cpu"))
     seeds = list(range(100, 116))
-    reference = {s: RecipeBook(__import__("torch").device("cpu"))("sevi-counts", PARAMS, s)["counts"] for s in seeds}
+    reference = {s: RecipeBook(torch.device("cpu"))("sevi-counts", PARAMS, s)["counts"] for s in seeds}
     victim_pid = pool_stats(handles)[1]["pid"]
     got = []
     for i, (seed, batch, _) in enumerate(PoolClient(handles, in_flight=4).stream("sevi-counts", PARAMS, seeds)):
