@@ -86,9 +86,10 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     hist = schema.history_from_measurements(rows)
     tr, va = models.time_split(hist, cycle)
     t0 = time.time()
-    grey = models.fit("greybox", hp_grey, tr, va)
-    grey_m = models.fine_tune(grey.model, va)  # condition on the validation runs (the latest)
-    m1 = m1_m = None
+    grey = grey_m = m1 = m1_m = None
+    if "ours" in methods:
+        grey = models.fit("greybox", hp_grey, tr, va)
+        grey_m = models.fine_tune(grey.model, va)  # condition on the validation runs (the latest)
     if "notes_model1" in methods:
         m1 = models.fit("model1", hp_m1, tr, va)
         m1_m = models.fine_tune(m1.model, va)
@@ -125,7 +126,8 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                 model = models.fine_tune(model, schema.history_from_measurements([meas]))
         results[method] = des
         times[method] = time.time() - t0
-    log(f"  cycle {cycle}: fit {fit_s:.1f} s (greybox val dE00 {grey.metrics['val_dE00']:.3f}"
+    log(f"  cycle {cycle}: fit {fit_s:.1f} s ("
+        + (f"greybox val dE00 {grey.metrics['val_dE00']:.3f}" if grey else "no model")
         + (f", model1 {m1.metrics['val_dE00']:.3f}" if m1 else "") + f"); loop {n_loop} runs; " +
         ", ".join(f"{k} {np.median(v):.2f}" for k, v in results.items()))
     # Continue the operator's trajectory to the next cleaning cycle.
@@ -133,7 +135,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         state, m = plant.step(state, settings, rng, params)
         settings = plant.operator_settings(m, std_R, wl, params)
     info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times,
-            "greybox_val": grey.metrics, "model1_val": m1.metrics if m1 else None}
+            "greybox_val": grey.metrics if grey else None, "model1_val": m1.metrics if m1 else None}
     return state, rng, results, info
 
 
