@@ -154,6 +154,25 @@ def _smooth(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return sum(k[i] * y[:, :, i:i + W] for i in range(k.numel()))
 
 
+def _max_filter(img: torch.Tensor, k: int) -> torch.Tensor:
+    """Separable ``k x k`` maximum filter of ``(B, H, W)`` (odd ``k``), edges padded with -inf.
+
+    Equal to ``F.max_pool2d(img[:, None], k, 1, k // 2)[:, 0]``; 2k - 2 elementwise maxima of
+    shifted views are ~10x faster on the CPU than max_pool2d, which also computes indices.
+    """
+    r = k // 2
+    H, W = img.shape[1:]
+    x = F.pad(img, (0, 0, r, r), value=float("-inf"))
+    y = x[:, 0:H]
+    for i in range(1, k):
+        y = torch.maximum(y, x[:, i:i + H])
+    x = F.pad(y, (r, r), value=float("-inf"))
+    y = x[:, :, 0:W]
+    for i in range(1, k):
+        y = torch.maximum(y, x[:, :, i:i + W])
+    return y
+
+
 # ---------------------------------------------------------------------------------------------
 # Spot model on a window. A component is (u, v, A, s, rho): centre in bins relative to the window
 # centre, peak, width (bins) and correlation.
@@ -326,7 +345,7 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
     Y = Y - bg[:, None, None]
     Ys = _smooth(Y, cfg.smooth_bins)
     k = cfg.nms_bins
-    peak = (Ys == F.max_pool2d(Ys[:, None], k, 1, k // 2)[:, 0]) & (Ys > cfg.threshold)
+    peak = (Ys == _max_filter(Ys, k)) & (Ys > cfg.threshold)
     bidx, ci, cj = torch.nonzero(peak, as_tuple=True)                    # (N,) each
     N = bidx.numel()
     if N == 0:
@@ -435,10 +454,10 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
     weaker = (clash & (key[:, None, :] > key[:, :, None])).any(2)        # (B, L)
     ok = ~weaker[fb, rank]
     U, V, fb, amp, n_idx = U[ok], V[ok], fb[ok], amp[ok], n_idx[ok]
+    mult = keep.sum(1)[n_idx]
     # Bin I spans pixels b*I .. b*I + b - 1, so its centre is pixel b*I + (b - 1)/2.
     x = to_detector(b * U + (b - 1) / 2.0, G)
     z = to_detector(b * V + (b - 1) / 2.0, G)
-    mult = keep.sum(1)[n_idx]
     return fb, x, z, mult, amp
 
 

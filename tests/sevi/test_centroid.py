@@ -97,3 +97,12 @@ def test_frame_index_is_kept_per_frame():
     assert found.frame.tolist() == [0, 2, 2], found.frame.tolist()
     np.testing.assert_allclose(sorted(found.z[1:].tolist()), [-0.6, 0.2], atol=0.1 / PX,
                                err_msg="z of the spots in frame 2")
+
+
+def test_separable_max_filter_equals_max_pool():
+    from sevi.centroid import _max_filter
+    x = torch.randn(3, 40, 33, generator=torch.Generator().manual_seed(0))
+    x[0, 5:9, 5:9] = 7.0                                                  # plateaus tie exactly
+    for k in (3, 5, 7):
+        ref = torch.nn.functional.max_pool2d(x[:, None], k, 1, k // 2)[:, 0]
+        assert torch.equal(_max_filter(x, k), ref)
