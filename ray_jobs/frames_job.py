@@ -245,7 +245,8 @@ def add_simulate_frames_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--per-frame", type=float, default=100.0,
                    help="mean detected electrons per frame (default 100); hits drawn = this / 0.9")
     p.add_argument("--hits", default="disc",
-                   help="'disc' (uniform, radius 0.95), 'shells' (two Newton spheres), or an HDF5 "
+                   help="'disc' (uniform, radius 0.95), 'shells' (two fixed Newton spheres), 'prior' "
+                        "(a measurement from the notes' prior every 10 frames), or an HDF5 "
                         "file with a table (DetectedElectrons or GeneratedElectrons) with ImageId, x, z")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16, help="frames rendered at once (default 16)")
@@ -275,16 +276,19 @@ def run_simulate_frames(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from sevi.frames import FrameModel, default_device, draw_disc_hits, draw_shell_hits, render_frames
+    from sevi.frames import FrameModel, default_device, draw_disc_hits, draw_prior_hits, draw_shell_hits, render_frames
     from sevi.frames_io import FrameWriter
 
     dev = torch.device(args.device) if args.device else default_device()
     model = FrameModel()
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)
-    if args.hits in ("disc", "shells"):
-        draw = draw_disc_hits if args.hits == "disc" else draw_shell_hits
-        x, z, fr = draw(args.frames, args.per_frame / model.detect_prob, generator=gen)
+    if args.hits in ("disc", "shells", "prior"):
+        if args.hits == "prior":
+            x, z, fr = draw_prior_hits(args.frames, args.per_frame / model.detect_prob, generator=gen, seed=args.seed)
+        else:
+            draw = draw_disc_hits if args.hits == "disc" else draw_shell_hits
+            x, z, fr = draw(args.frames, args.per_frame / model.detect_prob, generator=gen)
         x, z, fr = x.cpu().numpy(), z.cpu().numpy(), fr.cpu().numpy()
         image_ids = np.arange(args.frames, dtype=np.int32)
         eids = np.arange(len(x))

@@ -34,7 +34,7 @@ __all__ = [
     "render_frames",
     "simulate_frames",
     "draw_disc_hits",
-    "draw_shell_hits",
+    "draw_shell_hits", "draw_prior_hits",
     "to_pixel",
     "to_detector",
 ]
@@ -243,6 +243,36 @@ def draw_shell_hits(
     s = torch.sqrt((1 - c * c).clamp_min(0))
     frame = torch.repeat_interleave(torch.arange(n_frames, device=device), counts)
     return r * s * torch.cos(phi), r * c, frame
+
+
+def draw_prior_hits(
+    n_frames: int, per_frame: float, *, generator: torch.Generator, frames_per_draw: int = 10,
+    seed: int = 0, poisson: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hits of measurements drawn from the notes' prior (CONTEXT.md), the course's test load.
+
+    Every block of ``frames_per_draw`` frames is one measurement: a two-shell parameter set drawn
+    from :class:`sevi.prior.Prior` (seed ``seed``; R ~ U(0.3, 0.9), the notes' beta prior), its
+    electrons sampled by :class:`sevi.generator.SeviGenerator` (both shells equally likely),
+    shuffled and dealt to the block's frames. Returns ``(x, z, frame)`` as :func:`draw_disc_hits`.
+    """
+    from sevi.generator import GeneratorConfig, SeviGenerator
+    from sevi.prior import Prior, ShellParams
+
+    device = generator.device
+    counts = _counts(n_frames, per_frame, poisson, generator)
+    n_draws = -(-n_frames // frames_per_draw)
+    block = torch.arange(n_frames, device=device) // frames_per_draw
+    per_draw = torch.zeros(n_draws, dtype=torch.long, device=device).index_add_(0, block, counts).cpu()
+    p = Prior()(n_draws, seed).params
+    n_el = torch.stack([per_draw // 2, per_draw - per_draw // 2], 1)
+    gen = SeviGenerator(GeneratorConfig(), device=device)
+    x, z, img, _ = gen.sample_electrons(ShellParams(p.R, p.sigma_R, p.beta, n_el), seed)
+    # Shuffle within each measurement (the generator numbers electrons shell after shell).
+    key = img.double() + torch.rand(img.numel(), generator=generator, device=device, dtype=torch.float64)
+    order = torch.argsort(key)
+    frame = torch.repeat_interleave(torch.arange(n_frames, device=device), counts)
+    return x[order].double(), z[order].double(), frame
 
 
 def _counts(n_frames: int, per_frame: float, poisson: bool, generator: torch.Generator) -> torch.Tensor:

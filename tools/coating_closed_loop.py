@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="first plant seed")
     ap.add_argument("--plant", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="PlantParams overrides, e.g. kappa=0.01")
+    ap.add_argument("--grey", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="grey-box hyperparameter overrides (coating.models.DEFAULT_HPARAMS['greybox'])")
     ap.add_argument("--out", default="closed_loop_out", help="directory for the JSON and the PNG")
     args = ap.parse_args(argv)
     if args.quick:
@@ -178,6 +180,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     params = _plant_params(args.plant)
     hp_grey = {"epochs": 8}
+    for item in args.grey:
+        k, _, v = item.partition("=")
+        default = models.resolve_hparams("greybox", {}).get(k)
+        if default is None:
+            raise SystemExit(f"--grey {item}: unknown grey-box hyperparameter {k!r}")
+        hp_grey[k] = type(default)(v) if not isinstance(default, bool) else v.lower() in ("1", "true", "yes")
     hp_m1 = {}
     t_start = time.time()
     results = {m: [] for m in METHODS}

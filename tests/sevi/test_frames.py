@@ -93,3 +93,21 @@ def test_shell_hits_lie_on_their_shells():
 def test_bad_frame_index_is_refused():
     with pytest.raises(ValueError, match="frame indices"):
         simulate_frames(torch.zeros(1), torch.zeros(1), torch.tensor([3]), 2, seed=0, device="cpu")
+
+
+def test_prior_hits_are_measurements_from_the_prior():
+    from sevi.frames import draw_prior_hits
+    from sevi.prior import Prior
+
+    gen = torch.Generator().manual_seed(0)
+    x, z, frame = draw_prior_hits(25, 40.0, generator=gen, frames_per_draw=10, seed=7)
+    assert x.shape == z.shape == frame.shape and bool((frame[1:] >= frame[:-1]).all())
+    assert frame.min() >= 0 and frame.max() <= 24 and abs(len(x) / 25 - 40) < 8
+    # Every hit lies within its measurement's outer shell (R + 6 sigma_R); three measurements here.
+    p = Prior()(3, 7).params
+    r = torch.sqrt(x * x + z * z)
+    outer = (p.R[:, 1] + 6 * p.sigma_R[:, 1])[frame // 10]
+    assert bool((r <= outer).all())
+    # Deterministic for the generator's seed and the prior seed.
+    x2, _, f2 = draw_prior_hits(25, 40.0, generator=torch.Generator().manual_seed(0), frames_per_draw=10, seed=7)
+    assert torch.equal(x, x2) and torch.equal(frame, f2)
