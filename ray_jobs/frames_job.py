@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 import sys
 from pathlib import Path
 
@@ -163,6 +164,13 @@ def run_frames(args: argparse.Namespace) -> int:
     bar = tqdm(total=n_frames, initial=done_frames, unit="frame", desc="centroiding",
                disable=getattr(args, "quiet", False) or None)
     failure = None
+    t_start = time.perf_counter()
+    workers = [1]                                # chunks run at once (set by _run_ray)
+    done_at: list[tuple[float, int]] = []        # (time, frames) per finished chunk, for the rate
+
+    def finished(n: int) -> None:
+        bar.update(n)
+        done_at.append((time.perf_counter(), n))
     try:
         if args.no_ray:
             for a, b in todo:
@@ -171,9 +179,9 @@ def run_frames(args: argparse.Namespace) -> int:
                 except FrameFileError as err:
                     failure = err
                     break
-                bar.update(b - a)
+                finished(b - a)
         else:
-            failure = _run_ray(args, frames_path, parts, todo, bar)
+            failure = _run_ray(args, frames_path, parts, todo, finished, workers)
     except KeyboardInterrupt:
         bar.close()
         print(f"sevi frames: interrupted; finished chunks kept in {parts}, re-run to resume",
@@ -189,10 +197,27 @@ def run_frames(args: argparse.Namespace) -> int:
     total = _merge(parts, ranges, out, args.grid, n_frames, manifest)
     shutil.rmtree(parts)
     print(f"sevi frames: {total} events from {n_frames} frames -> {out}")
+    print(f"sevi frames: {_rate_summary(t_start, done_at, workers[0])}")
     return 0
 
 
-def _run_ray(args, frames_path: Path, parts: Path, todo, bar):
+def _rate_summary(t_start: float, done_at: list[tuple[float, int]], workers: int = 1) -> str:
+    """Frames/s overall, and in steady state: the frames of chunks finished after the first
+    ``workers`` chunks (those ran alongside Ray's and the workers' start-up) over the time since
+    then; the figure a long file approaches."""
+    if not done_at:
+        return "nothing to do (all chunks were finished before)"
+    t_end = done_at[-1][0]
+    total = sum(n for _, n in done_at)
+    text = f"{total} frames centroided in {t_end - t_start:.1f} s ({total / max(t_end - t_start, 1e-9):.1f} frames/s)"
+    if len(done_at) > workers + 1 and t_end > done_at[workers - 1][0]:
+        steady = sum(n for _, n in done_at[workers:])
+        text += (f"; steady state {steady / (t_end - done_at[workers - 1][0]):.1f} frames/s "
+                 f"(chunks after the first {workers})")
+    return text
+
+
+def _run_ray(args, frames_path: Path, parts: Path, todo, finished, workers: list):
     """Run the chunks as Ray tasks; returns the first FrameFileError, or None."""
     import ray
 
@@ -203,6 +228,7 @@ def _run_ray(args, frames_path: Path, parts: Path, todo, bar):
     gpus = ray.cluster_resources().get("GPU", 0) > 0
     task = ray.remote(num_cpus=1, num_gpus=args.gpus_per_task if gpus else 0)(process_chunk)
     limit = args.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    workers[0] = max(1, min(limit, int(ray.cluster_resources().get("CPU", 1))))
     pending: dict = {}
     queue = list(todo)
     failure = None
@@ -219,7 +245,7 @@ def _run_ray(args, frames_path: Path, parts: Path, todo, bar):
             a, b = pending.pop(ready[0])
             try:
                 ray.get(ready[0])
-                bar.update(b - a)
+                finished(b - a)
             except Exception as err:  # RayTaskError wraps the task's exception
                 cause = getattr(err, "cause", None) or err
                 if isinstance(cause, FrameFileError) or isinstance(err, FrameFileError):

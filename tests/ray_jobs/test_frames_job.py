@@ -114,3 +114,12 @@ def test_ray_tasks_give_the_in_process_result(frame_file, reference, tmp_path, r
     np.testing.assert_array_equal(a["ImageId"], b["ImageId"])
     np.testing.assert_allclose(a["x"], b["x"], atol=0.01 / 512, err_msg="Ray vs in-process x, 0.01 px")
     np.testing.assert_allclose(a["z"], b["z"], atol=0.01 / 512, err_msg="Ray vs in-process z, 0.01 px")
+
+
+def test_rate_summary_excludes_the_start_up_round():
+    from ray_jobs.frames_job import _rate_summary
+    # Two workers: chunks of 64 finish in pairs every 2 s after a 5 s start-up.
+    done = [(5.0, 64), (5.1, 64), (7.0, 64), (7.1, 64), (9.0, 64), (9.1, 64)]
+    text = _rate_summary(0.0, done, workers=2)
+    assert "384 frames" in text and "42.2 frames/s" in text and "steady state 64.0 frames/s" in text
+    assert "steady" not in _rate_summary(0.0, done[:2], workers=2)
