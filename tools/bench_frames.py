@@ -64,20 +64,34 @@ def match_frame(true_px: np.ndarray, found_px: np.ndarray, tol: float):
     return ti[ok], fi[ok]
 
 
+NN_BINS_PX = (0.0, 3.0, 6.0, 9.0, 12.0, 16.0, 23.0, np.inf)  # nearest-neighbour distance bins, px
+
+
+def _nearest_neighbour(t: np.ndarray) -> np.ndarray:
+    """Distance (px) from each true electron to the nearest other one of its frame (inf if alone)."""
+    if len(t) < 2:
+        return np.full(len(t), np.inf)
+    d = np.linalg.norm(t[:, None] - t[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    return d.min(1)
+
+
 def evaluate(true_by_frame, found_by_frame, *, tol: float, overlap_px: float) -> dict:
     """Recall, precision and RMS, split into isolated / overlapping truth."""
     n_true = {"isolated": 0, "overlapping": 0}
     n_hit = {"isolated": 0, "overlapping": 0}
     sq = {"isolated": [], "overlapping": []}
     n_found = n_match = 0
+    nn_tot, nn_hit = np.zeros(len(NN_BINS_PX) - 1), np.zeros(len(NN_BINS_PX) - 1)
     for t, f in zip(true_by_frame, found_by_frame):
-        if len(t) > 1:
-            d = np.linalg.norm(t[:, None] - t[None], axis=2)
-            np.fill_diagonal(d, np.inf)
-            iso = d.min(1) >= overlap_px
-        else:
-            iso = np.ones(len(t), bool)
+        nn = _nearest_neighbour(t)
+        iso = nn >= overlap_px
         ti, fi = match_frame(t, f, tol)
+        hit = np.zeros(len(t), bool)
+        hit[ti] = True
+        b = np.clip(np.digitize(nn, NN_BINS_PX) - 1, 0, len(NN_BINS_PX) - 2)
+        np.add.at(nn_tot, b, 1)
+        np.add.at(nn_hit, b, hit)
         n_found += len(f)
         n_match += len(ti)
         for name, sel in (("isolated", iso), ("overlapping", ~iso)):
@@ -86,7 +100,9 @@ def evaluate(true_by_frame, found_by_frame, *, tol: float, overlap_px: float) ->
             n_hit[name] += int(m.sum())
             sq[name].append(((t[ti[m]] - f[fi[m]]) ** 2))
     out = {"recall": n_match / max(1, sum(n_true.values())), "precision": n_match / max(1, n_found),
-           "n_true": sum(n_true.values()), "n_found": n_found}
+           "n_true": sum(n_true.values()), "n_found": n_found,
+           "nn_fraction": (nn_tot / max(1, nn_tot.sum())).tolist(),
+           "nn_recall": (nn_hit / np.maximum(nn_tot, 1)).tolist()}
     for name in n_true:
         e = np.concatenate(sq[name]) if sq[name] else np.zeros((0, 2))
         out[f"{name}_n"] = n_true[name]
@@ -128,19 +144,17 @@ def pair_match_probability(d_px: np.ndarray, model: FrameModel, tol: float, draw
     return out
 
 
-def recall_ceiling(true_by_frame, model: FrameModel, tol: float) -> float:
+def recall_ceiling(true_by_frame, model: FrameModel, tol: float) -> tuple[float, list[float]]:
     """Mean over true electrons of :func:`pair_match_probability` at their nearest-neighbour
-    distance: an optimistic ceiling (clusters of three or more and saturation are ignored)."""
-    nn = []
-    for t in true_by_frame:
-        if len(t) > 1:
-            d = np.linalg.norm(t[:, None] - t[None], axis=2)
-            np.fill_diagonal(d, np.inf)
-            nn.append(d.min(1))
-    nn = np.concatenate(nn) if nn else np.zeros(0)
+    distance: an optimistic ceiling (clusters of three or more and saturation are ignored).
+    Returns the ceiling and its value per ``NN_BINS_PX`` bin."""
+    nn = np.concatenate([_nearest_neighbour(t) for t in true_by_frame] or [np.zeros(0)])
     table_d = np.arange(0.0, 40.5, 0.5)
     table_p = pair_match_probability(table_d, model, tol)
-    return float(np.interp(nn, table_d, table_p, right=1.0).mean()) if len(nn) else 1.0
+    p = np.interp(np.minimum(nn, 1e9), table_d, table_p, right=1.0)
+    b = np.clip(np.digitize(nn, NN_BINS_PX) - 1, 0, len(NN_BINS_PX) - 2)
+    per_bin = [float(p[b == k].mean()) if np.any(b == k) else float("nan") for k in range(len(NN_BINS_PX) - 1)]
+    return (float(p.mean()) if len(p) else 1.0), per_bin
 
 
 def simulate(n_frames: int, per_frame: float, hits: str, seed: int, device, model: FrameModel,
@@ -232,8 +246,15 @@ def main(argv=None) -> None:
     print(f"isolated {ours['isolated_n']}, overlapping {ours['overlapping_n']} true electrons; "
           f"speed ratio ours/scipy = {fps_ours / fps_sp:.1f}x wall, {cps_ours / cps_sp:.1f}x CPU time")
     print(f"load average during the run: {os.getloadavg()}")
+    ceiling, ceiling_bins = recall_ceiling(truth, model, args.tol_px)
     print(f"recall ceiling of a Cramer-Rao-bound estimator, nearest-neighbour pairs only (optimistic): "
-          f"{recall_ceiling(truth, model, args.tol_px):.3f}")
+          f"{ceiling:.3f}")
+    print("recall by nearest-neighbour distance (px):")
+    print(f"{'nn, px':<10}{'share':>7}{'ours':>7}{'scipy':>7}{'ceiling':>9}")
+    for k in range(len(NN_BINS_PX) - 1):
+        lab = f"{NN_BINS_PX[k]:g}-{NN_BINS_PX[k + 1]:g}"
+        print(f"{lab:<10}{ours['nn_fraction'][k]:>7.3f}{ours['nn_recall'][k]:>7.3f}{base['nn_recall'][k]:>7.3f}"
+              f"{ceiling_bins[k]:>9.3f}")
     # Cramer-Rao bound for a mean spot (A = 100, sigma = 7.68 px, noise 20/px), per axis.
     s = model.sigma_mean * G / 2
     crb = math.sqrt(2 * model.background_std ** 2 / (math.pi * model.amp_mean ** 2))

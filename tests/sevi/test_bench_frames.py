@@ -1,0 +1,22 @@
+"""The frame benchmark's scoring: matching, nearest-neighbour split and the Cramér–Rao ceiling."""
+import numpy as np
+
+from sevi.frames import FrameModel
+from tools.bench_frames import evaluate, pair_match_probability
+
+
+def test_evaluate_counts_matches_within_tolerance_by_neighbour_distance():
+    truth = [np.array([[100.0, 100.0], [105.0, 100.0], [400.0, 400.0]])]
+    found = [np.array([[100.5, 100.0], [108.0, 100.0], [400.0, 401.0], [700.0, 700.0]])]
+    r = evaluate(truth, found, tol=1.5, overlap_px=23.0)
+    assert r["n_true"] == 3 and r["n_found"] == 4
+    assert abs(r["recall"] - 2 / 3) < 1e-12 and abs(r["precision"] - 2 / 4) < 1e-12
+    # The pair (5 px apart) sits in the 3-6 px bin with one of two found; the loner is found.
+    assert abs(r["nn_fraction"][1] - 2 / 3) < 1e-12 and r["nn_recall"][1] == 0.5 and r["nn_recall"][-1] == 1.0
+
+
+def test_pair_probability_rises_with_separation_and_is_one_when_far_or_mergeable():
+    p = pair_match_probability(np.array([2.0, 4.0, 6.0, 9.0, 30.0]), FrameModel(), 1.5, draws=4000)
+    assert p[0] == 1.0                   # <= 2 tol: the midpoint matches both
+    assert p[1] < p[2] < p[3] <= 1.0 and p[1] < 0.8
+    assert p[4] > 0.999                  # isolated: CRB ~0.16 px per axis << 1.5 px
