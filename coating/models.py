@@ -309,6 +309,7 @@ class GreyBox(_Normalised):
         self._set_normaliser(normaliser)
         self.stack = StackModel.build(WAVELENGTHS_NM.astype(np.float64), DTYPE)
         self.register_buffer("std_mean", std_mean.to(DTYPE).clone())       # (14,)
+        self.register_buffer("z_sd", torch.zeros(14, dtype=DTYPE))          # spread of z in training
         self.register_buffer("r0", torch.zeros((), dtype=DTYPE))            # reference run
         self.register_buffer("r_seen", torch.zeros((), dtype=DTYPE))        # last run of training
         self.register_buffer("r_last", torch.zeros((), dtype=DTYPE))        # last run conditioned on
@@ -375,6 +376,29 @@ class GreyBox(_Normalised):
         # The tooling trend enters through ``run``; the walk stays at its last value.
         R = self.curves(settings, run, z, self.w_last.expand(B), torch.zeros(B, 2, dtype=DTYPE))
         return Prediction(R, self.stack.colorimeter.lab(R / 100))
+
+    def noise_draws(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` draws of a planned run's own errors, as the model sees them: ``z (n, 14)`` ~
+        N(0, z_sd^2) per layer (the sensor spread of the training runs; through the monitor
+        gains) and ``u (n, 2)`` ~ N(0, run_scale_sd^2) per side. Seeded (common random numbers,
+        so an optimiser sees a smooth objective)."""
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, 14, generator=g, dtype=DTYPE) * self.z_sd
+        u = torch.randn(n, 2, generator=g, dtype=DTYPE) * float(self.hparams["run_scale_sd"])
+        return z, u
+
+    def predict_draws(self, settings: torch.Tensor, z: torch.Tensor, u: torch.Tensor,
+                      run_in_cycle=None) -> Prediction:
+        """Predictions of ``settings (B, 10)`` under each of ``M`` error draws ``z (M, 14)``,
+        ``u (M, 2)``: ``R (B, M, 2, 81)``, ``lab (B, M, 2, 3)`` (the walk at its last value)."""
+        settings = settings.to(DTYPE)
+        B, M = settings.shape[0], z.shape[0]
+        run = (self.r_last + 1).expand(B * M) if run_in_cycle is None else \
+            run_in_cycle.to(DTYPE).reshape(B).repeat_interleave(M)
+        R = self.curves(settings.repeat_interleave(M, 0), run, z.repeat(B, 1),
+                        self.w_last.expand(B * M), u.repeat(B, 1))
+        lab = self.stack.colorimeter.lab(R / 100)
+        return Prediction(R.reshape(B, M, 2, N_WL), lab.reshape(B, M, 2, 3))
 
     def walk(self) -> torch.Tensor:
         """Walk values of the training runs ``(N,)``, starting at 0."""
@@ -471,6 +495,8 @@ def _greybox_init(hp: dict, data: dict) -> GreyBox:
         model.log_tool.copy_(model.log_tool0)
         model.r0.fill_(float(data["run"][0]))
         model.r_seen.fill_(float(data["run"][-1]))
+        if data["R"].shape[0] > 1:
+            model.z_sd.copy_(model.z_of(data["std"]).std(0))
     return model
 
 
