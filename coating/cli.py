@@ -142,6 +142,9 @@ def _cmd_recommend(args) -> int:
     return run_recommend(args)
 
 
+ROBUST_DRAWS_DEFAULT = 0
+
+
 def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``recommend`` to a ``coating`` sub-parser set (``argparse`` subparsers object)."""
     p = subparsers.add_parser("recommend", help="recommend the next thickness settings per furnace run")
@@ -154,6 +157,9 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-fine-tune", action="store_true", help="do not fine-tune on newer / measured runs")
     p.add_argument("--bound-rel", type=float, default=0.15, help="bounds: median settings -+ this fraction")
     p.add_argument("--max-step-rel", type=float, default=0.03, help="largest change per run, fraction")
+    p.add_argument("--robust", type=int, default=ROBUST_DRAWS_DEFAULT, metavar="N",
+                   help="robust design: minimise the expected dE00^2 over N draws of the run's own "
+                        f"deposition errors (grey box only; 0 = nominal; default {ROBUST_DRAWS_DEFAULT})")
     p.set_defaults(func=_cmd_recommend)
     return p
 

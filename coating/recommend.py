@@ -334,7 +334,7 @@ def _latest_cycle_rows(history, cycle_id):
 
 
 def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: bool = True,
-             bound_rel: float = 0.15, max_step_rel: float = 0.03, n_starts: int = 4):
+             bound_rel: float = 0.15, max_step_rel: float = 0.03, n_starts: int = 4, robust_draws: int = 0):
     """Recommendation for one NEW.csv entry (see ``run_recommend``). Returns (cycle, Recommendation)."""
     from .models import fine_tune as _fine_tune, select_rows
     meas = entry["measured"]
@@ -375,7 +375,10 @@ def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: 
         run = entry["run_in_cycle"] or int(rows.run_in_cycle[-1]) + 1
     ref = np.median(rows.settings, axis=0) if len(rows) else current
     limits = default_limits(ref, bound_rel, max_step_rel)
-    return cycle, recommend_settings(model, current, run, standard, limits, n_starts=n_starts)
+    if robust_draws and getattr(model, "kind", None) != "greybox":
+        robust_draws = 0                     # model1 has no noise model: nominal design
+    return cycle, recommend_settings(model, current, run, standard, limits, n_starts=n_starts,
+                                     robust_draws=robust_draws)
 
 
 def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str) -> str:
@@ -419,13 +422,17 @@ def run_recommend(args) -> int:
     cycle_models = registry.load_all(args.models, args.kind, history=history)
     if not cycle_models:
         raise ValueError(f"{args.models}: no {args.kind} models in the registry")
+    if getattr(args, "robust", 0) and args.kind != "greybox":
+        print(f"coating recommend: --robust {args.robust} ignored: {args.kind} has no noise model "
+              f"(nominal design)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = ["furnace_no," + ",".join(f"set_{n}" for n in [f"F{i}" for i in range(1, 6)] +
                                       [f"B{i}" for i in range(1, 6)]) + ",dE00_F,dE00_B"]
     for e in entries:
         cycle, rec = plan_run(e, history, cycle_models, standard, fine_tune=not args.no_fine_tune,
-                              bound_rel=args.bound_rel, max_step_rel=args.max_step_rel)
+                              bound_rel=args.bound_rel, max_step_rel=args.max_step_rel,
+                              robust_draws=getattr(args, "robust", 0))
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in e["furnace_no"])
         _atomic_text(out / f"{safe}.txt", format_report(e["furnace_no"], cycle, rec, args.kind))
         table.append(",".join([e["furnace_no"]] + [f"{v:.2f}" for v in rec.settings]
