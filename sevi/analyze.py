@@ -1,13 +1,27 @@
-"""`sevi analyze`: camera frames -> electron events -> accumulated image -> regressor -> Answer.
+"""`sevi analyze`: camera frames -> image -> regressor -> Answer, by one of two paths.
 
-    sevi analyze FRAMES.h5 --model RUN/final --out ANSWER.h5 [--events EVENTS.h5] [--no-ray]
+    sevi analyze FRAMES.h5 --model RUN/final --out ANSWER.h5 [--path auto|events|direct]
+                 [--events EVENTS.h5] [--no-ray] [--chunk 256]
 
-Step 1 is ``sevi frames`` (streamed, chunked, parallel Ray tasks, resumable: an interrupted
+The path (``--path``, default ``auto``): ``auto`` takes it from the model's training config.
+A model trained with ``spot_blur > 0`` (``--spot-blur 0.015``: histograms blurred like the camera
+spot, issue 4) reads the **direct** image; a model with ``spot_blur = 0`` (clean histograms) reads
+the **events** image. Forcing the other path than the model was trained for is allowed but warned
+about: the model then sees images unlike its training set.
+
+**events** (a model with spot_blur = 0). Step 1 is ``sevi frames`` (streamed, chunked, parallel Ray tasks, resumable: an interrupted
 analyze re-run skips the chunks already centroided). Step 2 reads the events file's
 ``AccumulatedImage`` (counts of centroided electrons on the frames' grid) and runs the model as
 ``sevi predict`` does, writing ``Answer``, ``AnswerUncertainty`` (1-sigma) and ``AnswerSigmaR``.
 The model must have been trained for the electron count the measurement holds (a clear error
 says so otherwise).
+
+**direct** (a model with spot_blur > 0; sevi/direct.py). The frames are summed, streamed ``--chunk``
+frames at a time (``--chunk`` MB of memory, one process, no Ray, no events file); the camera
+background's expected mean after rounding and clipping (21.67 counts per pixel for N(20, 20^2)) is
+subtracted once per frame; the sum is block-summed to the model's grid and divided by the mean spot
+flux, so the image is in electron units and the same electron-count check applies. The answer
+file's attrs record ``path`` and, for the direct path, ``n_frames``.
 """
 
 from __future__ import annotations
@@ -22,8 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("frames", help="HDF5 with a FinalImage table (the course's camera frames)")
     p.add_argument("--model", required=True, help="model.pt, or the directory holding it")
     p.add_argument("--out", required=True, help="output Answer HDF5 (written atomically)")
+    p.add_argument("--path", choices=("auto", "events", "direct"), default="auto",
+                   help="auto (default): direct for a model trained with spot_blur > 0, else events")
     p.add_argument("--events", default=None, help="events file (default: OUT with suffix .events.h5)")
-    p.add_argument("--chunk", type=int, default=256, help="frames per task")
+    p.add_argument("--chunk", type=int, default=256, help="frames per task (events) or per read (direct)")
     p.add_argument("--no-ray", action="store_true", help="centroid chunks in this process")
     p.add_argument("--device", default="auto")
     p.add_argument("--electron-tolerance", type=float, default=0.15)
@@ -44,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         model, cfg = load_model(args.model, device)  # fail before hours of centroiding, not after
     except (FileNotFoundError, KeyError, RuntimeError, ValueError) as e:
         raise SystemExit(f"sevi analyze: cannot load model {args.model}: {e}")
+    path = choose_path(args.path, cfg)
+    if path == "direct":
+        return run_direct(args, model, cfg, device)
     events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
     frames_args = argparse.Namespace(frames=args.frames, out=str(events), chunk=args.chunk, grid=1024,
                                      no_ray=args.no_ray, device=None if args.device == "auto" else args.device,
@@ -61,6 +80,47 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"sevi analyze: {events}: {e}")
     write_answer(args.out, p, None, attrs={"model": str(args.model), "frames": str(args.frames),
-                                           "events": str(events), "device": str(device)})
+                                           "events": str(events), "device": str(device), "path": "events"})
     print(f"wrote {args.out}: R = {p['R'][0].round(4).tolist()}, beta_2 = {p['beta'][0, :, 0].round(3).tolist()}")
+    return 0
+
+
+def choose_path(requested: str, cfg) -> str:
+    """'events' or 'direct' for ``--path`` (auto: direct iff the model was trained with spot_blur > 0).
+    A forced path that does not match the model's training images is warned about on stderr."""
+    import sys
+
+    trained_for = "direct" if cfg.spot_blur > 0 else "events"
+    if requested == "auto":
+        return trained_for
+    if requested not in ("events", "direct"):
+        raise SystemExit(f"sevi analyze: --path must be auto, events or direct, got {requested!r}")
+    if requested != trained_for:
+        print(f"sevi analyze: warning: --path {requested} with a model trained for the {trained_for} path "
+              f"(spot_blur = {cfg.spot_blur}); its answers are not calibrated for these images", file=sys.stderr)
+    return requested
+
+
+def run_direct(args, model, cfg, device) -> int:
+    """The direct path: stream-sum the frames, subtract the background, rebin, predict, write."""
+    import torch
+
+    from sevi.direct import direct_image, sum_frames
+    from sevi.frames_io import FrameFileError
+    from sevi.predict import predict_images, write_answer
+
+    try:
+        total, n = sum_frames(args.frames, args.chunk)
+        image = direct_image(total, n, cfg.grid)
+    except (FrameFileError, ValueError) as e:
+        raise SystemExit(f"sevi analyze: {e}")
+    try:
+        with torch.inference_mode():
+            p = predict_images(model, cfg, [(0, image[None])], device, args.electron_tolerance)
+    except ValueError as e:
+        raise SystemExit(f"sevi analyze: {args.frames} (direct path, {n} frames summed): {e}")
+    write_answer(args.out, p, None, attrs={"model": str(args.model), "frames": str(args.frames), "device": str(device),
+                                           "path": "direct", "n_frames": n, "spot_blur": cfg.spot_blur})
+    print(f"wrote {args.out} (direct path, {n} frames, ~{image.sum():.0f} electrons): "
+          f"R = {p['R'][0].round(4).tolist()}, beta_2 = {p['beta'][0, :, 0].round(3).tolist()}")
     return 0

@@ -58,6 +58,11 @@ class TrainConfig:
     refine_width: float = 3.0  # refinement: prior box = prediction +- refine_width * its 1-sigma
     init_from: str = ""  # fine-tune: load model weights (and target normalisation) from this model.pt / dir
     target_stats_draws: int = 2000  # prior draws for the target mean/std (once per run, seeded; ~2 s)
+    # The direct path (issue 4, sevi/direct.py): Gaussian blur, detector units, applied to the rendered
+    # histograms before the features, matching the camera spot (FrameModel.sigma_mean = 0.015). A model
+    # with spot_blur > 0 reads summed frames (sevi analyze --path direct); 0 = clean histograms, the
+    # events path. No background noise is added: sevi/direct.py shows it is < 0.5% of the Poisson noise.
+    spot_blur: float = 0.0
     # -- model ------------------------------------------------------------------------------
     width: int = 16  # ResNet34 base width (64 = the paper's ResNet34, ~21 M parameters)
     stem_stride: int = 1  # 1: 3x3 stem, no maxpool (small inputs); 2: torchvision's 7x7/2 + maxpool
@@ -84,6 +89,8 @@ class TrainConfig:
         Features(self.representation, self.grid, self.n_r, self.n_theta, self.scale)  # validates
         if not 0 < self.electrons[0] <= self.electrons[1]:
             raise ValueError(f"electrons must satisfy 0 < low <= high, got {self.electrons}")
+        if not self.spot_blur >= 0:
+            raise ValueError(f"spot_blur must be >= 0 (detector units), got {self.spot_blur}")
         if self.refine_width <= 0:
             raise ValueError(f"refine_width must be positive, got {self.refine_width}")
         if self.amp not in ("bf16", "fp16", "none"):
@@ -171,9 +178,16 @@ def prior_config(cfg: TrainConfig) -> PriorConfig:
     return base
 
 
+def render_grid(cfg: TrainConfig) -> int:
+    """The grid training images are rendered at: cfg.grid, or with cfg.spot_blur > 0 the multiple of it
+    on which the blur is well sampled (sevi.direct.blur_render_grid); the features rebin exactly to cfg.grid."""
+    from sevi.direct import blur_render_grid
+    return blur_render_grid(cfg.grid, cfg.spot_blur)
+
+
 def make_generator(cfg: TrainConfig, device: str | torch.device = "auto"):
     from sevi.generator import GeneratorConfig, SeviGenerator
-    return SeviGenerator(GeneratorConfig(grid=cfg.grid), device, prior_config(cfg))
+    return SeviGenerator(GeneratorConfig(grid=render_grid(cfg)), device, prior_config(cfg))
 
 
 def batch_seed(cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1) -> int:
@@ -183,11 +197,20 @@ def batch_seed(cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1) 
 
 def make_batch(generator, cfg: TrainConfig, seed: int) -> dict[str, Tensor]:
     """Pure: (cfg, seed) -> {x (B, C, H, W) float32, y (B, T) float32 physical targets,
-    beta (B, 2, L) float32, R (B, 2) float32, sigma_R (B, 2) float32}, on the generator's device."""
-    if generator.config.grid != cfg.grid:
-        raise ValueError(f"generator renders {generator.config.grid} x {generator.config.grid}, cfg.grid is {cfg.grid}")
+    beta (B, 2, L) float32, R (B, 2) float32, sigma_R (B, 2) float32}, on the generator's device.
+
+    With cfg.spot_blur > 0 the histograms are rendered at render_grid(cfg) (a multiple of cfg.grid; the
+    same electrons, so the rebinned histogram is the one cfg.grid would give), blurred by spot_blur
+    (sevi.direct.blur_images) and then rebinned by the features: the mean of a background-subtracted
+    sum of camera frames (sevi.direct.direct_image)."""
+    if generator.config.grid != render_grid(cfg):
+        raise ValueError(f"generator renders {generator.config.grid} x {generator.config.grid}, this config needs "
+                         f"{render_grid(cfg)} (make_generator(cfg) builds the right one)")
     params = generator.prior(cfg.batch_size, seed).params
-    images = generator.render(params, seed).images  # (B, G, G) int32
+    images = generator.render(params, seed).images  # (B, G', G') int32
+    if cfg.spot_blur > 0:
+        from sevi.direct import blur_images
+        images = blur_images(images, cfg.spot_blur)  # (B, G', G') float32
     dev = images.device
     beta, R, sigma_R = (t.to(dev, torch.float32) for t in (params.beta, params.R, params.sigma_R))
     return {"x": cfg.features(images), "y": targets_from_params(beta, R, sigma_R), "beta": beta, "R": R,

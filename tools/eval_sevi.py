@@ -2,6 +2,9 @@
 
     python tools/eval_sevi.py --model RUN/final [--n 200] [--grid 512] [--electrons 100000] [--seed 2024]
 
+A direct-path model (trained with ``spot_blur > 0``) gets the same images blurred by its spot_blur
+(``sevi.direct.blur_images``, at the rendering grid, which must sample the blur with >= 1.5 px).
+
 Renders N images (default 200) of G x G (512) with a fixed electron count per shell (1e5) from the
 default prior (fixed seed, never a training seed: training streams use seeds < 2^31 + ...), runs
 them through the same path as ``sevi predict`` and prints the mean Distance of the model and of
@@ -37,6 +40,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from sevi.direct import blur_images
     from sevi.generator import GeneratorConfig, SeviGenerator, pick_device
     from sevi.metric import distance
     from sevi.predict import predict_images
@@ -52,7 +56,10 @@ def main(argv=None) -> int:
 
     def batches():
         for s in range(0, args.n, args.batch):
-            yield s, gen.render(params[s:s + args.batch], 10**9 + args.seed + s).images
+            images = gen.render(params[s:s + args.batch], 10**9 + args.seed + s).images
+            if cfg.spot_blur > 0:  # a direct-path model reads images blurred like the camera spot
+                images = blur_images(images, cfg.spot_blur)
+            yield s, images
 
     p = predict_images(model, cfg, batches(), device)
     dt = time.perf_counter() - t0
