@@ -142,7 +142,7 @@ def _cmd_recommend(args) -> int:
     return run_recommend(args)
 
 
-ROBUST_DRAWS_DEFAULT = 0
+ROBUST_DRAWS_DEFAULT = 32  # measured: tools/coating_closed_loop.py, BENCHMARKS.md section 5
 
 
 def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
