@@ -156,10 +156,7 @@ def main(argv=None) -> int:
             if nf <= 0:
                 break
             t1 = time.perf_counter()
-            # spot_chunk 16: the same random draws as the default 256 (all drawn first; sums may differ in
-            # the last bit), ~3x faster on
-            # this CPU (smaller intermediates; 0.145 against 0.42 s per 100-spot frame, measured)
-            fr, det = render_frames(x[a:b], z[a:b], frame[a:b] - f0, nf, cam, generator=g, spot_chunk=16)
+            fr, det = render_frames(x[a:b], z[a:b], frame[a:b] - f0, nf, cam, generator=g)
             t2 = time.perf_counter()
             fsum += fr.sum(0, dtype=torch.int64).numpy()
             cen = centroid_frames(fr)
