@@ -169,3 +169,28 @@ def test_analyze_direct_path_refuses_a_short_measurement(tiny_direct_model, tmp_
         main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a.h5"), "--path", "direct",
               "--device", "cpu"])
     assert not (tmp_path / "a.h5").exists()
+
+
+def test_compare_paths_tool_runs_end_to_end(tiny_direct_model, tmp_path):
+    """tools/compare_paths.py on one tiny measurement: all four paths scored, JSON and PNG written."""
+    import json
+
+    from sevi.training import PRESETS, LoopContext, make_batch, make_generator, save_final_model, train_loop
+    from tools import compare_paths
+
+    direct, _ = tiny_direct_model
+    cfg = dataclasses.replace(PRESETS["tiny"], steps=4, eval_every=4, checkpoint_every=4)
+    gen = make_generator(cfg, "cpu")
+    res = train_loop(cfg, lambda step: make_batch(gen, cfg, step), LoopContext(out_dir=str(tmp_path / "ev")))
+    events = save_final_model(res["model"], cfg, tmp_path / "ev" / "final")
+    out = tmp_path / "cmp"
+    # 54 frames x 100 / 0.9 / 2 = 3000 electrons per shell: inside tiny's training range (2000-4000).
+    assert compare_paths.main(["--events-model", events, "--direct-model", direct, "--measurements", "1",
+                               "--frames", "54", "--chunk", "27", "--out", str(out)]) == 0
+    doc = json.loads((out / "compare_paths.json").read_text())
+    assert set(compare_paths.PATHS) <= set(doc["summary"])
+    assert all(np.isfinite(doc["summary"][p]["mean"]) for p in compare_paths.PATHS)
+    assert (out / "compare_paths.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="outside"):
+        compare_paths.main(["--events-model", events, "--direct-model", direct, "--measurements", "1",
+                            "--frames", "5", "--out", str(out)])
