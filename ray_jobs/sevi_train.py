@@ -122,7 +122,10 @@ def train_fn(config: dict) -> dict:
         # A progress line every 25 steps on rank 0: Ray's output is what a cluster user watches.
         if rank == 0 and step % 25 == 0:
             dt = time.perf_counter() - t_start
-            print(f"sevi_train: step {step}/{cfg.steps}, {dt:.0f} s, waiting for data {feed.wait_s:.0f} s", flush=True)
+            # sys.stdout.write, not print: Ray Train patches print() on workers to also log the line,
+            # and both copies reach the driver.
+            sys.stdout.write(f"sevi_train: step {step}/{cfg.steps}, {dt:.0f} s, waiting for data {feed.wait_s:.0f} s\n")
+            sys.stdout.flush()
         return feed(step)
 
     run_dir = Path(config["run_dir"])
