@@ -157,13 +157,35 @@ def recall_ceiling(true_by_frame, model: FrameModel, tol: float) -> tuple[float,
     return (float(p.mean()) if len(p) else 1.0), per_bin
 
 
+def pair_hits(n_frames: int, separation_px: float, grid: int, seed: int):
+    """Isolated pairs: on each frame a lattice of pair centres 110 px apart (jittered +-5 px), each
+    pair two hits ``separation_px`` apart at a random angle; no third spot within ~90 px.
+    Returns ``(x, z, frame)`` tensors in detector units, as the ``draw_*_hits`` functions."""
+    rng = np.random.default_rng(seed)
+    xs, zs, fs = [], [], []
+    c = np.arange(80, grid - 80, 110)
+    for f in range(n_frames):
+        cx, cz = (v.ravel() + rng.uniform(-5, 5, v.size) for v in np.meshgrid(c, c, indexing="ij"))
+        a = rng.uniform(0, np.pi, cx.size)
+        for s in (-0.5, 0.5):
+            xs.append((cx + s * separation_px * np.cos(a) + 0.5) * 2 / grid - 1)
+            zs.append((cz + s * separation_px * np.sin(a) + 0.5) * 2 / grid - 1)
+            fs.append(np.full(cx.size, f))
+    return (torch.tensor(np.concatenate(xs)), torch.tensor(np.concatenate(zs)),
+            torch.tensor(np.concatenate(fs)))
+
+
 def simulate(n_frames: int, per_frame: float, hits: str, seed: int, device, model: FrameModel,
              batch: int = 16):
     """Frames (uint8, on CPU) and per-frame true detected positions in px."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     # per_frame / detect_prob hits so that ~per_frame are detected.
-    if hits == "prior":
+    if hits.startswith("pairs"):
+        x, z, fr = pair_hits(n_frames, float(hits.split(":")[1]), model.grid, seed)
+        order = torch.argsort(fr, stable=True)
+        x, z, fr = x[order].to(device), z[order].to(device), fr[order].to(device)
+    elif hits == "prior":
         x, z, fr = draw_prior_hits(n_frames, per_frame / model.detect_prob, generator=gen, seed=seed)
     else:
         draw = draw_shell_hits if hits == "shells" else draw_disc_hits
@@ -186,9 +208,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--per-frame", type=float, default=100.0, help="mean detected electrons per frame")
-    ap.add_argument("--hits", choices=["prior", "shells", "disc"], default="prior",
+    ap.add_argument("--hits", default="prior",
                     help="prior: a measurement from the notes' prior every 10 frames (the course's load); "
-                         "shells: two fixed crowded shells; disc: uniform")
+                         "shells: two fixed crowded shells; disc: uniform; pairs:D: isolated pairs D px apart "
+                         "(--per-frame is ignored)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tol-px", type=float, default=1.5)
     ap.add_argument("--overlap-px", type=float, default=23.0)
@@ -196,6 +219,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default=None, help="default: cuda if available else cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.hits not in ("prior", "shells", "disc") and not args.hits.startswith("pairs:"):
+        ap.error(f"--hits {args.hits!r}: expected prior, shells, disc or pairs:D (D in px)")
     device = torch.device(args.device) if args.device else default_device()
     if args.threads:
         torch.set_num_threads(args.threads)
