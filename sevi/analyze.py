@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", default=None, help="events file (default: OUT with suffix .events.h5)")
     p.add_argument("--chunk", type=int, default=256, help="frames per task (events) or per read (direct)")
     p.add_argument("--no-ray", action="store_true", help="centroid chunks in this process")
+    p.add_argument("--fast", action="store_true", help="events path: skip the joint refit of clusters "
+                                                       "of 3+ spots (as sevi frames --fast)")
     p.add_argument("--device", default="auto")
     p.add_argument("--electron-tolerance", type=float, default=0.15)
     p.set_defaults(func=run)
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
     frames_args = argparse.Namespace(frames=args.frames, out=str(events), chunk=args.chunk, grid=1024,
                                      no_ray=args.no_ray, device=None if args.device == "auto" else args.device,
-                                     gpus_per_task=0.25, max_in_flight=None)
+                                     gpus_per_task=0.25, max_in_flight=None, fast=args.fast)
     code = run_frames(frames_args)
     if code:
         return code

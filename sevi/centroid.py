@@ -38,6 +38,16 @@ Method (all steps batched over frames and spots, no Python loop over spots):
 7. Spots fitted under ``min_amp`` (40 counts) are dropped (noise, or a duplicate candidate), and
    of two spots from different candidates closer than ``dedupe_bins`` the fainter is dropped.
 
+8. **Refit clusters** (``cluster_min``-``cluster_max`` spots, 3-12): spots closer than
+   ``cluster_link_bins`` (5 bins, 2.6 spot sigmas) form a cluster; each cluster is fitted as a
+   whole on a ``(2 cluster_half + 1)^2``-bin window (all its spots at once, the other spots'
+   models subtracted), then with one spot more (started at the largest residual) and one fewer
+   (the faintest dropped); the least ``chi^2 + prior + cluster_penalty * n`` wins. A chain of
+   spots along a crowded ring is seen whole here, where the per-candidate fits of step 6 (at most
+   3 spots each, in overlapping windows) can count a spot twice or not at all. Pairs are left to
+   step 6, which already reaches the Cramer-Rao bound on them (BENCHMARKS.md). ``cluster_max = 0``
+   turns this off (``sevi frames --fast``: ~25 % faster, ~3 points less recall when crowded).
+
 The noise floor: with the camera's N(20, 20^2) background, a 100-count spot of sigma 7.7 px
 cannot be located better than ~0.16 px per axis (Cramer-Rao bound, ~0.23 px in 2D); the fit
 reaches it. Saturated pixels (255) are fitted as if they were not clipped (only where three or
@@ -78,13 +88,22 @@ class CentroidConfig:
     iterations: int = 8           # Levenberg-Marquardt steps of a cold fit; ours
     warm_iterations: int = 4      # ... of a refit from the previous round's result; ours
     gate_sigmas: float = 3.0      # a 1-spot fit this many prior sigmas off gets 2-3 spot fits
+    max_split: int = 3            # most spots a candidate's own fit may split into (1-3); ours
     split_penalty: float = 12.0   # cost of one more spot, chi^2 units; ours, tuned on simulations
     multi_amp_std: float = 15.0   # amplitude prior width for 2-3 spot fits (width is fixed there)
     min_amp: float = 40.0         # components fitted fainter than this are dropped, counts; ours
     dedupe_bins: float = 1.0      # spots of two candidates closer than this are one; ours
+    cluster_link_bins: float = 5.0  # spots closer than this (bins) are one cluster for the joint refit
+    cluster_min: int = 3          # clusters of cluster_min..cluster_max spots are refitted jointly
+    cluster_max: int = 12         # (cluster_max < cluster_min: off); pairs are fitted well already
+    cluster_half: int = 11        # half-width of a cluster's fit window, bins
+    cluster_penalty: float = 12.0  # chi^2 cost of one more spot in a cluster (as split_penalty)
+    cluster_passes: int = 1       # joint cluster refits in a row
     frame_batch: int = 16         # frames per batch, bounds memory (~100 MB on CPU); ours
 
     def __post_init__(self) -> None:
+        if not 1 <= self.max_split <= 3:
+            raise ValueError(f"CentroidConfig: max_split must be 1, 2 or 3, got {self.max_split}")
         if self.bin < 1 or self.window < 2 or self.nms_bins < 3 or self.nms_bins % 2 == 0:
             raise ValueError(f"CentroidConfig: need bin >= 1, window >= 2, odd nms_bins >= 3: {self}")
 
@@ -411,14 +430,14 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
             sus = ((fit1[:, 2] > cfg.amp + g * cfg.amp_std) | (fit1[:, 3] > s0 + g * ss)
                    | (fit1[:, 4].abs() > g * cfg.rho_std) | (cost1 > W2 + g * math.sqrt(2.0 * W2)))
             idx = torch.nonzero(sus).reshape(-1)
-            for K in (2, 3):
+            for K in range(2, cfg.max_split + 1):
                 init = _moments_init(data[idx], du, dv, K, s0, noise, float(w))
                 th[K - 1] = hyps[K - 1].clamp(hyps[K - 1].theta(init))
         if rnd < cfg.gate_round:
             comps = torch.cat([hyps[0].comps(th[0]), torch.zeros(N, 2, 5, device=dev)], 1)
             continue
         costs = [cost1[idx]]
-        for K in (2, 3):
+        for K in range(2, cfg.max_split + 1):
             fitK, ck = _fit(th[K - 1], data[idx], hyps[K - 1],
                             iters=cfg.iterations if rnd == cfg.gate_round else cfg.warm_iterations, **kw)
             th[K - 1] = fitK if (last or rnd == cfg.gate_round) else th[K - 1] + omega * (fitK - th[K - 1])
@@ -426,7 +445,7 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
         nK = torch.ones(N, dtype=torch.long, device=dev)
         nK[idx] = torch.stack(costs, 1).argmin(1) + 1
         comps = torch.cat([hyps[0].comps(th[0]), torch.zeros(N, 2, 5, device=dev)], 1)
-        for K in (2, 3):
+        for K in range(2, cfg.max_split + 1):
             sel = nK[idx] == K
             comps[idx[sel], :K] = hyps[K - 1].comps(th[K - 1][sel])
 
@@ -453,12 +472,131 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
     clash = (d2 < cfg.dedupe_bins ** 2) & (cand[:, :, None] != cand[:, None, :])
     weaker = (clash & (key[:, None, :] > key[:, :, None])).any(2)        # (B, L)
     ok = ~weaker[fb, rank]
-    U, V, fb, amp, n_idx = U[ok], V[ok], fb[ok], amp[ok], n_idx[ok]
+    U, V, fb, amp, n_idx, c = U[ok], V[ok], fb[ok], amp[ok], n_idx[ok], c[ok]
     mult = keep.sum(1)[n_idx]
+    if cfg.cluster_max >= cfg.cluster_min:
+        par = c[:, 2:].clone()
+        for _ in range(cfg.cluster_passes):
+            fb, U, V, par, mult = _refit_clusters(Y, fb, U, V, par, mult, cfg, s0, ss, noise, Rp)
+        amp = par[:, 0]
     # Bin I spans pixels b*I .. b*I + b - 1, so its centre is pixel b*I + (b - 1)/2.
     x = to_detector(b * U + (b - 1) / 2.0, G)
     z = to_detector(b * V + (b - 1) / 2.0, G)
     return fb, x, z, mult, amp
+
+
+def _clusters(fb: torch.Tensor, U: torch.Tensor, V: torch.Tensor, link: float) -> torch.Tensor:
+    """Connected components of spots closer than ``link`` within each frame: a label per spot
+    (the smallest member index). ``fb`` sorted."""
+    M = U.numel()
+    if M == 0:
+        return torch.zeros(0, dtype=torch.long, device=U.device)
+    B = int(fb.max()) + 1
+    counts = torch.bincount(fb, minlength=B)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(M, device=U.device) - first[fb]
+    L = int(counts.max())
+    pos = torch.full((B, L, 2), 1e9, device=U.device, dtype=U.dtype)
+    pos[fb, rank] = torch.stack([U, V], 1)
+    adj = ((pos[:, :, None] - pos[:, None]) ** 2).sum(-1) < link * link          # (B, L, L)
+    lab = torch.full((B, L), M, device=U.device, dtype=torch.long)
+    lab[fb, rank] = torch.arange(M, device=U.device)
+    big = torch.full_like(lab, M)
+    for _ in range(L):
+        new = torch.where(adj, lab[:, None, :], big[:, None, :]).min(2).values
+        new = torch.minimum(new, lab)
+        if torch.equal(new, lab):
+            break
+        lab = new
+    return lab[fb, rank]
+
+
+def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: float, noise: float, Rp: int):
+    """Joint refit of every cluster of 2..``cluster_max`` spots, with the spot count chosen again.
+
+    A cluster is a connected group of spots closer than ``cluster_link_bins``. Each is fitted
+    as a whole (all its spots' u, v, A, s, rho at once, Levenberg-Marquardt on a
+    ``(2 cluster_half + 1)^2``-bin window around its centre, all other spots' models subtracted),
+    and then with one spot more (started at the brightest residual) and one fewer (the faintest
+    dropped); the count with the least ``chi^2 + prior + cluster_penalty * n`` wins. This sees
+    a chain of spots along a ring whole, where the per-candidate fits (at most 3 spots each, in
+    overlapping windows) can count one spot twice or not at all. Returns (fb, U, V, par, mult)
+    sorted by frame.
+    """
+    B, Gb, _ = Y.shape
+    dev = Y.device
+    h = cfg.cluster_half
+    o = torch.arange(-h, h + 1, device=dev)
+    du = o[:, None].expand(-1, o.numel()).reshape(-1).float()
+    dv = o[None, :].expand(o.numel(), -1).reshape(-1).float()
+    lab = _clusters(fb, U, V, cfg.cluster_link_bins)
+    uniq, inv, size = torch.unique(lab, return_inverse=True, return_counts=True)
+    pad = h + Rp + 1
+    spots = torch.cat([torch.stack([U, V], 1).float(), par], 1)
+    model_img = _render(spots, fb, B, Gb, pad, Rp)
+    Ypad = F.pad(Y, (h, h, h, h))
+    keep = torch.ones(U.numel(), dtype=torch.bool, device=dev)
+    new_rows = []
+    for n in range(cfg.cluster_min, cfg.cluster_max + 1):
+        cl = torch.nonzero(size == n).reshape(-1)                              # clusters of n spots
+        if cl.numel() == 0:
+            continue
+        member = torch.nonzero(torch.isin(inv, cl)).reshape(-1)
+        order = torch.argsort(inv[member], stable=True)
+        idx = member[order].view(-1, n)                                      # (C, n) spot indices
+        cu = U[idx].mean(1).round().long().clamp(0, Gb - 1)
+        cv = V[idx].mean(1).round().long().clamp(0, Gb - 1)
+        fit_ok = ((U[idx] - cu[:, None]).abs().amax(1) < h - 2) & ((V[idx] - cv[:, None]).abs().amax(1) < h - 2)
+        idx, cu, cv = idx[fit_ok], cu[fit_ok], cv[fit_ok]
+        if idx.numel() == 0:
+            continue
+        cb = fb[idx[:, 0]]
+        own = _model_and_jac(torch.cat([torch.stack([U[idx] - cu[:, None], V[idx] - cv[:, None]], -1).float(),
+                                        par[idx]], -1), du, dv, False)[0]
+        data = _gather(Ypad, h, cb, cu, cv, o) - _gather(model_img, pad, cb, cu, cv, o) + own
+        comps = torch.cat([torch.stack([U[idx] - cu[:, None], V[idx] - cv[:, None]], -1).float(), par[idx]], -1)
+        # The count as found, refitted jointly; then one spot more (started at the largest
+        # residual) and one fewer (the faintest dropped), each fitted jointly from there.
+        C = idx.shape[0]
+        rows_all = torch.arange(C, device=dev)
+        hyp_n = _Hypothesis(n, cfg, s0, ss, float(h), dev)
+        th_n, cost_n = _fit(hyp_n.clamp(hyp_n.theta(comps)), data, hyp_n, du, dv, noise, cfg.iterations)
+        results = [(th_n, cost_n + cfg.cluster_penalty * n, hyp_n, rows_all)]
+        cn = hyp_n.comps(th_n)
+        resid = data - _model_and_jac(cn, du, dv, False)[0]
+        rmax, j = resid.max(1)
+        extra = torch.stack([du[j], dv[j], rmax.clamp_min(cfg.min_amp), torch.full_like(rmax, s0),
+                             torch.zeros_like(rmax)], 1)
+        sel = torch.ones(C, n, dtype=torch.bool, device=dev)
+        sel[rows_all, cn[..., 2].argmin(1)] = False
+        for K, start in ((n + 1, torch.cat([cn, extra[:, None]], 1)), (n - 1, cn[sel].view(C, n - 1, 5))):
+            hyp = _Hypothesis(K, cfg, s0, ss, float(h), dev)
+            th, cost = _fit(hyp.clamp(hyp.theta(start)), data, hyp, du, dv, noise, cfg.iterations)
+            results.append((th, cost + cfg.cluster_penalty * K, hyp, rows_all))
+        costs = torch.stack([r[1] for r in results], 1)                       # (C, 1-3)
+        best = costs.argmin(1)
+        keep[idx.reshape(-1)] = False
+        for k, (th, _, hyp, rows) in enumerate(results):
+            sel = best[rows] == k                                              # over this fit's rows
+            if not bool(sel.any()):
+                continue
+            cp = hyp.comps(th[sel])                                            # (c, K, 5)
+            sel = rows[sel]                                                    # over the clusters
+            Kj = cp.shape[1]
+            new_rows.append((cb[sel].repeat_interleave(Kj), (cu[sel, None] + cp[..., 0]).reshape(-1).double(),
+                             (cv[sel, None] + cp[..., 1]).reshape(-1).double(), cp[..., 2:].reshape(-1, 3),
+                             torch.full((sel.numel() * Kj,), Kj, dtype=mult.dtype, device=dev)))
+    if new_rows:
+        cols = list(zip(*new_rows))
+        fb = torch.cat([fb[keep]] + list(cols[0]))
+        U = torch.cat([U[keep]] + list(cols[1]))
+        V = torch.cat([V[keep]] + list(cols[2]))
+        par = torch.cat([par[keep]] + list(cols[3]))
+        mult = torch.cat([mult[keep]] + list(cols[4]))
+    live = par[:, 0] >= cfg.min_amp
+    fb, U, V, par, mult = fb[live], U[live], V[live], par[live], mult[live]
+    order = torch.argsort(fb, stable=True)
+    return fb[order], U[order], V[order], par[order], mult[order]
 
 
 def centroid_frames(frames: torch.Tensor, config: CentroidConfig = CentroidConfig()) -> Centroids:

@@ -123,3 +123,8 @@ def test_rate_summary_excludes_the_start_up_round():
     text = _rate_summary(0.0, done, workers=2)
     assert "384 frames" in text and "42.2 frames/s" in text and "steady state 64.0 frames/s" in text
     assert "steady" not in _rate_summary(0.0, done[:2], workers=2)
+
+
+def test_fast_turns_the_cluster_refit_off():
+    from ray_jobs.frames_job import centroid_config
+    assert centroid_config(True).cluster_max == 0 and centroid_config(False).cluster_max >= centroid_config().cluster_min
