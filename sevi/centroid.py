@@ -99,6 +99,7 @@ class CentroidConfig:
     cluster_half: int = 11        # half-width of a cluster's fit window, bins
     cluster_penalty: float = 12.0  # chi^2 cost of one more spot in a cluster (as split_penalty)
     cluster_passes: int = 1       # joint cluster refits in a row
+    cluster_iterations: int = 8   # Levenberg-Marquardt steps of each joint cluster fit
     frame_batch: int = 16         # frames per batch, bounds memory (~100 MB on CPU); ours
 
     def __post_init__(self) -> None:
@@ -560,7 +561,7 @@ def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: 
         C = idx.shape[0]
         rows_all = torch.arange(C, device=dev)
         hyp_n = _Hypothesis(n, cfg, s0, ss, float(h), dev)
-        th_n, cost_n = _fit(hyp_n.clamp(hyp_n.theta(comps)), data, hyp_n, du, dv, noise, cfg.iterations)
+        th_n, cost_n = _fit(hyp_n.clamp(hyp_n.theta(comps)), data, hyp_n, du, dv, noise, cfg.cluster_iterations)
         results = [(th_n, cost_n + cfg.cluster_penalty * n, hyp_n, rows_all)]
         cn = hyp_n.comps(th_n)
         resid = data - _model_and_jac(cn, du, dv, False)[0]
@@ -571,7 +572,7 @@ def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: 
         sel[rows_all, cn[..., 2].argmin(1)] = False
         for K, start in ((n + 1, torch.cat([cn, extra[:, None]], 1)), (n - 1, cn[sel].view(C, n - 1, 5))):
             hyp = _Hypothesis(K, cfg, s0, ss, float(h), dev)
-            th, cost = _fit(hyp.clamp(hyp.theta(start)), data, hyp, du, dv, noise, cfg.iterations)
+            th, cost = _fit(hyp.clamp(hyp.theta(start)), data, hyp, du, dv, noise, cfg.cluster_iterations)
             results.append((th, cost + cfg.cluster_penalty * K, hyp, rows_all))
         costs = torch.stack([r[1] for r in results], 1)                       # (C, 1-3)
         best = costs.argmin(1)
