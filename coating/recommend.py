@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -394,13 +393,8 @@ def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str) -
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from .schema import _atomic
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _atomic(path, write)
+    from .atomic import atomic_text
+    atomic_text(path, text)
 
 
 def run_recommend(args) -> int:

@@ -23,14 +23,13 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import models
+from .atomic import atomic_bytes
 from .schema import History, SET_COLS, STD_COLS, WAVELENGTHS_NM
 
 __all__ = ["SCHEMA_VERSION", "schema_descriptor", "data_sha256", "save", "save_fit", "load", "load_all",
@@ -63,17 +62,7 @@ def cycle_dir(models_dir, cycle_id: int, kind: str) -> Path:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_bytes(path, data, fsync=True)
 
 
 def save(models_dir, cycle_id: int, kind: str, model, hparams, metrics, train_rows: History) -> Path:

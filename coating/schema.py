@@ -19,12 +19,12 @@ never drops or repairs a row. Writers are atomic (temporary file, then ``os.repl
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 __all__ = ["WAVELENGTHS_NM", "COLUMNS", "History", "Standard", "read_history", "write_history",
            "read_standard", "write_standard", "read_cleaning_log", "cycles_from_cleaning_dates",
@@ -96,16 +96,9 @@ def history_from_measurements(measurements) -> History:
 
 # --- atomic writing ------------------------------------------------------------------------
 def _atomic(path, write) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``write(tmp)`` fills a temporary file that then replaces ``path`` (``coating.atomic``)."""
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _fmt(x) -> str:

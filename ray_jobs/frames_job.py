@@ -87,7 +87,8 @@ def process_chunk(frames_path: str, start: int, stop: int, part_path: str,
 
     from sevi.centroid import CentroidConfig, centroid_frames
     from sevi.frames import default_device
-    from sevi.frames_io import EVENT_DTYPE, atomic_path, read_frames
+    from sevi.atomic import atomic_path
+    from sevi.frames_io import EVENT_DTYPE, read_frames
 
     dev = torch.device(device) if device else default_device()
     cfg = CentroidConfig(**(config or {}))
@@ -114,7 +115,8 @@ def _merge(parts: Path, ranges, out: Path, grid: int, n_frames: int, manifest: d
     import h5py
     import numpy as np
 
-    from sevi.frames_io import EVENT_DTYPE, atomic_path
+    from sevi.atomic import atomic_path
+    from sevi.frames_io import EVENT_DTYPE
 
     image = np.zeros((grid, grid), np.int64)
     total = 0

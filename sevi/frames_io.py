@@ -26,6 +26,8 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from sevi.atomic import atomic_path
+
 __all__ = [
     "FRAME_SHAPE", "FRAME_DTYPE", "TRUTH_DTYPE", "EVENT_DTYPE", "FrameFileError",
     "frame_count", "read_frames", "iter_frame_chunks", "FrameWriter", "write_frames",
@@ -40,19 +42,6 @@ EVENT_DTYPE = np.dtype([("ImageId", "<i4"), ("x", "<f8"), ("z", "<f8")])
 
 class FrameFileError(ValueError):
     """A frame or events file that is missing, malformed, truncated or corrupt."""
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _open(path: str | os.PathLike) -> h5py.File:

@@ -22,13 +22,13 @@ half-written result.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import h5py
 import numpy as np
+
+from sevi.atomic import atomic_path
 
 FRAME_SHAPE = (1024, 1024)
 
@@ -150,18 +150,8 @@ def read_rows(path, name: str, expected: np.dtype, *, any_length=()) -> np.ndarr
 @contextlib.contextmanager
 def atomic_h5(path, mode: str = "w"):
     """Yield an h5py.File on a temporary file beside ``path``; rename into place on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, mode) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, mode) as f:
+        yield f
 
 
 def write_tables(path, tables: dict[str, np.ndarray], attrs: dict | None = None) -> None:

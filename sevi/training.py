@@ -25,8 +25,6 @@ import difflib
 import functools
 import json
 import math
-import os
-import tempfile
 import time
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from sevi.atomic import atomic_path
 from sevi.features import Features
 from sevi.metric import distance
 from sevi.model import ResNetRegressor, resnet34_regressor, targets_from_params
@@ -324,15 +323,8 @@ def angular_figure(pred_beta: Tensor, true_beta: Tensor, n: int = 4):
 
 # -- checkpoints ------------------------------------------------------------------------------
 def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(model: ResNetRegressor, opt, step: int, cfg: TrainConfig, out_dir: str | Path) -> str:
@@ -348,10 +340,8 @@ def save_final_model(model: ResNetRegressor, cfg: TrainConfig, path: str | Path)
     path = Path(path)
     _atomic_save({"model": model.state_dict(), "config": dataclasses.asdict(cfg),
                   "target_mean": model.target_mean.cpu(), "target_std": model.target_std.cpu()}, path / "model.pt")
-    fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=path)
-    with os.fdopen(fd, "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
-    os.replace(tmp, path / "config.json")
+    with atomic_path(path / "config.json") as tmp:
+        tmp.write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     return str(path / "model.pt")
 
 

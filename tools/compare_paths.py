@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,21 +37,15 @@ PATHS = ("events", "direct", "oracle", "direct_oracle")
 
 
 def _atomic_json(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    from sevi.atomic import atomic_path
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
 
 
 def _atomic_png(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from sevi.atomic import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def summarise(per: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -179,12 +171,10 @@ def main(argv=None) -> int:
             t_render, t_cent = float(c["t_render"]), float(c["t_cent"])
         else:
             fsum, ev_x, ev_z, tr_x, tr_z, t_render, t_cent = render_and_centroid(p, m)
-            cache.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".npz", dir=cache.parent)
-            os.close(fd)
-            np.savez_compressed(tmp, fsum=fsum, ev_x=ev_x, ev_z=ev_z, tr_x=tr_x, tr_z=tr_z, t_render=t_render,
-                                t_cent=t_cent)
-            os.replace(tmp, cache)
+            from sevi.atomic import atomic_path
+            with atomic_path(cache) as tmp, open(tmp, "wb") as f:   # a file object: no ".npz" appended
+                np.savez_compressed(f, fsum=fsum, ev_x=ev_x, ev_z=ev_z, tr_x=tr_x, tr_z=tr_z, t_render=t_render,
+                                    t_cent=t_cent)
         images = {
             "events": accumulate(ev_x, ev_z, 1024),
             "oracle": accumulate(tr_x, tr_z, 1024),

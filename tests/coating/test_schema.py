@@ -137,3 +137,15 @@ def test_unknown_format_and_missing_file(tmp_path):
         write_history(_history(), tmp_path / "h.xlsx")
     with pytest.raises(ValueError, match="no such file"):
         read_history(tmp_path / "nope.csv")
+
+
+def test_atomic_writers_replace_whole_or_not_at_all(tmp_path):
+    from coating.atomic import atomic_bytes, atomic_text
+    target = tmp_path / "r.csv"
+    atomic_text(target, "a,b\n")
+    atomic_bytes(target, b"c,d\n", fsync=True)
+    assert target.read_text() == "c,d\n"
+    import pytest
+    with pytest.raises(TypeError):
+        atomic_bytes(target, "not bytes")            # fails inside the write
+    assert target.read_text() == "c,d\n" and len(list(tmp_path.iterdir())) == 1

@@ -98,3 +98,17 @@ def test_not_hdf5_and_atomic_write(tmp_path):
     with pytest.raises(TypeError):
         io.write_tables(tmp_path / "y.h5", {"A": object()})
     assert sorted(q.name for q in tmp_path.iterdir()) == ["x.h5"]
+
+
+def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
+    from sevi.atomic import atomic_path
+    target = tmp_path / "sub" / "out.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("first")
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "first"
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"], "no temporary file left behind"
