@@ -43,10 +43,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coating import models, plant, recommend, schema  # noqa: E402
+from coating.cli import ROBUST_DRAWS_DEFAULT  # noqa: E402
 from coating.stacks import settings_of_recipe  # noqa: E402
 
 METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle")
-ROBUST_DRAWS = 32
+ROBUST_DRAWS = ROBUST_DRAWS_DEFAULT  # what `coating recommend` uses by default
 
 
 def physics_ls_settings(meas: plant.Measurement, params: plant.PlantParams) -> np.ndarray:
