@@ -218,6 +218,8 @@ def main(argv=None) -> None:
     ap.add_argument("--scipy-frames", type=int, default=None, help="frames for the scipy method (default all)")
     ap.add_argument("--device", default=None, help="default: cuda if available else cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--centroid", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="CentroidConfig overrides, e.g. cluster_max=0 (= sevi frames --fast) or rounds=8")
     args = ap.parse_args(argv)
     if args.hits not in ("prior", "shells", "disc") and not args.hits.startswith("pairs:"):
         ap.error(f"--hits {args.hits!r}: expected prior, shells, disc or pairs:D (D in px)")
@@ -225,7 +227,13 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = FrameModel()
-    cfg = CentroidConfig.from_frame_model(model)
+    over = {}
+    for item in args.centroid:
+        k, _, v = item.partition("=")
+        if k not in CentroidConfig.__dataclass_fields__:
+            ap.error(f"--centroid {item}: unknown CentroidConfig field {k!r}")
+        over[k] = type(getattr(CentroidConfig(), k))(v)
+    cfg = CentroidConfig.from_frame_model(model, **over)
 
     t0 = time.perf_counter()
     frames, truth = simulate(args.frames, args.per_frame, args.hits, args.seed, device, model)
