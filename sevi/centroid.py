@@ -63,7 +63,7 @@ import torch.nn.functional as F
 
 from sevi.frames import FrameModel, to_detector
 
-__all__ = ["CentroidConfig", "Centroids", "centroid_frames", "bin_frames"]
+__all__ = ["CentroidConfig", "Centroids", "centroid_frames", "bin_frames", "refine_positions", "map_cost"]
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,11 @@ class Centroids:
 
     frame: int64 index of the frame in the batch given to :func:`centroid_frames`.
     x, z: float64 positions, detector units.
-    multiplicity: int64, how many electrons the fit put in the blob this one came from (1-3).
-    amplitude: float32 fitted peak, counts (binned).
+    multiplicity: int64, how many electrons the fit put in the blob this one came from.
+    amplitude: float32 fitted peak, counts (of the binned frame).
+    width: float32 fitted spot sigma in bins of ``CentroidConfig.bin`` px, the bin's box average
+        included (``sqrt(sigma_px^2 + bin^2 / 12) / bin`` for a spot of ``sigma_px``).
+    rho: float32 fitted correlation of the spot's ellipse.
     """
 
     frame: torch.Tensor
@@ -134,6 +137,8 @@ class Centroids:
     z: torch.Tensor
     multiplicity: torch.Tensor
     amplitude: torch.Tensor
+    width: torch.Tensor
+    rho: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.frame.numel())
@@ -359,10 +364,8 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
     B, G, _ = frames.shape
     b = cfg.bin
     dev = frames.device
-    Y = bin_frames(frames, b)                                            # (B, Gb, Gb)
+    Y, s0, ss, noise, Rp = _frame_setup(frames, cfg)                     # (B, Gb, Gb)
     Gb = Y.shape[1]
-    bg = Y.reshape(B, -1).median(dim=1).values
-    Y = Y - bg[:, None, None]
     Ys = _smooth(Y, cfg.smooth_bins)
     k = cfg.nms_bins
     peak = (Ys == _max_filter(Ys, k)) & (Ys > cfg.threshold)
@@ -370,17 +373,13 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
     N = bidx.numel()
     if N == 0:
         e = torch.zeros(0, device=dev)
-        return bidx, e.double(), e.double(), bidx, e
+        return bidx, e.double(), e.double(), bidx, e.new_zeros(0, 3)
 
     w = cfg.window
     o = torch.arange(-w, w + 1, device=dev)
     du = o[:, None].expand(-1, o.numel()).reshape(-1).float()            # (W2,)
     dv = o[None, :].expand(o.numel(), -1).reshape(-1).float()
     W2 = du.numel()
-    # Spot width in bins; the b x b bin adds b^2/12 px^2 of variance (box average).
-    s0 = math.sqrt(cfg.sigma_px ** 2 + b * b / 12.0) / b
-    ss = cfg.sigma_std_px / b
-    noise = cfg.noise_px / b
     raw = _gather(F.pad(Y, (w, w, w, w)), w, bidx, ci, cj, o)            # (N, W2)
     hyps = [_Hypothesis(K, cfg, s0, ss, float(w), dev) for K in (1, 2, 3)]
     kw = dict(du=du, dv=dv, noise=noise)
@@ -400,8 +399,6 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
     comps = torch.cat([c1, torch.zeros(N, 2, 5, device=dev)], 1)         # (N, 3, 5)
     nK = torch.ones(N, dtype=torch.long, device=dev)
     idx = torch.zeros(0, dtype=torch.long, device=dev)
-    # Spots are drawn to 3.5 widths (the cut tail is < 0.3% of the peak, under 0.1 noise sigma).
-    Rp = int(math.ceil(3.5 * s0))
     pad = w + Rp + 1
     slot = torch.arange(3, device=dev)
     omega = cfg.relaxation
@@ -475,15 +472,14 @@ def _centroid_batch(frames: torch.Tensor, cfg: CentroidConfig):
     ok = ~weaker[fb, rank]
     U, V, fb, amp, n_idx, c = U[ok], V[ok], fb[ok], amp[ok], n_idx[ok], c[ok]
     mult = keep.sum(1)[n_idx]
+    par = c[:, 2:].clone()
     if cfg.cluster_max >= cfg.cluster_min:
-        par = c[:, 2:].clone()
         for _ in range(cfg.cluster_passes):
-            fb, U, V, par, mult = _refit_clusters(Y, fb, U, V, par, mult, cfg, s0, ss, noise, Rp)
-        amp = par[:, 0]
+            fb, U, V, par, mult, _ = _refit_clusters(Y, fb, U, V, par, mult, cfg, s0, ss, noise, Rp)
     # Bin I spans pixels b*I .. b*I + b - 1, so its centre is pixel b*I + (b - 1)/2.
     x = to_detector(b * U + (b - 1) / 2.0, G)
     z = to_detector(b * V + (b - 1) / 2.0, G)
-    return fb, x, z, mult, amp
+    return fb, x, z, mult, par
 
 
 def _clusters(fb: torch.Tensor, U: torch.Tensor, V: torch.Tensor, link: float) -> torch.Tensor:
@@ -512,7 +508,8 @@ def _clusters(fb: torch.Tensor, U: torch.Tensor, V: torch.Tensor, link: float) -
     return lab[fb, rank]
 
 
-def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: float, noise: float, Rp: int):
+def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: float, noise: float, Rp: int,
+                    recount: bool = True):
     """Joint refit of every cluster of 2..``cluster_max`` spots, with the spot count chosen again.
 
     A cluster is a connected group of spots closer than ``cluster_link_bins``. Each is fitted
@@ -521,8 +518,9 @@ def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: 
     and then with one spot more (started at the brightest residual) and one fewer (the faintest
     dropped); the count with the least ``chi^2 + prior + cluster_penalty * n`` wins. This sees
     a chain of spots along a ring whole, where the per-candidate fits (at most 3 spots each, in
-    overlapping windows) can count one spot twice or not at all. Returns (fb, U, V, par, mult)
-    sorted by frame.
+    overlapping windows) can count one spot twice or not at all. ``recount=False`` keeps every
+    cluster's count (only the joint fit). Returns (fb, U, V, par, mult) sorted by frame, and the
+    number of spots left as they were because their cluster is wider than the window.
     """
     B, Gb, _ = Y.shape
     dev = Y.device
@@ -538,6 +536,7 @@ def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: 
     Ypad = F.pad(Y, (h, h, h, h))
     keep = torch.ones(U.numel(), dtype=torch.bool, device=dev)
     new_rows = []
+    unfitted = 0
     for n in range(cfg.cluster_min, cfg.cluster_max + 1):
         cl = torch.nonzero(size == n).reshape(-1)                              # clusters of n spots
         if cl.numel() == 0:
@@ -548,6 +547,7 @@ def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: 
         cu = U[idx].mean(1).round().long().clamp(0, Gb - 1)
         cv = V[idx].mean(1).round().long().clamp(0, Gb - 1)
         fit_ok = ((U[idx] - cu[:, None]).abs().amax(1) < h - 2) & ((V[idx] - cv[:, None]).abs().amax(1) < h - 2)
+        unfitted += int((~fit_ok).sum()) * n
         idx, cu, cv = idx[fit_ok], cu[fit_ok], cv[fit_ok]
         if idx.numel() == 0:
             continue
@@ -570,7 +570,10 @@ def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: 
                              torch.zeros_like(rmax)], 1)
         sel = torch.ones(C, n, dtype=torch.bool, device=dev)
         sel[rows_all, cn[..., 2].argmin(1)] = False
-        for K, start in ((n + 1, torch.cat([cn, extra[:, None]], 1)), (n - 1, cn[sel].view(C, n - 1, 5))):
+        others = [(n + 1, torch.cat([cn, extra[:, None]], 1))] if recount else []
+        if recount and n > 1:
+            others.append((n - 1, cn[sel].view(C, n - 1, 5)))
+        for K, start in others:
             hyp = _Hypothesis(K, cfg, s0, ss, float(h), dev)
             th, cost = _fit(hyp.clamp(hyp.theta(start)), data, hyp, du, dv, noise, cfg.cluster_iterations)
             results.append((th, cost + cfg.cluster_penalty * K, hyp, rows_all))
@@ -597,7 +600,7 @@ def _refit_clusters(Y, fb, U, V, par, mult, cfg: CentroidConfig, s0: float, ss: 
     live = par[:, 0] >= cfg.min_amp
     fb, U, V, par, mult = fb[live], U[live], V[live], par[live], mult[live]
     order = torch.argsort(fb, stable=True)
-    return fb[order], U[order], V[order], par[order], mult[order]
+    return fb[order], U[order], V[order], par[order], mult[order], unfitted
 
 
 def centroid_frames(frames: torch.Tensor, config: CentroidConfig = CentroidConfig()) -> Centroids:
@@ -616,10 +619,89 @@ def centroid_frames(frames: torch.Tensor, config: CentroidConfig = CentroidConfi
     out = []
     with torch.no_grad():
         for start in range(0, frames.shape[0], config.frame_batch):
-            f, x, z, m, a = _centroid_batch(frames[start:start + config.frame_batch].contiguous(), config)
-            out.append((f + start, x, z, m, a))
-    if not out:
-        e = torch.zeros(0, device=frames.device)
-        return Centroids(e.long(), e.double(), e.double(), e.long(), e)
-    cols = [torch.cat(col) for col in zip(*out)]
-    return Centroids(*cols)
+            f, x, z, m, par = _centroid_batch(frames[start:start + config.frame_batch].contiguous(), config)
+            out.append((f + start, x, z, m, par[:, 0], par[:, 1], par[:, 2]))
+    return _concat(out, frames.device)
+
+
+def _concat(parts, device) -> Centroids:
+    if not parts:
+        e = torch.zeros(0, device=device)
+        return Centroids(e.long(), e.double(), e.double(), e.long(), e, e, e)
+    return Centroids(*(torch.cat(col) for col in zip(*parts)))
+
+
+def _frame_setup(frames: torch.Tensor, cfg: CentroidConfig):
+    """Background-subtracted binned frames (steps 1-2) and the spot constants in bins: the mean
+    width ``s0`` (the b x b bin adds b^2/12 px^2 of variance, a box average), its prior sd
+    ``ss``, the noise per bin, and the radius to which spots are drawn (3.5 widths: the cut tail
+    is < 0.3% of the peak, under 0.1 noise sigma)."""
+    b = cfg.bin
+    Y = bin_frames(frames, b)
+    Y = Y - Y.reshape(Y.shape[0], -1).median(dim=1).values[:, None, None]
+    s0 = math.sqrt(cfg.sigma_px ** 2 + b * b / 12.0) / b
+    return Y, s0, cfg.sigma_std_px / b, cfg.noise_px / b, int(math.ceil(3.5 * s0))
+
+
+def _to_bins(x: torch.Tensor, G: int, b: int) -> torch.Tensor:
+    """Detector units -> bin coordinates (the inverse of the conversion in ``_centroid_batch``)."""
+    return ((x.double() + 1) * G / 2 - 0.5 - (b - 1) / 2.0) / b
+
+
+def refine_positions(frames: torch.Tensor, frame: torch.Tensor, x: torch.Tensor, z: torch.Tensor,
+                     config: CentroidConfig = CentroidConfig(), recount: bool = False) -> tuple[Centroids, int]:
+    """Fit spots started at given positions: every cluster of them (spots closer than
+    ``cluster_link_bins``) jointly, as step 8 of the method, single spots included.
+
+    ``frame`` (N,) indexes ``frames`` (sorted); ``x``, ``z`` (N,) detector units. With
+    ``recount=False`` the count is kept, so started at the true positions this is the MAP fit
+    nearest the truth (a diagnostic, ``tools/bench_frames.py --oracle``); with ``recount`` one
+    spot more and one fewer are tried per cluster. Clusters wider than ``2 cluster_half - 4``
+    bins are left as given. Returns the fitted spots and how many were left as given.
+    """
+    cfg = config
+    G = frames.shape[1]
+    out, unfitted = [], 0
+    with torch.no_grad():
+        for start in range(0, frames.shape[0], cfg.frame_batch):
+            stop = min(frames.shape[0], start + cfg.frame_batch)
+            Y, s0, ss, noise, Rp = _frame_setup(frames[start:stop].contiguous(), cfg)
+            sel = (frame >= start) & (frame < stop)
+            fb = (frame[sel] - start).long()
+            U, V = _to_bins(x[sel], G, cfg.bin), _to_bins(z[sel], G, cfg.bin)
+            par = torch.tensor([cfg.amp, s0, 0.0], device=Y.device).repeat(U.numel(), 1)
+            mult = torch.ones_like(fb)
+            one = CentroidConfig(**{**cfg.__dict__, "cluster_min": 1, "cluster_max": max(1, U.numel())})
+            fb, U, V, par, mult, n_un = _refit_clusters(Y, fb, U, V, par, mult, one, s0, ss, noise, Rp, recount)
+            unfitted += n_un
+            b = cfg.bin
+            out.append((fb + start, to_detector(b * U + (b - 1) / 2.0, G), to_detector(b * V + (b - 1) / 2.0, G),
+                        mult, par[:, 0], par[:, 1], par[:, 2]))
+    return _concat(out, frames.device), unfitted
+
+
+def map_cost(frames: torch.Tensor, found: Centroids, config: CentroidConfig = CentroidConfig()) -> torch.Tensor:
+    """The fit's objective for whole frames, ``(B,)``: chi^2 of the binned frame against all
+    spots of ``found`` rendered together, plus the spot-model priors on amplitude (the blends'
+    ``multi_amp_std``), width and rho, plus ``cluster_penalty`` per spot. Lower is a better
+    explanation of the frame; comparing two sets of spots on the same frames tells whether the
+    fit's objective can tell them apart."""
+    cfg = config
+    G = frames.shape[1]
+    costs = []
+    with torch.no_grad():
+        for start in range(0, frames.shape[0], cfg.frame_batch):
+            stop = min(frames.shape[0], start + cfg.frame_batch)
+            Y, s0, ss, noise, Rp = _frame_setup(frames[start:stop].contiguous(), cfg)
+            B, Gb = Y.shape[0], Y.shape[1]
+            sel = (found.frame >= start) & (found.frame < stop)
+            fb = found.frame[sel] - start
+            spots = torch.stack([_to_bins(found.x[sel], G, cfg.bin).float(), _to_bins(found.z[sel], G, cfg.bin).float(),
+                                 found.amplitude[sel], found.width[sel], found.rho[sel]], 1)
+            pad = Rp + 2
+            img = _render(spots, fb, B, Gb, pad, Rp)[:, pad:-pad, pad:-pad]
+            chi2 = (((Y - img) / noise) ** 2).sum((1, 2))
+            prior = (((spots[:, 2] - cfg.amp) / cfg.multi_amp_std) ** 2 + ((spots[:, 3] - s0) / ss) ** 2
+                     + (spots[:, 4] / cfg.rho_std) ** 2 + cfg.cluster_penalty)
+            costs.append(chi2 + torch.bincount(fb, weights=prior, minlength=B))
+    return torch.cat(costs) if costs else torch.zeros(0, device=frames.device)
