@@ -36,3 +36,15 @@ def test_cluster_probability_agrees_with_the_pair_bound_and_falls_in_a_chain():
     assert cluster_match_probability(chain, m, 1.5)[1] < pp - 0.05
     # Closer than 2 tol: one estimate at the midpoint matches both.
     assert (cluster_match_probability(np.array([[300.0, 300.0], [302.0, 300.0]]), m, 1.5) == 1.0).all()
+
+
+def test_bench_frames_runs_end_to_end_with_the_oracle_on_a_disc(capsys):
+    import re
+
+    from tools.bench_frames import main
+    main(["--frames", "2", "--hits", "disc:0.5", "--scipy-frames", "1", "--threads", "1", "--oracle"])
+    out = capsys.readouterr().out
+    ours = float(re.search(r"^ours\s+([0-9.]+)", out, re.M).group(1))
+    truth_fit = float(re.search(r"MAP fit started at the truth.*recall ([0-9.]+)", out).group(1))
+    assert 0.7 < ours <= 1.0 and 0.7 < truth_fit <= 1.0
+    assert "whole clusters" in out and "from-truth" in out
