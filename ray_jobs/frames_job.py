@@ -1,7 +1,7 @@
 """`sevi frames` and `sevi simulate-frames`: centroid a frame file in parallel chunks.
 
     sevi frames FRAMES.h5 --out EVENTS.h5 [--chunk N] [--grid G] [--no-ray]
-    sevi simulate-frames FRAMES.h5 --frames N [--per-frame 100] [--hits disc|shells|HITS.h5]
+    sevi simulate-frames FRAMES.h5 --frames N [--per-frame 100] [--hits disc|disc:R|shells|prior|HITS.h5]
 
 `frames` streams FRAMES.h5 in chunks of ``--chunk`` frames (never whole: 50,000 frames are
 ~50 GB). Each chunk is one Ray task (``num_gpus`` fractional where the cluster has GPUs) that
@@ -282,7 +282,8 @@ def add_simulate_frames_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--per-frame", type=float, default=100.0,
                    help="mean detected electrons per frame (default 100); hits drawn = this / 0.9")
     p.add_argument("--hits", default="disc",
-                   help="'disc' (uniform, radius 0.95), 'shells' (two fixed Newton spheres), 'prior' "
+                   help="'disc' (uniform, radius 0.95), 'disc:R' (uniform, radius R), 'shells' (two fixed "
+                        "Newton spheres), 'prior' "
                         "(a measurement from the notes' prior every 10 frames), or an HDF5 "
                         "file with a table (DetectedElectrons or GeneratedElectrons) with ImageId, x, z")
     p.add_argument("--seed", type=int, default=0)
@@ -290,6 +291,19 @@ def add_simulate_frames_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(func=run_simulate_frames)
     return p
+
+
+def _disc_radius(hits: str) -> float:
+    """``disc`` -> 0.95; ``disc:R`` -> R (detector units, in (0, 1])."""
+    if hits == "disc":
+        return 0.95
+    try:
+        r = float(hits.split(":", 1)[1])
+    except ValueError:
+        r = -1.0
+    if not 0.0 < r <= 1.0:
+        raise SystemExit(f"sevi simulate-frames --hits {hits}: expected disc:R with R in (0, 1], detector units")
+    return r
 
 
 def _given_hits(path: str):
@@ -320,12 +334,14 @@ def run_simulate_frames(args: argparse.Namespace) -> int:
     model = FrameModel()
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)
-    if args.hits in ("disc", "shells", "prior"):
+    n_hits = args.per_frame / model.detect_prob
+    if args.hits in ("disc", "shells", "prior") or args.hits.startswith("disc:"):
         if args.hits == "prior":
-            x, z, fr = draw_prior_hits(args.frames, args.per_frame / model.detect_prob, generator=gen, seed=args.seed)
+            x, z, fr = draw_prior_hits(args.frames, n_hits, generator=gen, seed=args.seed)
+        elif args.hits == "shells":
+            x, z, fr = draw_shell_hits(args.frames, n_hits, generator=gen)
         else:
-            draw = draw_disc_hits if args.hits == "disc" else draw_shell_hits
-            x, z, fr = draw(args.frames, args.per_frame / model.detect_prob, generator=gen)
+            x, z, fr = draw_disc_hits(args.frames, n_hits, radius=_disc_radius(args.hits), generator=gen)
         x, z, fr = x.cpu().numpy(), z.cpu().numpy(), fr.cpu().numpy()
         image_ids = np.arange(args.frames, dtype=np.int32)
         eids = np.arange(len(x))

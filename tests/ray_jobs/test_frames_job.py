@@ -128,3 +128,17 @@ def test_rate_summary_excludes_the_start_up_round():
 def test_fast_turns_the_cluster_refit_off():
     from ray_jobs.frames_job import centroid_config
     assert centroid_config(True).cluster_max == 0 and centroid_config(False).cluster_max >= centroid_config().cluster_min
+
+
+def test_simulate_frames_disc_radius_puts_every_hit_inside_it(tmp_path):
+    import pytest
+
+    out = tmp_path / "f.h5"
+    args = argparse.Namespace(out=str(out), frames=2, per_frame=40.0, hits="disc:0.3", seed=0, batch=2, device="cpu")
+    assert frames_job.run_simulate_frames(args) == 0
+    truth = read_truth(out)
+    assert len(truth) > 40 and np.hypot(truth["x"], truth["z"]).max() <= 0.3
+    assert frames_job._disc_radius("disc") == 0.95
+    for bad in ("disc:", "disc:0", "disc:2", "disc:x"):
+        with pytest.raises(SystemExit, match="disc:R"):
+            frames_job._disc_radius(bad)
