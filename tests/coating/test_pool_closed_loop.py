@@ -1,0 +1,41 @@
+"""tools/pool_closed_loop.py: pooling of closed-loop JSON files and the cycle bootstrap."""
+import json
+
+import numpy as np
+import pytest
+
+from tools.pool_closed_loop import load_cycles, main, targets
+
+
+def _write(d, per_run, loop_runs):
+    d.mkdir()
+    doc = {"per_run": {m: np.asarray(v).tolist() for m, v in per_run.items()},
+           "cycles": [{"loop_runs": n} for n in loop_runs]}
+    (d / "closed_loop.json").write_text(json.dumps(doc))
+
+
+def test_pools_runs_not_medians_and_splits_cycles(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    a = {"ours_robust": rng.uniform(0, 1, (6, 2)), "physics_ls": rng.uniform(1, 2, (6, 2)),
+         "unchanged": rng.uniform(2, 3, (6, 2))}
+    b = {m: v[:4] + 0.5 for m, v in a.items()}
+    _write(tmp_path / "a", a, [2, 4])
+    _write(tmp_path / "b", b, [4])
+    cycles = load_cycles([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert [len(c["ours_robust"]) for c in cycles] == [2, 4, 4]
+    t = targets(cycles, "ours_robust")
+    ours = np.concatenate([a["ours_robust"], b["ours_robust"]])
+    assert t["p90"] == pytest.approx(np.percentile(ours, 90))
+    assert t["median_vs_unchanged"] == pytest.approx(
+        np.median(ours) / np.median(np.concatenate([a["unchanged"], b["unchanged"]])))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--draws", "50"]) == 0
+    assert "median_vs_physics_ls" in capsys.readouterr().out
+
+
+def test_lengths_that_do_not_match_the_cycles_are_refused(tmp_path):
+    _write(tmp_path / "a", {"ours_robust": np.zeros((5, 2)), "physics_ls": np.ones((5, 2)),
+                            "unchanged": np.ones((5, 2))}, [2, 2])
+    with pytest.raises(SystemExit, match="do not add up"):
+        load_cycles([str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match="not a closed_loop.json"):
+        load_cycles([str(tmp_path / "missing")])

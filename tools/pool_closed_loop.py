@@ -1,0 +1,81 @@
+"""Pool closed-loop runs of several plants and put intervals on the issue-6 targets.
+
+``tools/coating_closed_loop.py`` writes ``DIR/closed_loop.json`` per pair of plants. This reads
+several, pools the per-run ΔE00 of every method (front and back, all runs: medians and p90s of
+the pooled arrays, never averages of medians) and prints the three targets of issue 6 for
+``--method`` (ours/physics LS median, ours/unchanged median, ours p90) with a bootstrap interval
+that resamples whole cleaning cycles, because runs within a cycle share its drift draws.
+
+    python tools/pool_closed_loop.py /tmp/cl0 /tmp/cl2 /tmp/cl4 /tmp/cl6 [--method ours_robust] [--draws 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TARGETS = {"median_vs_physics_ls": 0.75, "median_vs_unchanged": 0.45, "p90": 1.2}
+
+
+def load_cycles(dirs: list[str]) -> list[dict[str, np.ndarray]]:
+    """One dict per cleaning cycle: method -> (runs, 2) ΔE00 (front, back)."""
+    cycles = []
+    for d in dirs:
+        path = Path(d) / "closed_loop.json"
+        try:
+            doc = json.loads(path.read_text())
+            per_run, infos = doc["per_run"], doc["cycles"]
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"{path}: not a closed_loop.json with 'per_run' and 'cycles' ({e})")
+        start = 0
+        for info in infos:
+            n = int(info["loop_runs"])
+            cycles.append({m: np.asarray(v, dtype=float)[start:start + n] for m, v in per_run.items()})
+            start += n
+        lengths = {m: len(v) for m, v in per_run.items()}
+        if any(n != start for n in lengths.values()):
+            raise SystemExit(f"{path}: per_run lengths {lengths} do not add up to the cycles' loop_runs ({start})")
+    return cycles
+
+
+def targets(cycles: list[dict[str, np.ndarray]], method: str) -> dict[str, float]:
+    pooled = {m: np.concatenate([c[m] for c in cycles]) for m in cycles[0]}
+    med = {m: float(np.median(v)) for m, v in pooled.items()}
+    return {"median_vs_physics_ls": med[method] / med["physics_ls"],
+            "median_vs_unchanged": med[method] / med["unchanged"],
+            "p90": float(np.percentile(pooled[method], 90))}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dirs", nargs="+", help="closed-loop output folders (each with closed_loop.json)")
+    ap.add_argument("--method", default="ours_robust")
+    ap.add_argument("--draws", type=int, default=2000, help="bootstrap draws over cycles")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    cycles = load_cycles(args.dirs)
+    methods = list(cycles[0])
+    if args.method not in methods or not {"physics_ls", "unchanged"} <= set(methods):
+        raise SystemExit(f"--method {args.method}: the files hold {methods}; need it, physics_ls and unchanged")
+    pooled = {m: np.concatenate([c[m] for c in cycles]) for m in methods}
+    print(f"{len(cycles)} cycles, {len(pooled[methods[0]])} runs x 2 sides, from {', '.join(args.dirs)}")
+    print(f"{'method':<14}{'median':>8}{'p90':>8}")
+    for m in methods:
+        print(f"{m:<14}{np.median(pooled[m]):>8.3f}{np.percentile(pooled[m], 90):>8.3f}")
+    point = targets(cycles, args.method)
+    rng = np.random.default_rng(args.seed)
+    boot = [targets([cycles[i] for i in rng.integers(0, len(cycles), len(cycles))], args.method)
+            for _ in range(args.draws)]
+    print(f"targets for {args.method} (90% interval: {args.draws} bootstrap draws of whole cycles)")
+    for k, limit in TARGETS.items():
+        lo, hi = np.percentile([b[k] for b in boot], [5, 95])
+        status = "met" if point[k] <= limit else "not met"
+        print(f"  {k:<22}{point[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  target <= {limit:g}: {status}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
