@@ -6,12 +6,13 @@ is atomic on POSIX within one file system, and the temporary file sits in the ta
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "write_json"]
 
 
 @contextlib.contextmanager
@@ -29,3 +30,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:
+    """``obj`` as JSON to ``path``, atomically (numpy scalars become floats)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, default=float))

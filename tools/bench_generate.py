@@ -11,12 +11,12 @@ then project and histogram with ``np.add.at``. Both draw the same parameters fro
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
 
+from sevi.atomic import write_json
 from sevi.generator import GeneratorConfig, SeviGenerator
 from sevi.prior import Prior
 
@@ -87,8 +87,7 @@ def main(argv=None) -> dict:
         print(f"  numpy (notes' method): {1 / t_np:10.1f} images/s")
         print(f"  ratio torch / numpy  : {t_np / t_torch:10.1f}x")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(a.json, out)
     return out
 
 

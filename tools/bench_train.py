@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import tempfile
 import time
@@ -66,6 +65,7 @@ def main(argv=None) -> dict:
     from ray_jobs.pool import PoolClient, PoolSpec, get_or_create_pool, stop_pool
     from sevi.generator import pick_device
     from sevi.training import resolve_config
+    from sevi.atomic import write_json
 
     if a.trainer_threads:
         torch.set_num_threads(a.trainer_threads)
@@ -93,8 +93,7 @@ def main(argv=None) -> dict:
           f"waiting for data {100 * local_wait:5.1f}% of step time")
     print(f"  ratio pool / in-process                : {pool_rate / local_rate:8.2f}")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(a.json, out)
     return out
 
 

@@ -25,7 +25,6 @@ measured) and ``OUT/compare_paths.png``, both atomically. One torch thread by de
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,12 +33,6 @@ import numpy as np
 import torch
 
 PATHS = ("events", "direct", "oracle", "direct_oracle")
-
-
-def _atomic_json(obj, path: Path) -> None:
-    from sevi.atomic import atomic_path
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2))
 
 
 def _atomic_png(fig, path: Path) -> None:
@@ -98,6 +91,7 @@ def main(argv=None) -> int:
     if min(args.measurements, args.frames, args.chunk) < 1 or args.per_frame <= 0:
         raise SystemExit("compare_paths: --measurements, --frames, --chunk and --per-frame must be positive")
 
+    from sevi.atomic import write_json
     from sevi.centroid import centroid_frames
     from sevi.direct import blur_images, blur_render_grid, direct_image
     from sevi.frames import FrameModel, render_frames
@@ -196,12 +190,12 @@ def main(argv=None) -> int:
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         summary = summarise(per)
-        _atomic_json({"command": " ".join(sys.argv), "complete": m + 1 == args.measurements,
+        write_json(out / "compare_paths.json", {"command": " ".join(sys.argv), "complete": m + 1 == args.measurements,
                       "measurements_done": m + 1, "frames": args.frames, "per_frame": args.per_frame,
                       "electrons_per_shell": per_shell, "seed": args.seed, "events_model": args.events_model,
                       "direct_model": args.direct_model, "direct_spot_blur": di_cfg.spot_blur,
                       "model_grid": [ev_cfg.grid, di_cfg.grid], "summary": summary, "rows": rows,
-                      "seconds_total": time.perf_counter() - t_all}, out / "compare_paths.json")
+                      "seconds_total": time.perf_counter() - t_all}, indent=2)
         print(f"[{m + 1}/{args.measurements}] " + " ".join(f"{k}={row[f'distance_{k}']:.4f}" for k in PATHS)
               + f"  detected {row['n_detected']} centroided {row['n_centroided']} direct~{row['direct_electrons_estimate']:.0f}"
               + f"  ({row['seconds']:.0f} s: render {t_render:.0f}, centroid {t_cent:.0f})", flush=True)

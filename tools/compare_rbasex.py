@@ -12,7 +12,6 @@ course's convention I = 1/2 + sum beta_l P_l. Overlapping shells share a window.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -48,6 +47,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
+    from sevi.atomic import write_json
     from sevi.generator import GeneratorConfig, SeviGenerator, pick_device
     from sevi.metric import distance
     from sevi.prior import PriorConfig
@@ -80,8 +80,7 @@ def main(argv=None) -> dict:
         out[f"rbasex_order{order}_seconds_per_image"] = dt / a.n
         print(f"  rBasex order {order:2d}     mean Distance {d:.4f}   ({1e3 * dt / a.n:.1f} ms/image, oracle radii)")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(a.json, out)
     return out
 
 

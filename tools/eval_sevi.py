@@ -17,7 +17,6 @@ the std of the z-scores (1 if calibrated). ``--json`` writes the same figures to
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -40,6 +39,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from sevi.atomic import write_json
     from sevi.direct import blur_images
     from sevi.generator import GeneratorConfig, SeviGenerator, pick_device
     from sevi.metric import distance
@@ -97,8 +97,7 @@ def main(argv=None) -> int:
         print(f"  {name:11s} within={c['within_1sigma']:.3f}  z_std={c['z_std']:.2f}  "
               f"median_sd={c['median_sd']:.4g}  rmse={c['rmse']:.4g}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(args.json, res, indent=2)
     return 0
 
 

@@ -112,3 +112,21 @@ def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "first"
     assert [p.name for p in target.parent.iterdir()] == ["out.txt"], "no temporary file left behind"
+
+
+def test_write_json_is_atomic_and_takes_numpy_scalars(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    from sevi import atomic
+    path = tmp_path / "out" / "r.json"
+    atomic.write_json(path, {"a": np.float32(1.5), "b": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": [1, 2]}
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(atomic.json, "dumps", boom)
+    with pytest.raises(RuntimeError):
+        atomic.write_json(path, {"a": 2})
+    assert json.loads(path.read_text())["a"] == 1.5 and len(list(path.parent.iterdir())) == 1
