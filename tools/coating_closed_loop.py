@@ -74,7 +74,7 @@ def _clip(x, x0, limits):
 
 
 def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print, methods=METHODS,
-              finish_cycle=True):
+              finish_cycle=True, robust_draws=ROBUST_DRAWS):
     """Operator runs for ``fit_runs``, fit, then every method in closed loop. Returns
     (state after the whole cycle under the operator, rng, {method: [(dE_F, dE_B), ...]}, info)."""
     std_R = plant.standard_reflectance(params)
@@ -122,7 +122,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                 nxt = _clip(physics_ls_settings(last, params), cur, limits)
             else:
                 rec = recommend.recommend_settings(model, cur, st.run_in_cycle + 1, standard, limits,
-                                                   robust_draws=ROBUST_DRAWS if method == "ours_robust" else 0)
+                                                   robust_draws=robust_draws if method == "ours_robust" else 0)
                 nxt = rec.settings
             st, meas = plant.step(st, nxt, r, params)
             des.append(plant.delta_e00_to_standard(meas, params))
@@ -179,7 +179,15 @@ def main(argv=None) -> int:
     ap.add_argument("--grey", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="grey-box hyperparameter overrides (coating.models.DEFAULT_HPARAMS['greybox'])")
     ap.add_argument("--out", default="closed_loop_out", help="directory for the JSON and the PNG")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated subset of {','.join(METHODS)} (physics_ls and unchanged are always run)")
+    ap.add_argument("--robust-draws", type=int, default=ROBUST_DRAWS,
+                    help=f"draws of ours_robust's robust design (default {ROBUST_DRAWS}, as coating recommend)")
     args = ap.parse_args(argv)
+    methods = tuple(m for m in METHODS if m in set(args.methods.split(",")) | {"physics_ls", "unchanged"})
+    unknown = set(args.methods.split(",")) - set(METHODS)
+    if unknown:
+        ap.error(f"--methods: unknown {sorted(unknown)}; choose from {','.join(METHODS)}")
     if args.quick:
         args.plants, args.cycles, args.loop_runs, args.fit_runs = 1, 1, 10, 24
     torch.set_num_threads(1)
@@ -193,7 +201,7 @@ def main(argv=None) -> int:
         hp_grey[k] = type(default)(v) if not isinstance(default, bool) else v.lower() in ("1", "true", "yes")
     hp_m1 = {}
     t_start = time.time()
-    results = {m: [] for m in METHODS}
+    results = {m: [] for m in methods}
     infos = []
     for seed in range(args.seed, args.seed + args.plants):
         print(f"plant seed {seed}", flush=True)
@@ -201,7 +209,8 @@ def main(argv=None) -> int:
         rng = np.random.default_rng([seed, 1])
         for _ in range(args.cycles):
             state, rng, res, info = run_cycle(state, rng, params, args.fit_runs, args.loop_runs,
-                                              hp_grey, hp_m1, lambda s: print(s, flush=True))
+                                              hp_grey, hp_m1, lambda s: print(s, flush=True), methods=methods,
+                                              robust_draws=args.robust_draws)
             info["seed"] = seed
             infos.append(info)
             for k, v in res.items():
@@ -211,14 +220,16 @@ def main(argv=None) -> int:
     base = summary["physics_ls"]["median"], summary["unchanged"]["median"]
     targets = {}
     for name in ("ours", "ours_robust"):
+        if name not in summary:
+            continue
         o = summary[name]
         targets[name] = {"median_vs_physics_ls": o["median"] / base[0], "median_vs_unchanged": o["median"] / base[1],
                          "p90": o["p90"], "met": bool(o["median"] <= 0.75 * base[0] and o["median"] <= 0.45 * base[1]
                                                       and o["p90"] <= 1.2)}
-    print(f"\nnext-run CIEDE2000 against the standard, {summary['ours']['n_runs']} runs x 2 sides, "
+    print(f"\nnext-run CIEDE2000 against the standard, {summary['physics_ls']['n_runs']} runs x 2 sides, "
           f"{args.plants} plant(s) x {args.cycles} cycle(s), wall {wall:.0f} s")
     print(f"{'method':<14} {'median':>7} {'p90':>7} {'med F':>7} {'med B':>7} {'p90 F':>7} {'p90 B':>7}")
-    for m in METHODS:
+    for m in methods:
         s = summary[m]
         print(f"{m:<14} {s['median']:7.3f} {s['p90']:7.3f} {s['median_F']:7.3f} {s['median_B']:7.3f} "
               f"{s['p90_F']:7.3f} {s['p90_B']:7.3f}")
@@ -246,7 +257,7 @@ def _plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for side, ax in enumerate(axes):
-        for m in METHODS:
+        for m in results:
             d = np.asarray(results[m])[:, side]
             ax.plot(np.arange(1, len(d) + 1), d, lw=1, marker=".", ms=3,
                     label=f"{m} (median {np.median(d):.2f})")

@@ -47,3 +47,17 @@ def test_calibrate_plant_grid_and_distance(tmp_path):
         assert "unknown PlantParams field" in str(e)
     else:
         raise AssertionError("an unknown field must be refused")
+
+
+def test_main_runs_a_subset_of_methods_and_refuses_unknown_ones(tmp_path):
+    import json
+
+    import pytest
+    out = tmp_path / "cl"
+    assert cl.main(["--plants", "1", "--cycles", "1", "--fit-runs", "12", "--loop-runs", "2",
+                    "--methods", "oracle", "--out", str(out)]) == 0
+    doc = json.loads((out / "closed_loop.json").read_text())
+    assert set(doc["per_run"]) == {"unchanged", "physics_ls", "oracle"}   # the baselines always run
+    assert np.asarray(doc["per_run"]["oracle"]).shape == (2, 2) and doc["targets"] == {}
+    with pytest.raises(SystemExit):
+        cl.main(["--methods", "ours,nonsense", "--out", str(out)])
