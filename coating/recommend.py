@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_text
 from .colour import Colorimeter, ciede2000
 from .schema import WAVELENGTHS_NM
 
@@ -392,11 +393,6 @@ def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str) -
     return "\n".join(lines)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    from .atomic import atomic_text
-    atomic_text(path, text)
-
-
 def run_recommend(args) -> int:
     """``coating recommend``: read everything, plan every NEW.csv row, write the outputs.
 
@@ -428,10 +424,10 @@ def run_recommend(args) -> int:
                               bound_rel=args.bound_rel, max_step_rel=args.max_step_rel,
                               robust_draws=getattr(args, "robust", 0))
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in e["furnace_no"])
-        _atomic_text(out / f"{safe}.txt", format_report(e["furnace_no"], cycle, rec, args.kind))
+        atomic_text(out / f"{safe}.txt", format_report(e["furnace_no"], cycle, rec, args.kind))
         table.append(",".join([e["furnace_no"]] + [f"{v:.2f}" for v in rec.settings]
                               + [f"{rec.dE00[0]:.4f}", f"{rec.dE00[1]:.4f}"]))
         print(f"{e['furnace_no']}: cycle {cycle}, predicted dE00 F {rec.dE00[0]:.3f} B {rec.dE00[1]:.3f}")
-    _atomic_text(out / "recommendations.csv", "\n".join(table) + "\n")
+    atomic_text(out / "recommendations.csv", "\n".join(table) + "\n")
     print(f"wrote {len(entries)} recommendation(s) to {out}")
     return 0

@@ -61,10 +61,6 @@ def cycle_dir(models_dir, cycle_id: int, kind: str) -> Path:
     return Path(models_dir) / f"cycle_{int(cycle_id):04d}" / kind
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    atomic_bytes(path, data, fsync=True)
-
-
 def save(models_dir, cycle_id: int, kind: str, model, hparams, metrics, train_rows: History) -> Path:
     """Write ``model`` (its ``state_dict()``, which carries the normaliser) for ``cycle_id``
     with its hyperparameters, validation ``metrics`` and the hash of ``train_rows``."""
@@ -75,7 +71,7 @@ def save(models_dir, cycle_id: int, kind: str, model, hparams, metrics, train_ro
     buf = io.BytesIO()
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, buf)
     data = buf.getvalue()
-    _atomic_bytes(d / "model.pt", data)
+    atomic_bytes(d / "model.pt", data, fsync=True)
     meta = {
         "kind": kind, "cycle_id": int(cycle_id), "hparams": models.resolve_hparams(kind, hparams),
         "metrics": {k: float(v) for k, v in dict(metrics).items() if isinstance(v, (int, float, np.number))},
@@ -84,7 +80,7 @@ def save(models_dir, cycle_id: int, kind: str, model, hparams, metrics, train_ro
         "model_sha256": hashlib.sha256(data).hexdigest(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_bytes(d / "model.json", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+    atomic_bytes(d / "model.json", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode(), fsync=True)
     return d
 
 

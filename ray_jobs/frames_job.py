@@ -25,8 +25,8 @@ import dataclasses
 import json
 import os
 import shutil
-import time
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["add_frames_parser", "run_frames", "add_simulate_frames_parser", "run_simulate_frames",

@@ -169,7 +169,8 @@ def _found_px(c, n_frames: int, G: int) -> list[np.ndarray]:
     return [np.stack([px[0][fr == i], px[1][fr == i]], 1) for i in range(n_frames)]
 
 
-def oracle_fit(frames, truth, ours, cfg: CentroidConfig, device, tol: float, overlap_px: float, cols: list) -> None:
+def oracle_fit(frames, truth, ours, ours_found, ours_eval: dict, cfg: CentroidConfig, device, tol: float,
+               overlap_px: float, cols: list) -> None:
     """The MAP fit nearest the truth (``refine_positions`` started at the true positions with the
     true count) against ours: recall, and which explains each frame better under the fit's own
     objective (``map_cost``). Where ours costs no more yet recalls less, the objective cannot
@@ -181,18 +182,16 @@ def oracle_fit(frames, truth, ours, cfg: CentroidConfig, device, tol: float, ove
     x, z = (t[:, 0] + 0.5) * 2 / G - 1, (t[:, 1] + 0.5) * 2 / G - 1
     wide = CentroidConfig(**{**cfg.__dict__, "cluster_half": max(cfg.cluster_half, 24)})
     fit, unfitted = refine_positions(frames.to(device), fr.to(device), x.to(device), z.to(device), wide)
-    r = evaluate(truth, _found_px(fit, n, G), tol=tol, overlap_px=overlap_px)
-    mine = evaluate(truth, _found_px(ours, n, G), tol=tol, overlap_px=overlap_px)
+    fit_found = _found_px(fit, n, G)
+    r = evaluate(truth, fit_found, tol=tol, overlap_px=overlap_px)
     c_ours = map_cost(frames.to(device), ours, cfg).cpu().numpy()
     c_fit = map_cost(frames.to(device), fit, cfg).cpu().numpy()
-    per_frame = [evaluate([a], [b], tol=tol, overlap_px=overlap_px)["recall"]
-                 for a, b in zip(truth, _found_px(ours, n, G))]
-    per_fit = [evaluate([a], [b], tol=tol, overlap_px=overlap_px)["recall"]
-               for a, b in zip(truth, _found_px(fit, n, G))]
+    per_frame = [evaluate([a], [b], tol=tol, overlap_px=overlap_px)["recall"] for a, b in zip(truth, ours_found)]
+    per_fit = [evaluate([a], [b], tol=tol, overlap_px=overlap_px)["recall"] for a, b in zip(truth, fit_found)]
     fooled = (c_ours <= c_fit) & (np.array(per_frame) < np.array(per_fit))
     print(f"MAP fit started at the truth (true count; {unfitted} spots in clusters wider than the window left "
-          f"at the truth): recall {r['recall']:.3f}, precision {r['precision']:.3f} (ours {mine['recall']:.3f} / "
-          f"{mine['precision']:.3f})")
+          f"at the truth): recall {r['recall']:.3f}, precision {r['precision']:.3f} (ours {ours_eval['recall']:.3f} / "
+          f"{ours_eval['precision']:.3f})")
     print(f"the fit's objective (map_cost) is lower or equal for ours than for the truth-started fit in "
           f"{int((c_ours <= c_fit).sum())} of {n} frames; in {int(fooled.sum())} of them ours also recalls less: "
           f"there the objective prefers a wrong configuration. Median cost difference ours - truth-started "
@@ -248,9 +247,7 @@ def main(argv=None) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
-    fr = res.frame.cpu().numpy()
-    px = ((res.x.cpu().numpy() + 1) * G / 2 - 0.5, (res.z.cpu().numpy() + 1) * G / 2 - 0.5)
-    found = [np.stack([px[0][fr == i], px[1][fr == i]], 1) for i in range(args.frames)]
+    found = _found_px(res, args.frames, G)
 
     n_sp = args.scipy_frames or args.frames
     np_frames = frames[:n_sp].numpy()
@@ -284,7 +281,7 @@ def main(argv=None) -> None:
           f"nearest-neighbour pairs {ceiling:.3f}, whole clusters {cl_ceiling:.3f}")
     cols = [("ours", ours["nn_recall"]), ("scipy", base["nn_recall"])]
     if args.oracle:
-        oracle_fit(frames, truth, res, cfg, device, args.tol_px, args.overlap_px, cols)
+        oracle_fit(frames, truth, res, found, ours, cfg, device, args.tol_px, args.overlap_px, cols)
     cols += [("pair-CR", ceiling_bins), ("clust-CR", cl_bins)]
     print("recall by nearest-neighbour distance (px):")
     print(f"{'nn, px':<10}{'share':>7}" + "".join(f"{name:>11}" for name, _ in cols))

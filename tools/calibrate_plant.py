@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coating import plant  # noqa: E402
+from coating.atomic import atomic_text  # noqa: E402
 from tools.coating_closed_loop import run_cycle, summarise  # noqa: E402
 
 REFERENCE = {"unchanged": 1.4, "physics_ls": 0.8}
@@ -93,9 +93,7 @@ def main(argv=None) -> int:
           " ".join(f"{k}={v:g}" for k, v in best["point"].items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".calibration.json.tmp"
-    tmp.write_text(json.dumps({"reference": REFERENCE, "args": vars(args), "rows": rows}, indent=1))
-    os.replace(tmp, out / "calibration.json")
+    atomic_text(out / "calibration.json", json.dumps({"reference": REFERENCE, "args": vars(args), "rows": rows}, indent=1))
     return 0
 
 

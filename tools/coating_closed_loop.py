@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coating import models, plant, recommend, schema  # noqa: E402
+from coating.atomic import atomic_path, atomic_text  # noqa: E402
 from coating.cli import ROBUST_DRAWS_DEFAULT  # noqa: E402
 from coating.stacks import settings_of_recipe  # noqa: E402
 
@@ -243,9 +243,7 @@ def main(argv=None) -> int:
            "plant_params": dataclasses.asdict(params), "args": vars(args), "wall_s": wall,
            "summary": summary, "targets": targets, "cycles": infos,
            "per_run": {m: np.asarray(v).tolist() for m, v in results.items()}}
-    tmp = out / ".closed_loop.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=float))
-    os.replace(tmp, out / "closed_loop.json")
+    atomic_text(out / "closed_loop.json", json.dumps(doc, indent=1, default=float))
     _plot(results, out / "closed_loop.png")
     print(f"wrote {out / 'closed_loop.json'} and {out / 'closed_loop.png'}")
     return 0
@@ -267,10 +265,9 @@ def _plot(results: dict, path: Path) -> None:
     axes[0].set_ylabel("next-run ΔE00 vs standard")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
