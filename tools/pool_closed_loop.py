@@ -6,6 +6,11 @@ the pooled arrays, never averages of medians) and prints the three targets of is
 ``--method`` (ours/physics LS median, ours/unchanged median, ours p90) with a bootstrap interval
 that resamples whole cleaning cycles, because runs within a cycle share its drift draws.
 
+It also compares the method's tail with a reference method run on the same runs (``--reference``,
+default ``oracle``: the planner that knows the true tooling): the p90 per side, the correlation
+of their per-run ΔE00, and the reference's mean on the method's worst 10 % of run-sides. If the
+two tails coincide, the tail is the runs' own deposition error, not the method's.
+
     python tools/pool_closed_loop.py /tmp/cl0 /tmp/cl2 /tmp/cl4 /tmp/cl6 [--method ours_robust] [--draws 2000]
 """
 from __future__ import annotations
@@ -49,10 +54,22 @@ def targets(cycles: list[dict[str, np.ndarray]], method: str) -> dict[str, float
             "p90": float(np.percentile(pooled[method], 90))}
 
 
+def tail_comparison(pooled: dict[str, np.ndarray], method: str, reference: str) -> dict[str, float]:
+    """p90 per side of both, the correlation of their per-run ΔE00, and the reference's mean on
+    the method's worst 10 % of run-sides against its overall mean."""
+    m, r = pooled[method], pooled[reference]
+    worst = m > np.percentile(m, 90)
+    return {"p90_F": float(np.percentile(m[:, 0], 90)), "p90_B": float(np.percentile(m[:, 1], 90)),
+            "ref_p90_F": float(np.percentile(r[:, 0], 90)), "ref_p90_B": float(np.percentile(r[:, 1], 90)),
+            "correlation": float(np.corrcoef(m.ravel(), r.ravel())[0, 1]),
+            "ref_mean_on_worst": float(r[worst].mean()), "ref_mean": float(r.mean())}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dirs", nargs="+", help="closed-loop output folders (each with closed_loop.json)")
     ap.add_argument("--method", default="ours_robust")
+    ap.add_argument("--reference", default="oracle", help="method to compare the tail with (if in the files)")
     ap.add_argument("--draws", type=int, default=2000, help="bootstrap draws over cycles")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -74,6 +91,12 @@ def main(argv=None) -> int:
         lo, hi = np.percentile([b[k] for b in boot], [5, 95])
         status = "met" if point[k] <= limit else "not met"
         print(f"  {k:<22}{point[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  target <= {limit:g}: {status}")
+    if args.reference in pooled and args.reference != args.method:
+        t = tail_comparison(pooled, args.method, args.reference)
+        print(f"tail of {args.method} against {args.reference}: p90 front / back {t['p90_F']:.3f} / {t['p90_B']:.3f} "
+              f"({args.reference} {t['ref_p90_F']:.3f} / {t['ref_p90_B']:.3f}); per-run correlation "
+              f"{t['correlation']:.2f}; {args.reference}'s mean on {args.method}'s worst 10 % of run-sides "
+              f"{t['ref_mean_on_worst']:.3f} (overall {t['ref_mean']:.3f})")
     return 0
 
 

@@ -39,3 +39,16 @@ def test_lengths_that_do_not_match_the_cycles_are_refused(tmp_path):
         load_cycles([str(tmp_path / "a")])
     with pytest.raises(SystemExit, match="not a closed_loop.json"):
         load_cycles([str(tmp_path / "missing")])
+
+
+def test_tail_comparison_sees_a_shared_tail():
+    from tools.pool_closed_loop import tail_comparison
+    rng = np.random.default_rng(1)
+    ref = rng.gamma(2.0, 0.3, (400, 2))
+    same = {"ours_robust": ref * 1.1, "oracle": ref}
+    t = tail_comparison(same, "ours_robust", "oracle")
+    assert t["correlation"] > 0.999 and t["ref_mean_on_worst"] > 2 * t["ref_mean"]
+    assert abs(t["p90_F"] - 1.1 * t["ref_p90_F"]) < 1e-12
+    other = {"ours_robust": rng.gamma(2.0, 0.3, (400, 2)), "oracle": ref}
+    t = tail_comparison(other, "ours_robust", "oracle")
+    assert abs(t["correlation"]) < 0.15 and t["ref_mean_on_worst"] < 1.3 * t["ref_mean"]
