@@ -49,7 +49,8 @@ from .colour import ciede2000
 from .stacks import RECIPE_MATERIALS, RECIPE_BACK_NM, RECIPE_FRONT_NM, StackModel, recipe_thickness, settings_of_recipe
 
 __all__ = ["PlantParams", "PlantState", "Measurement", "init", "step", "operator_settings",
-           "simulate", "standard_reflectance", "run_reflectance", "nominal_settings"]
+           "simulate", "standard_reflectance", "run_reflectance", "nominal_settings", "mean_run_lab",
+           "delta_e00_to_standard"]
 
 SIO2, ZRO2 = 0, 1  # rows of the per-material arrays
 
@@ -291,6 +292,18 @@ def simulate(params: PlantParams, n_cycles: int, seed: int, progress=None) -> li
         if progress is not None:
             progress(meas)
     return out
+
+
+def mean_run_lab(state: PlantState, settings, params: PlantParams = PlantParams()) -> np.ndarray:
+    """L*a*b* ``(2, 3)`` (front, back) of the next run on the machine in ``state`` with
+    ``settings``, *without* its own deposition errors and measurement noise: the colour a planner
+    with perfect knowledge of the machine aims at (hidden truth, for evaluation only)."""
+    model = _model()
+    t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))[None]  # noqa: E731
+    R, _ = run_reflectance(model, t(settings), t(state.tooling), torch.zeros(1, 14, dtype=torch.float64),
+                           t(state.packing), torch.tensor([float(_void_fill(params, state.run_in_cycle + 1))],
+                                                          dtype=torch.float64), params.measure_angle_deg)
+    return model.colorimeter.lab(R[0]).numpy()
 
 
 def delta_e00_to_standard(meas: Measurement, params: PlantParams = PlantParams()) -> tuple[float, float]:

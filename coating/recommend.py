@@ -39,7 +39,7 @@ from .colour import Colorimeter, ciede2000
 from .schema import WAVELENGTHS_NM
 
 __all__ = ["Limits", "Standard", "Recommendation", "default_limits", "recommend_settings",
-           "predicted_delta_e", "run_recommend", "read_runs",
+           "predicted_delta_e", "predicted_lab", "run_recommend", "read_runs",
            "select_cycle_model"]
 
 DTYPE = torch.float64
@@ -100,6 +100,15 @@ def _terms(model, x: torch.Tensor, run_in_cycle, standard: Standard):
     de = ciede2000(p.lab, standard.lab)                                       # (B, 2)
     ms = ((p.R - standard.R) ** 2).mean(-1) / SPECTRAL_UNIT ** 2              # (B, 2)
     return de, ms
+
+
+def predicted_lab(model, settings, run_in_cycle) -> np.ndarray:
+    """The model's L*a*b* (front, back) of ``settings`` (10,): ``(2, 3)``."""
+    x = torch.as_tensor(np.asarray(settings, dtype=np.float64)).reshape(1, 10)
+    with torch.no_grad():
+        p = model.predict(x, None, None if run_in_cycle is None else
+                          torch.full((1,), float(run_in_cycle), dtype=DTYPE))
+    return p.lab[0].numpy()
 
 
 def predicted_delta_e(model, settings, run_in_cycle, standard: Standard) -> np.ndarray:

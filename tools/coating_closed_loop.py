@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coating import models, plant, recommend, schema  # noqa: E402
 from coating.atomic import atomic_path, atomic_text  # noqa: E402
+from coating.colour import ciede2000  # noqa: E402
 from coating.cli import ROBUST_DRAWS_DEFAULT  # noqa: E402
 from coating.stacks import settings_of_recipe  # noqa: E402
 
@@ -102,14 +103,15 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     n_loop = min(loop_runs, state.cycle_length - state.run_in_cycle)
     snap_state, snap_rng = state, rng.bit_generator.state
     recipe = np.array(settings_of_recipe())
-    results, times = {}, {}
+    lab_std = standard.lab
+    results, times, aims = {}, {}, {}
     for method in methods:
         st = snap_state
         r = np.random.default_rng()
         r.bit_generator.state = snap_rng
         last, cur = rows[-1], np.array(rows[-1].settings)
         model = {"ours": grey_m, "ours_robust": grey_m, "notes_model1": m1_m}.get(method)
-        des = []
+        des, aim = [], []
         t0 = time.time()
         for _ in range(n_loop):
             if method == "unchanged":
@@ -124,12 +126,23 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                 rec = recommend.recommend_settings(model, cur, st.run_in_cycle + 1, standard, limits,
                                                    robust_draws=robust_draws if method == "ours_robust" else 0)
                 nxt = rec.settings
+            # Diagnostics (hidden truth): the colour error the settings aim at on the machine as
+            # it is (no deposition error, no measurement noise), and how far the model's
+            # prediction of that colour is off.
+            lab_mean = torch.as_tensor(plant.mean_run_lab(st, nxt, params))
+            a = ciede2000(lab_mean, lab_std).numpy()
+            b = np.full(2, np.nan)
+            if model is not None:
+                b = ciede2000(torch.as_tensor(recommend.predicted_lab(model, nxt, st.run_in_cycle + 1)),
+                              lab_mean).numpy()
+            aim.append((float(a[0]), float(a[1]), float(b[0]), float(b[1])))
             st, meas = plant.step(st, nxt, r, params)
             des.append(plant.delta_e00_to_standard(meas, params))
             last, cur = meas, np.array(meas.settings)
             if model is not None:
                 model = models.fine_tune(model, schema.history_from_measurements([meas]))
         results[method] = des
+        aims[method] = aim
         times[method] = time.time() - t0
     log(f"  cycle {cycle}: fit {fit_s:.1f} s ("
         + (f"greybox val dE00 {grey.metrics['val_dE00']:.3f}" if grey else "no model")
@@ -139,7 +152,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     while finish_cycle and state.cycle_id == cycle:
         state, m = plant.step(state, settings, rng, params)
         settings = plant.operator_settings(m, std_R, wl, params)
-    info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times,
+    info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times, "aim": aims,
             "greybox_val": grey.metrics if grey else None, "model1_val": m1.metrics if m1 else None}
     return state, rng, results, info
 
@@ -233,6 +246,13 @@ def main(argv=None) -> int:
         s = summary[m]
         print(f"{m:<14} {s['median']:7.3f} {s['p90']:7.3f} {s['median_F']:7.3f} {s['median_B']:7.3f} "
               f"{s['p90_F']:7.3f} {s['p90_B']:7.3f}")
+    print("aim (hidden truth): ΔE00 of each method's settings on the machine as it is, without the run's "
+          "own errors;\nmodel error: ΔE00 between the model's predicted colour and that colour")
+    for m in methods:
+        a = np.concatenate([np.asarray(i["aim"][m]).reshape(-1, 4) for i in infos])
+        err = "" if np.isnan(a[:, 2:]).all() else \
+            f"; model error median {np.median(a[:, 2:]):.3f} p90 {np.percentile(a[:, 2:], 90):.3f}"
+        print(f"  {m:<14} aim median {np.median(a[:, :2]):.3f} p90 {np.percentile(a[:, :2], 90):.3f}{err}")
     for name, t in targets.items():
         print(f"{name}: / physics_ls median {t['median_vs_physics_ls']:.2f} (target <= 0.75); "
               f"/ unchanged {t['median_vs_unchanged']:.2f} (target <= 0.45); "
