@@ -87,6 +87,8 @@ DEFAULTS: dict[str, dict] = {
         "ft_tooling_sd": 5e-4,  # fine-tuning on new runs: anchor of the per-layer tooling ...
         "ft_index_sd": 2e-3,    # ... of the index offsets ...
         "ft_walk_sd": 2.5e-3,   # ... and of the walk's first step (walk_sd + its uncertainty)
+        "plan_tooling_sd": 0.0, # robust design: uncertainty of the planned run's log tooling, per layer ...
+        "plan_walk_sd": 0.0,    # ... and common to all layers (the walk's next step and its estimate)
         "angle_deg": 8.0,       # the spectrophotometer's angle of incidence (plant: 8 degrees)
         "seed": 0,
     },
@@ -377,26 +379,33 @@ class GreyBox(_Normalised):
         R = self.curves(settings, run, z, self.w_last.expand(B), torch.zeros(B, 2, dtype=DTYPE))
         return Prediction(R, self.stack.colorimeter.lab(R / 100))
 
-    def noise_draws(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def noise_draws(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n`` draws of a planned run's own errors, as the model sees them: ``z (n, 14)`` ~
         N(0, z_sd^2) per layer (the sensor spread of the training runs; through the monitor
-        gains) and ``u (n, 2)`` ~ N(0, run_scale_sd^2) per side. Seeded (common random numbers,
-        so an optimiser sees a smooth objective)."""
+        gains), ``u (n, 2)`` ~ N(0, run_scale_sd^2) per side, and ``dlog (n, 10)``: the error of
+        the model's log tooling for that run, N(0, plan_walk_sd^2) common to all adjustable
+        layers plus N(0, plan_tooling_sd^2) per layer (zeros when both are 0). Seeded (common
+        random numbers, so an optimiser sees a smooth objective)."""
         g = torch.Generator().manual_seed(int(seed))
         z = torch.randn(n, 14, generator=g, dtype=DTYPE) * self.z_sd
         u = torch.randn(n, 2, generator=g, dtype=DTYPE) * float(self.hparams["run_scale_sd"])
-        return z, u
+        dlog = torch.randn(n, 1, generator=g, dtype=DTYPE) * float(self.hparams["plan_walk_sd"]) \
+            + torch.randn(n, 10, generator=g, dtype=DTYPE) * float(self.hparams["plan_tooling_sd"])
+        return z, u, dlog
 
     def predict_draws(self, settings: torch.Tensor, z: torch.Tensor, u: torch.Tensor,
-                      run_in_cycle=None) -> Prediction:
+                      dlog: torch.Tensor | None = None, run_in_cycle=None) -> Prediction:
         """Predictions of ``settings (B, 10)`` under each of ``M`` error draws ``z (M, 14)``,
-        ``u (M, 2)``: ``R (B, M, 2, 81)``, ``lab (B, M, 2, 3)`` (the walk at its last value)."""
+        ``u (M, 2)`` and log-tooling errors ``dlog (M, 10)`` (None: 0): ``R (B, M, 2, 81)``,
+        ``lab (B, M, 2, 3)`` (the walk at its last value)."""
         settings = settings.to(DTYPE)
         B, M = settings.shape[0], z.shape[0]
         run = (self.r_last + 1).expand(B * M) if run_in_cycle is None else \
             run_in_cycle.to(DTYPE).reshape(B).repeat_interleave(M)
-        R = self.curves(settings.repeat_interleave(M, 0), run, z.repeat(B, 1),
-                        self.w_last.expand(B * M), u.repeat(B, 1))
+        x = settings.repeat_interleave(M, 0)
+        if dlog is not None:
+            x = x * torch.exp(dlog.repeat(B, 1))
+        R = self.curves(x, run, z.repeat(B, 1), self.w_last.expand(B * M), u.repeat(B, 1))
         lab = self.stack.colorimeter.lab(R / 100)
         return Prediction(R.reshape(B, M, 2, N_WL), lab.reshape(B, M, 2, 3))
 

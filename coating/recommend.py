@@ -164,7 +164,7 @@ def recommend_settings(model, current, run_in_cycle, standard: Standard, limits:
         de, ms = _terms(model, xt, run_in_cycle, standard)
         colour = (de ** 2).sum(-1)
         if draws is not None:
-            p = model.predict_draws(xt, *draws, None if run_t is None else run_t.expand(xt.shape[0]))
+            p = model.predict_draws(xt, *draws, run_in_cycle=None if run_t is None else run_t.expand(xt.shape[0]))
             colour = (ciede2000(p.lab, standard.lab) ** 2).mean(1).sum(-1)   # (K, M, 2) -> (K,)
         return colour + spectral_weight * ms.sum(-1) \
             + move_weight * (((xt - x0_t) / scale_t) ** 2).sum(-1)

@@ -19,8 +19,10 @@ they are compared on the same runs. Methods:
 - ``physics_ls``: fit the last run's 10 adjustable thicknesses through the optics (nominal
   indices) by least squares, tooling = fitted / set, new settings = recipe / tooling;
 - ``operator`` (for reference): the plant simulator's model of the engineers' rule;
-- ``oracle`` (for reference, uses hidden truth): settings = recipe / true current tooling; the
-  floor left by each run's unpredictable deposition errors.
+- ``oracle`` (for reference, uses hidden truth): settings = recipe / true current tooling;
+- ``oracle_robust`` (for reference, uses hidden truth): the recommender with robust design on
+  the machine's own physics and noise (``plant.MachineTwin``): what the recommender reaches
+  with perfect knowledge of the machine, under the same bounds and step limit.
 All methods get the same bounds and step limit per run (``recommend.default_limits``).
 
     python tools/coating_closed_loop.py [--quick] [--plants 2] [--cycles 2] [--out DIR]
@@ -47,7 +49,8 @@ from coating.colour import ciede2000  # noqa: E402
 from coating.cli import ROBUST_DRAWS_DEFAULT  # noqa: E402
 from coating.stacks import settings_of_recipe  # noqa: E402
 
-METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle")
+METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
+           "oracle_robust")
 ROBUST_DRAWS = ROBUST_DRAWS_DEFAULT  # what `coating recommend` uses by default
 
 
@@ -120,6 +123,9 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                 nxt = plant.operator_settings(last, std_R, wl, params)
             elif method == "oracle":
                 nxt = _clip(recipe / np.array(st.tooling), cur, limits)
+            elif method == "oracle_robust":
+                nxt = recommend.recommend_settings(plant.MachineTwin(st, params), cur, st.run_in_cycle + 1,
+                                                   standard, limits, robust_draws=robust_draws).settings
             elif method == "physics_ls":
                 nxt = _clip(physics_ls_settings(last, params), cur, limits)
             else:

@@ -1,5 +1,7 @@
 """Recommendations: bounds, step limits, front/back consistency, lower dE00, the CLI's files."""
 import argparse
+import copy
+import math
 import os
 
 import numpy as np
@@ -119,7 +121,7 @@ def test_model2_cannot_recommend(setup):
 
 def test_grey_box_noise_draws_and_predictions_under_them(setup):
     grey = setup["grey"]
-    z, u = grey.noise_draws(4000, seed=3)
+    z, u, dlog = grey.noise_draws(4000, seed=3)
     assert z.shape == (4000, 14) and u.shape == (4000, 2)
     assert torch.allclose(z.std(0), grey.z_sd, rtol=0.08) and float(grey.z_sd.min()) > 0
     assert abs(float(u.std()) / grey.hparams["run_scale_sd"] - 1) < 0.08
@@ -131,6 +133,28 @@ def test_grey_box_noise_draws_and_predictions_under_them(setup):
     assert torch.allclose(pd.R[:, 1], p0.R, atol=1e-10) and torch.allclose(pd.lab[:, 2], p0.lab, atol=1e-10)
 
 
+def test_tooling_uncertainty_draws_scale_the_settings(setup):
+    """``plan_walk_sd``/``plan_tooling_sd`` draw log-tooling errors (common + per layer) that act
+    on the planned settings exactly as a change of tooling would; zero sds give zero draws."""
+    grey = copy.deepcopy(setup["grey"])
+    assert float(grey.noise_draws(50, seed=1)[2].abs().max()) == 0.0
+    grey.hparams.update(plan_walk_sd=2e-3, plan_tooling_sd=3e-3)
+    z, u, dlog = grey.noise_draws(6000, seed=4)
+    assert dlog.shape == (6000, 10)
+    common = dlog.mean(1)                       # common part + mean of 10 per-layer parts
+    assert abs(float(common.std()) / math.sqrt(2e-3 ** 2 + 3e-3 ** 2 / 10) - 1) < 0.06
+    assert abs(float((dlog - common[:, None]).std()) / (3e-3 * math.sqrt(0.9)) - 1) < 0.06
+    x = torch.as_tensor(np.array([setup["runs"][-1].settings]))
+    zero = torch.zeros(2, 14, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+    d = torch.tensor([[0.0] * 10, [0.004] * 5 + [-0.002] * 5], dtype=torch.float64)
+    with torch.no_grad():
+        pd = grey.predict_draws(x, *zero, d)
+        scaled = grey.predict(x * torch.exp(d[1:]))
+    assert torch.allclose(pd.R[0, 1], scaled.R[0], atol=1e-10)
+    assert torch.allclose(pd.R[0, 0], grey.predict(x).R[0], atol=1e-10)
+    assert not torch.allclose(pd.R[0, 0], pd.R[0, 1], atol=1e-4)
+
+
 def test_robust_design_keeps_the_limits_and_lowers_the_expected_error(setup):
     grey, std = setup["grey"], setup["standard"]
     cur = np.array(setup["runs"][-1].settings)
@@ -140,11 +164,11 @@ def test_robust_design_keeps_the_limits_and_lowers_the_expected_error(setup):
     _check(robust, limits)
     # Judged on fresh draws of the model's own noise, the robust settings have the lower
     # expected dE00^2 (what they optimise); the nominal ones the lower planned dE00.
-    z, u = grey.noise_draws(400, seed=99)
+    z, u, dlog = grey.noise_draws(400, seed=99)
 
     def expected(x):
         with torch.no_grad():
-            p = grey.predict_draws(torch.as_tensor(x)[None], z, u, torch.tensor([17.0], dtype=torch.float64))
+            p = grey.predict_draws(torch.as_tensor(x)[None], z, u, dlog, torch.tensor([17.0], dtype=torch.float64))
         return float((models.ciede2000(p.lab, std.lab) ** 2).mean(1).sum())
     assert expected(robust.settings) <= expected(nominal.settings) + 1e-6
     assert nominal.dE00.sum() <= robust.dE00.sum() + 1e-3
