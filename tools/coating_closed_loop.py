@@ -22,7 +22,10 @@ they are compared on the same runs. Methods:
 - ``oracle`` (for reference, uses hidden truth): settings = recipe / true current tooling;
 - ``oracle_robust`` (for reference, uses hidden truth): the recommender with robust design on
   the machine's own physics and noise (``plant.MachineTwin``): what the recommender reaches
-  with perfect knowledge of the machine, under the same bounds and step limit.
+  with perfect knowledge of the machine, under the same bounds and step limit;
+- ``oracle_lagged`` (for reference, uses hidden truth): the same, but the machine is known as it
+  was at the last run (tooling times its trend); the walk step since is drawn in the robust
+  design. What a planner reaches that knows everything a measurement could tell.
 All methods get the same bounds and step limit per run (``recommend.default_limits``).
 
     python tools/coating_closed_loop.py [--quick] [--plants 2] [--cycles 2] [--out DIR]
@@ -50,7 +53,7 @@ from coating.cli import ROBUST_DRAWS_DEFAULT  # noqa: E402
 from coating.stacks import settings_of_recipe  # noqa: E402
 
 METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
-           "oracle_robust")
+           "oracle_robust", "oracle_lagged")
 ROBUST_DRAWS = ROBUST_DRAWS_DEFAULT  # what `coating recommend` uses by default
 
 
@@ -88,6 +91,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     rows = []
     settings = np.array(state.settings)
     for _ in range(fit_runs):
+        last_state = state
         state, m = plant.step(state, settings, rng, params)
         rows.append(m)
         settings = plant.operator_settings(m, std_R, wl, params)
@@ -113,6 +117,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         r = np.random.default_rng()
         r.bit_generator.state = snap_rng
         last, cur = rows[-1], np.array(rows[-1].settings)
+        last_tooling = last_state.tooling
         model = {"ours": grey_m, "ours_robust": grey_m, "notes_model1": m1_m}.get(method)
         des, aim = [], []
         t0 = time.time()
@@ -126,6 +131,11 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
             elif method == "oracle_robust":
                 nxt = recommend.recommend_settings(plant.MachineTwin(st, params), cur, st.run_in_cycle + 1,
                                                    standard, limits, robust_draws=robust_draws).settings
+            elif method == "oracle_lagged":
+                lagged = dataclasses.replace(st, tooling=tuple(np.array(last_tooling) * (1 + np.array(st.tooling_trend))))
+                nxt = recommend.recommend_settings(plant.MachineTwin(lagged, params, params.tooling_walk_sd), cur,
+                                                   st.run_in_cycle + 1, standard, limits,
+                                                   robust_draws=robust_draws).settings
             elif method == "physics_ls":
                 nxt = _clip(physics_ls_settings(last, params), cur, limits)
             else:
@@ -142,6 +152,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                 b = ciede2000(torch.as_tensor(recommend.predicted_lab(model, nxt, st.run_in_cycle + 1)),
                               lab_mean).numpy()
             aim.append((float(a[0]), float(a[1]), float(b[0]), float(b[1])))
+            last_tooling = st.tooling
             st, meas = plant.step(st, nxt, r, params)
             des.append(plant.delta_e00_to_standard(meas, params))
             last, cur = meas, np.array(meas.settings)

@@ -55,9 +55,9 @@ def test_main_runs_a_subset_of_methods_and_refuses_unknown_ones(tmp_path):
     import pytest
     out = tmp_path / "cl"
     assert cl.main(["--plants", "1", "--cycles", "1", "--fit-runs", "12", "--loop-runs", "2",
-                    "--methods", "oracle,oracle_robust", "--robust-draws", "4", "--out", str(out)]) == 0
+                    "--methods", "oracle,oracle_robust,oracle_lagged", "--robust-draws", "4", "--out", str(out)]) == 0
     doc = json.loads((out / "closed_loop.json").read_text())
-    assert set(doc["per_run"]) == {"unchanged", "physics_ls", "oracle", "oracle_robust"}  # baselines always run
+    assert set(doc["per_run"]) == {"unchanged", "physics_ls", "oracle", "oracle_robust", "oracle_lagged"}
     assert np.asarray(doc["per_run"]["oracle"]).shape == (2, 2) and doc["targets"] == {}
     # Aim diagnostics: each method's noise-free colour error per run; no model error without a model.
     aim = np.asarray(doc["cycles"][0]["aim"]["oracle_robust"])
