@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import sys
 import time
@@ -55,6 +56,7 @@ from coating.stacks import settings_of_recipe  # noqa: E402
 METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
            "oracle_robust", "oracle_lagged")
 ROBUST_DRAWS = ROBUST_DRAWS_DEFAULT  # what `coating recommend` uses by default
+SPECTRAL_WEIGHT = inspect.signature(recommend.recommend_settings).parameters["spectral_weight"].default
 
 
 def physics_ls_settings(meas: plant.Measurement, params: plant.PlantParams) -> np.ndarray:
@@ -81,7 +83,7 @@ def _clip(x, x0, limits):
 
 
 def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print, methods=METHODS,
-              finish_cycle=True, robust_draws=ROBUST_DRAWS):
+              finish_cycle=True, robust_draws=ROBUST_DRAWS, spectral_weight=SPECTRAL_WEIGHT):
     """Operator runs for ``fit_runs``, fit, then every method in closed loop. Returns
     (state after the whole cycle under the operator, rng, {method: [(dE_F, dE_B), ...]}, info)."""
     std_R = plant.standard_reflectance(params)
@@ -111,7 +113,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     snap_state, snap_rng = state, rng.bit_generator.state
     recipe = np.array(settings_of_recipe())
     lab_std = standard.lab
-    results, times, aims = {}, {}, {}
+    results, times, aims, specs = {}, {}, {}, {}
     for method in methods:
         st = snap_state
         r = np.random.default_rng()
@@ -119,7 +121,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         last, cur = rows[-1], np.array(rows[-1].settings)
         last_tooling = last_state.tooling
         model = {"ours": grey_m, "ours_robust": grey_m, "notes_model1": m1_m}.get(method)
-        des, aim = [], []
+        des, aim, spec = [], [], []
         t0 = time.time()
         for _ in range(n_loop):
             if method == "unchanged":
@@ -130,17 +132,19 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                 nxt = _clip(recipe / np.array(st.tooling), cur, limits)
             elif method == "oracle_robust":
                 nxt = recommend.recommend_settings(plant.MachineTwin(st, params), cur, st.run_in_cycle + 1,
-                                                   standard, limits, robust_draws=robust_draws).settings
+                                                   standard, limits, robust_draws=robust_draws,
+                                                   spectral_weight=spectral_weight).settings
             elif method == "oracle_lagged":
                 lagged = dataclasses.replace(st, tooling=tuple(np.array(last_tooling) * (1 + np.array(st.tooling_trend))))
                 nxt = recommend.recommend_settings(plant.MachineTwin(lagged, params, params.tooling_walk_sd), cur,
                                                    st.run_in_cycle + 1, standard, limits,
-                                                   robust_draws=robust_draws).settings
+                                                   robust_draws=robust_draws, spectral_weight=spectral_weight).settings
             elif method == "physics_ls":
                 nxt = _clip(physics_ls_settings(last, params), cur, limits)
             else:
                 rec = recommend.recommend_settings(model, cur, st.run_in_cycle + 1, standard, limits,
-                                                   robust_draws=robust_draws if method == "ours_robust" else 0)
+                                                   robust_draws=robust_draws if method == "ours_robust" else 0,
+                                                   spectral_weight=spectral_weight)
                 nxt = rec.settings
             # Diagnostics (hidden truth): the colour error the settings aim at on the machine as
             # it is (no deposition error, no measurement noise), and how far the model's
@@ -155,11 +159,13 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
             last_tooling = st.tooling
             st, meas = plant.step(st, nxt, r, params)
             des.append(plant.delta_e00_to_standard(meas, params))
+            spec.append(tuple(np.sqrt(((np.stack([meas.R_F, meas.R_B]) - std_R) ** 2).mean(-1))))
             last, cur = meas, np.array(meas.settings)
             if model is not None:
                 model = models.fine_tune(model, schema.history_from_measurements([meas]))
         results[method] = des
         aims[method] = aim
+        specs[method] = spec
         times[method] = time.time() - t0
     log(f"  cycle {cycle}: fit {fit_s:.1f} s ("
         + (f"greybox val dE00 {grey.metrics['val_dE00']:.3f}" if grey else "no model")
@@ -169,7 +175,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     while finish_cycle and state.cycle_id == cycle:
         state, m = plant.step(state, settings, rng, params)
         settings = plant.operator_settings(m, std_R, wl, params)
-    info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times, "aim": aims,
+    info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times, "aim": aims, "spectral_rms": specs,
             "greybox_val": grey.metrics if grey else None, "model1_val": m1.metrics if m1 else None}
     return state, rng, results, info
 
@@ -211,6 +217,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="closed_loop_out", help="directory for the JSON and the PNG")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated subset of {','.join(METHODS)} (physics_ls and unchanged are always run)")
+    ap.add_argument("--spectral-weight", type=float, default=SPECTRAL_WEIGHT,
+                    help=f"the recommender's weight of the spectral distance to the standard (default "
+                         f"{SPECTRAL_WEIGHT}, as coating recommend); all recommender methods")
     ap.add_argument("--robust-draws", type=int, default=ROBUST_DRAWS,
                     help=f"draws of ours_robust's robust design (default {ROBUST_DRAWS}, as coating recommend)")
     args = ap.parse_args(argv)
@@ -240,7 +249,7 @@ def main(argv=None) -> int:
         for _ in range(args.cycles):
             state, rng, res, info = run_cycle(state, rng, params, args.fit_runs, args.loop_runs,
                                               hp_grey, hp_m1, lambda s: print(s, flush=True), methods=methods,
-                                              robust_draws=args.robust_draws)
+                                              robust_draws=args.robust_draws, spectral_weight=args.spectral_weight)
             info["seed"] = seed
             infos.append(info)
             for k, v in res.items():
@@ -269,7 +278,9 @@ def main(argv=None) -> int:
         a = np.concatenate([np.asarray(i["aim"][m]).reshape(-1, 4) for i in infos])
         err = "" if np.isnan(a[:, 2:]).all() else \
             f"; model error median {np.median(a[:, 2:]):.3f} p90 {np.percentile(a[:, 2:], 90):.3f}"
-        print(f"  {m:<14} aim median {np.median(a[:, :2]):.3f} p90 {np.percentile(a[:, :2], 90):.3f}{err}")
+        sp = np.concatenate([np.asarray(i["spectral_rms"][m]).reshape(-1, 2) for i in infos])
+        print(f"  {m:<14} aim median {np.median(a[:, :2]):.3f} p90 {np.percentile(a[:, :2], 90):.3f}{err}; "
+              f"measured curve vs standard RMS median {np.median(sp):.3f} %")
     for name, t in targets.items():
         print(f"{name}: / physics_ls median {t['median_vs_physics_ls']:.2f} (target <= 0.75); "
               f"/ unchanged {t['median_vs_unchanged']:.2f} (target <= 0.45); "
