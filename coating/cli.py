@@ -143,6 +143,10 @@ def _cmd_recommend(args) -> int:
 
 
 ROBUST_DRAWS_DEFAULT = 32  # measured: tools/coating_closed_loop.py, BENCHMARKS.md section 5
+# Weight of the spectral distance against dE00^2 in the recommender's objective (coating.recommend).
+# Lower values let the robust design trade curve shape for colour consistency (BENCHMARKS.md
+# section 5 measures the trade: 0.01 lowers the closed-loop p90, the curves move further off).
+SPECTRAL_WEIGHT_DEFAULT = 0.05
 
 
 def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
@@ -160,6 +164,9 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--robust", type=int, default=ROBUST_DRAWS_DEFAULT, metavar="N",
                    help="robust design: minimise the expected dE00^2 over N draws of the run's own "
                         f"deposition errors (grey box only; 0 = nominal; default {ROBUST_DRAWS_DEFAULT})")
+    p.add_argument("--spectral-weight", type=float, default=SPECTRAL_WEIGHT_DEFAULT, metavar="W",
+                   help="weight of the spectral distance to the standard against dE00^2 (default "
+                        f"{SPECTRAL_WEIGHT_DEFAULT}); lower trades curve shape for colour consistency")
     p.set_defaults(func=_cmd_recommend)
     return p
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_text
+from .cli import SPECTRAL_WEIGHT_DEFAULT
 from .colour import Colorimeter, ciede2000
 from .schema import WAVELENGTHS_NM
 
@@ -45,6 +46,7 @@ __all__ = ["Limits", "Standard", "Recommendation", "default_limits", "recommend_
 DTYPE = torch.float64
 SPECTRAL_UNIT = 0.1     # % reflectance: a spectral RMS error of this size costs like dE00 = 1
 SETTING_STEP_NM = 0.01  # set points are entered to 0.01 nm (plant.PlantParams.setting_step_nm)
+
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def predicted_delta_e(model, settings, run_in_cycle, standard: Standard) -> np.n
 
 
 def recommend_settings(model, current, run_in_cycle, standard: Standard, limits: Limits,
-                       n_starts: int = 3, spectral_weight: float = 0.05, move_weight: float = 0.01,
+                       n_starts: int = 3, spectral_weight: float = SPECTRAL_WEIGHT_DEFAULT, move_weight: float = 0.01,
                        seed: int = 0, max_iter: int = 20, robust_draws: int = 0) -> Recommendation:
     """Optimise the next settings (see the module docstring). ``model``: a cycle model with
     ``predict`` (model1 or greybox); ``current`` (10,) nm the settings of the last run;
@@ -343,7 +345,8 @@ def _latest_cycle_rows(history, cycle_id):
 
 
 def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: bool = True,
-             bound_rel: float = 0.15, max_step_rel: float = 0.03, n_starts: int = 4, robust_draws: int = 0):
+             bound_rel: float = 0.15, max_step_rel: float = 0.03, n_starts: int = 4, robust_draws: int = 0,
+             spectral_weight: float = SPECTRAL_WEIGHT_DEFAULT):
     """Recommendation for one NEW.csv entry (see ``run_recommend``). Returns (cycle, Recommendation)."""
     from .models import fine_tune as _fine_tune, select_rows
     meas = entry["measured"]
@@ -387,7 +390,7 @@ def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: 
     if robust_draws and getattr(model, "kind", None) != "greybox":
         robust_draws = 0                     # model1 has no noise model: nominal design
     return cycle, recommend_settings(model, current, run, standard, limits, n_starts=n_starts,
-                                     robust_draws=robust_draws)
+                                     robust_draws=robust_draws, spectral_weight=spectral_weight)
 
 
 def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str) -> str:
@@ -431,7 +434,8 @@ def run_recommend(args) -> int:
     for e in entries:
         cycle, rec = plan_run(e, history, cycle_models, standard, fine_tune=not args.no_fine_tune,
                               bound_rel=args.bound_rel, max_step_rel=args.max_step_rel,
-                              robust_draws=getattr(args, "robust", 0))
+                              robust_draws=getattr(args, "robust", 0),
+                              spectral_weight=getattr(args, "spectral_weight", SPECTRAL_WEIGHT_DEFAULT))
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in e["furnace_no"])
         atomic_text(out / f"{safe}.txt", format_report(e["furnace_no"], cycle, rec, args.kind))
         table.append(",".join([e["furnace_no"]] + [f"{v:.2f}" for v in rec.settings]

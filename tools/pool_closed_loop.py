@@ -15,6 +15,7 @@ it prints that reference's p90 and the difference of the two p90s, both with the
 over cycles: how far the method's tail is from what knowing everything measurable would give.
 
     python tools/pool_closed_loop.py /tmp/cl0 /tmp/cl2 /tmp/cl4 /tmp/cl6 [--method ours_robust] [--draws 2000]
+    python tools/pool_closed_loop.py /tmp/cl4+/tmp/cl4L /tmp/cl6+/tmp/cl6L --reference oracle_lagged
 """
 from __future__ import annotations
 
@@ -28,16 +29,33 @@ import numpy as np
 TARGETS = {"median_vs_physics_ls": 0.75, "median_vs_unchanged": 0.45, "p90": 1.2}
 
 
+def _load(path: Path) -> tuple[dict, list]:
+    try:
+        doc = json.loads(path.read_text())
+        return doc["per_run"], doc["cycles"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"{path}: not a closed_loop.json with 'per_run' and 'cycles' ({e})")
+
+
 def load_cycles(dirs: list[str]) -> list[dict[str, np.ndarray]]:
-    """One dict per cleaning cycle: method -> (runs, 2) ΔE00 (front, back)."""
+    """One dict per cleaning cycle: method -> (runs, 2) ΔE00 (front, back).
+
+    ``A+B`` joins the methods of two runs of the tool on the same plants (e.g. the references
+    run separately); the methods both hold must agree run for run, or it is refused. Methods not
+    in every folder are left out (and named)."""
     cycles = []
     for d in dirs:
-        path = Path(d) / "closed_loop.json"
-        try:
-            doc = json.loads(path.read_text())
-            per_run, infos = doc["per_run"], doc["cycles"]
-        except (OSError, ValueError, KeyError) as e:
-            raise SystemExit(f"{path}: not a closed_loop.json with 'per_run' and 'cycles' ({e})")
+        per_run, infos = {}, None
+        for part in d.split("+"):
+            path = Path(part) / "closed_loop.json"
+            pr, inf = _load(path)
+            if infos is not None and [i["loop_runs"] for i in inf] != [i["loop_runs"] for i in infos]:
+                raise SystemExit(f"{path}: its cycles differ from those of {d.split('+')[0]}")
+            for m, v in pr.items():
+                if m in per_run and not np.allclose(per_run[m], v):
+                    raise SystemExit(f"{path}: method {m} differs from {d.split('+')[0]}'s: not the same runs")
+                per_run[m] = v
+            infos = inf
         start = 0
         for info in infos:
             n = int(info["loop_runs"])
@@ -45,8 +63,12 @@ def load_cycles(dirs: list[str]) -> list[dict[str, np.ndarray]]:
             start += n
         lengths = {m: len(v) for m, v in per_run.items()}
         if any(n != start for n in lengths.values()):
-            raise SystemExit(f"{path}: per_run lengths {lengths} do not add up to the cycles' loop_runs ({start})")
-    return cycles
+            raise SystemExit(f"{d}: per_run lengths {lengths} do not add up to the cycles' loop_runs ({start})")
+    common = set.intersection(*(set(c) for c in cycles))
+    dropped = sorted(set.union(*(set(c) for c in cycles)) - common)
+    if dropped:
+        print(f"left out, not in every folder (join folders of the same plants with +): {', '.join(dropped)}")
+    return [{m: v for m, v in c.items() if m in common} for c in cycles]
 
 
 def targets(cycles: list[dict[str, np.ndarray]], method: str) -> dict[str, float]:

@@ -65,3 +65,17 @@ def test_p90_difference_resamples_both_methods_on_the_same_cycles():
     assert d["diff"] == pytest.approx(0.1) and d["diff_hi"] - d["diff_lo"] < 1e-9
     assert d["ref_hi"] - d["ref_lo"] > 0.2
     assert d["ref_p90"] == pytest.approx(np.percentile(np.concatenate([c["oracle_lagged"] for c in cycles]), 90))
+
+
+def test_folders_of_the_same_plants_join_with_plus(tmp_path):
+    rng = np.random.default_rng(3)
+    base = {"physics_ls": rng.uniform(1, 2, (4, 2)), "unchanged": rng.uniform(2, 3, (4, 2))}
+    _write(tmp_path / "a", {**base, "ours_robust": rng.uniform(0, 1, (4, 2))}, [2, 2])
+    _write(tmp_path / "ref", {**base, "oracle_lagged": rng.uniform(0, 1, (4, 2))}, [2, 2])
+    cycles = load_cycles([f"{tmp_path / 'a'}+{tmp_path / 'ref'}"])
+    assert len(cycles) == 2 and set(cycles[0]) == {"physics_ls", "unchanged", "ours_robust", "oracle_lagged"}
+    _write(tmp_path / "other", {**base, "physics_ls": base["physics_ls"] + 0.1}, [2, 2])
+    with pytest.raises(SystemExit, match="not the same runs"):
+        load_cycles([f"{tmp_path / 'a'}+{tmp_path / 'other'}"])
+    # Without the join, only the methods every folder holds are pooled.
+    assert set(load_cycles([str(tmp_path / "a"), str(tmp_path / "ref")])[0]) == {"physics_ls", "unchanged"}

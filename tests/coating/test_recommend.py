@@ -155,6 +155,21 @@ def test_tooling_uncertainty_draws_scale_the_settings(setup):
     assert not torch.allclose(pd.R[0, 0], pd.R[0, 1], atol=1e-4)
 
 
+def test_spectral_weight_trades_curve_distance_for_colour(setup):
+    grey, std = setup["grey"], setup["standard"]
+    cur = np.array(setup["runs"][-1].settings)
+    limits = recommend.default_limits(np.median(setup["hist"].settings, 0))
+    colour = recommend.recommend_settings(grey, cur, 17, std, limits, spectral_weight=0.0)
+    curve = recommend.recommend_settings(grey, cur, 17, std, limits, spectral_weight=50.0)
+    _check(colour, limits)
+    _check(curve, limits)
+    assert colour.dE00.sum() < curve.dE00.sum() - 1e-3
+    assert curve.rms_R.sum() < colour.rms_R.sum() - 1e-4
+    args = cli.build_parser().parse_args(["recommend", "--history", "h", "--runs", "r", "--standard", "s",
+                                          "--models", "m", "--out", "o", "--spectral-weight", "0.01"])
+    assert args.spectral_weight == 0.01
+
+
 def test_robust_design_keeps_the_limits_and_lowers_the_expected_error(setup):
     grey, std = setup["grey"], setup["standard"]
     cur = np.array(setup["runs"][-1].settings)
