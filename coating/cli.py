@@ -159,6 +159,9 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--kind", default="greybox", choices=("greybox", "model1"), help="model kind to use")
     p.add_argument("--no-fine-tune", action="store_true", help="do not fine-tune on newer / measured runs")
+    p.add_argument("--no-refit", action="store_true",
+                   help="grey box: update the cycle model by filter steps (fine-tuning) instead of fitting it "
+                        "again on all of the cycle's runs and the measured run (the default)")
     p.add_argument("--bound-rel", type=float, default=0.15, help="bounds: median settings -+ this fraction")
     p.add_argument("--max-step-rel", type=float, default=0.03, help="largest change per run, fraction")
     p.add_argument("--robust", type=int, default=ROBUST_DRAWS_DEFAULT, metavar="N",

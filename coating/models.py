@@ -43,7 +43,8 @@ from .stacks import ADJUSTABLE, RECIPE_BACK_NM, RECIPE_FRONT_NM, RECIPE_MATERIAL
 
 __all__ = ["KINDS", "DEFAULTS", "SEARCH_SPACE", "Normaliser", "Prediction", "MLPModel", "GreyBox",
            "FitResult", "fit", "resolve_hparams", "build_model", "time_split", "select_rows",
-           "rows_to_tensors", "evaluate", "fine_tune", "run_loss", "build_model_from_state"]
+           "rows_to_tensors", "evaluate", "fine_tune", "refit", "run_loss", "build_model_from_state",
+           "concat_rows"]
 
 DTYPE = torch.float64
 KINDS = ("model1", "model2", "greybox")
@@ -150,6 +151,12 @@ def select_rows(history: History, mask) -> History:
     """The rows of ``history`` where ``mask`` (bool array or index array) selects, in order."""
     idx = np.arange(len(history))[np.asarray(mask)] if np.asarray(mask).dtype == bool else np.asarray(mask)
     return History(**{f.name: getattr(history, f.name)[idx] for f in dataclasses.fields(History)})
+
+
+def concat_rows(*histories: History) -> History:
+    """The rows of several ``History`` objects, one after the other."""
+    return History(**{f.name: np.concatenate([getattr(h, f.name) for h in histories])
+                      for f in dataclasses.fields(History)})
 
 
 def time_split(history: History, cycle_id: int, val_fraction: float = 0.2,
@@ -593,6 +600,14 @@ def fit(model_kind: str, hparams: Mapping | None, train_rows: History, val_rows:
                     log(epoch, model, float(loss.detach()))
     model.eval()
     return FitResult(model, history[-1], history, hp)
+
+
+def refit(model, rows: History) -> nn.Module:
+    """``model``'s kind fitted again from scratch, with its own hyperparameters, on ``rows`` (all
+    of a cycle's runs so far; no validation rows). For the grey box this is the smoother update
+    that ``fine_tune``'s filter step approximates: every run's information is used at once, so
+    the per-layer tooling, the gains and the walk are estimated from all the runs together."""
+    return fit(model.kind, model.hparams, rows, None).model
 
 
 def fine_tune(model, rows: History) -> nn.Module:

@@ -346,9 +346,16 @@ def _latest_cycle_rows(history, cycle_id):
 
 def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: bool = True,
              bound_rel: float = 0.15, max_step_rel: float = 0.03, n_starts: int = 4, robust_draws: int = 0,
-             spectral_weight: float = SPECTRAL_WEIGHT_DEFAULT):
-    """Recommendation for one NEW.csv entry (see ``run_recommend``). Returns (cycle, Recommendation)."""
-    from .models import fine_tune as _fine_tune, select_rows
+             spectral_weight: float = SPECTRAL_WEIGHT_DEFAULT, refit: bool = True):
+    """Recommendation for one NEW.csv entry (see ``run_recommend``). Returns (cycle, Recommendation).
+
+    The cycle model is brought up to date with the cycle's runs before planning: ``refit`` (grey
+    box): fitted again, with the registry model's hyperparameters, on all of the cycle's runs in
+    the history and the measured run (a smoother: every run's information, per-layer tooling
+    included, is used at once); otherwise, with ``fine_tune``, filter steps on the runs after its
+    training data and on the measured run.
+    """
+    from .models import concat_rows, fine_tune as _fine_tune, refit as _refit, select_rows
     meas = entry["measured"]
     cycle = entry["cycle_id"]
     if cycle is not None and cycle not in cycle_models:
@@ -364,19 +371,22 @@ def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: 
                                  f"the history's latest cycle {cycle}")
     model, meta = cycle_models[cycle], getattr(cycle_models[cycle], "registry_meta", {})
     rows = _latest_cycle_rows(history, cycle)
-    # Condition on the cycle's runs the model has not seen (after its training data).
     last_seen = int(meta.get("last_run_in_cycle", 0))
     # (A measured run already in the history is used once, as the measured run.)
-    newer = select_rows(rows, (rows.run_in_cycle > last_seen) & (rows.furnace_no != entry["furnace_no"])) \
-        if len(rows) else rows
-    if fine_tune and len(newer):
-        model = _fine_tune(model, newer)
-    if meas is not None:
-        if fine_tune:
-            if entry["run_in_cycle"] is None:
-                last = int(rows.run_in_cycle.max()) if len(rows) else last_seen
-                meas = dataclasses.replace(meas, run_in_cycle=np.array([last + 1]))
+    others = select_rows(rows, rows.furnace_no != entry["furnace_no"]) if len(rows) else rows
+    if meas is not None and entry["run_in_cycle"] is None:  # the run after the cycle's latest
+        last = int(others.run_in_cycle.max()) if len(others) else last_seen
+        meas = dataclasses.replace(meas, run_in_cycle=np.array([last + 1]))
+    seen = others if meas is None else concat_rows(others, meas)
+    if refit and getattr(model, "kind", None) == "greybox" and len(seen) >= 2:
+        model = _refit(model, seen)
+    elif fine_tune:
+        newer = select_rows(others, others.run_in_cycle > last_seen) if len(others) else others
+        if len(newer):
+            model = _fine_tune(model, newer)
+        if meas is not None:
             model = _fine_tune(model, meas)
+    if meas is not None:
         current = meas.settings[0]
         run = int(meas.run_in_cycle[0]) + 1
     else:
@@ -409,10 +419,12 @@ def run_recommend(args) -> int:
     """``coating recommend``: read everything, plan every NEW.csv row, write the outputs.
 
     For a row with a measurement (a run just made): the given cycle, or the cycle model with the
-    lowest loss on it; the model is fine-tuned on the cycle's newer history runs and on this
-    run (``--no-fine-tune`` skips it); the current settings are the run's. Otherwise: the given
-    cycle (or the history's latest), conditioned on its runs after the model's training data;
-    the current settings are the cycle's latest run's. Writes ``OUT/<furnace_no>.txt`` and
+    lowest loss on it; the current settings are the run's. Otherwise: the given cycle (or the
+    history's latest); the current settings are the cycle's latest run's. The grey box is then
+    fitted again on all of the cycle's runs in the history and the measured run, with the
+    registry model's hyperparameters (``plan_run``; ``--no-refit``: filter steps instead, i.e.
+    fine-tuning on the runs after its training data and on the measured run; ``--no-fine-tune``
+    as well: the registry model as it is). Writes ``OUT/<furnace_no>.txt`` and
     ``OUT/recommendations.csv`` (each atomically: temporary file then ``os.replace``).
     """
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -433,6 +445,7 @@ def run_recommend(args) -> int:
                                       [f"B{i}" for i in range(1, 6)]) + ",dE00_F,dE00_B"]
     for e in entries:
         cycle, rec = plan_run(e, history, cycle_models, standard, fine_tune=not args.no_fine_tune,
+                              refit=not getattr(args, "no_refit", False),
                               bound_rel=args.bound_rel, max_step_rel=args.max_step_rel,
                               robust_draws=getattr(args, "robust", 0),
                               spectral_weight=getattr(args, "spectral_weight", SPECTRAL_WEIGHT_DEFAULT))

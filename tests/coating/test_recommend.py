@@ -190,3 +190,44 @@ def test_robust_design_keeps_the_limits_and_lowers_the_expected_error(setup):
     with pytest.raises(ValueError, match="noise model"):
         m1 = models.fit("model1", {"epochs": 2}, *models.time_split(setup["hist"], 1)).model
         recommend.recommend_settings(m1, cur, 17, std, limits, robust_draws=4)
+
+
+def test_refit_is_a_fresh_fit_on_all_the_rows_with_the_models_own_hyperparameters(setup):
+    hist = setup["hist"]
+    tr, va = models.time_split(hist, 1)
+    hp = {"epochs": 2, "inner_steps": 8, "width": 0, "walk_sd": 2e-3}
+    grey = models.fit("greybox", hp, tr, va).model
+    again = models.refit(grey, hist)
+    assert again.hparams == grey.hparams and again.u.shape == (len(hist), 2)
+    fresh = models.fit("greybox", grey.hparams, hist, None).model
+    x = torch.as_tensor(hist.settings[-2:])
+    with torch.no_grad():
+        assert torch.allclose(again.predict(x).R, fresh.predict(x).R, atol=1e-12)
+        assert not torch.allclose(again.predict(x).R, grey.predict(x).R, atol=1e-6)
+
+
+def test_plan_run_refits_the_grey_box_on_the_cycles_runs_and_the_measured_run(setup, monkeypatch):
+    import dataclasses
+    hist = setup["hist"]
+    tr, va = models.time_split(hist, 1)
+    grey = models.fit("greybox", {"epochs": 2, "inner_steps": 8, "width": 0}, tr, va).model
+    seen, tuned = [], []
+    real_refit, real_ft = models.refit, models.fine_tune
+    monkeypatch.setattr(models, "refit", lambda m, rows: seen.append(rows) or real_refit(m, rows))
+    monkeypatch.setattr(models, "fine_tune", lambda m, rows: tuned.append(rows) or real_ft(m, rows))
+    meas = models.select_rows(hist, [len(hist) - 1])
+    meas = dataclasses.replace(meas, furnace_no=np.array(["NEW"], dtype=object), run_in_cycle=np.array([1]))
+    entry = {"furnace_no": "NEW", "cycle_id": 1, "run_in_cycle": None, "date": None, "measured": meas}
+    cycle, rec = recommend.plan_run(entry, hist, {1: grey}, setup["standard"], n_starts=2)
+    assert cycle == 1 and len(seen) == 1 and not tuned
+    rows = seen[0]
+    assert len(rows) == len(hist) + 1 and list(rows.furnace_no[:-1]) == list(hist.furnace_no)
+    # The measured run (no run_in_cycle given) is the run after the cycle's latest, and the plan
+    # is for the run after it.
+    assert rows.run_in_cycle[-1] == hist.run_in_cycle.max() + 1
+    assert np.allclose(rec.current, hist.settings[-1])
+    # --no-refit: filter steps on the runs after the model's training data and on the measured run.
+    seen.clear()
+    grey.registry_meta = {"last_run_in_cycle": int(tr.run_in_cycle.max())}
+    recommend.plan_run(entry, hist, {1: grey}, setup["standard"], n_starts=2, refit=False)
+    assert not seen and [len(r) for r in tuned] == [len(va), 1]
