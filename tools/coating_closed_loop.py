@@ -9,8 +9,9 @@ the standard, front and back) is recorded. All methods start from the same machi
 draw the same random numbers (``plant.step`` consumes the same draws whatever the settings), so
 they are compared on the same runs. Methods:
 
-- ``ours``: the grey-box cycle model (``coating.models``, kind ``greybox``), fine-tuned on each
-  just-measured run (a filter step), settings by ``coating.recommend.recommend_settings``;
+- ``ours``: the grey-box cycle model (``coating.models``, kind ``greybox``), fitted again on all
+  the cycle's runs after each just-measured run (``--refit-every 1``, as ``coating recommend``;
+  ``0``: a filter step instead), settings by ``coating.recommend.recommend_settings``;
 - ``ours_robust``: the same model, recommender with robust design (``robust_draws`` = 32: the
   expected dE00^2 over the model's draws of the run's own deposition errors);
 - ``unchanged``: the settings of the last fitted run, kept;
@@ -82,7 +83,7 @@ def _clip(x, x0, limits):
 
 
 def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print, methods=METHODS,
-              finish_cycle=True, robust_draws=ROBUST_DRAWS, spectral_weight=SPECTRAL_WEIGHT):
+              finish_cycle=True, robust_draws=ROBUST_DRAWS, spectral_weight=SPECTRAL_WEIGHT, refit_every=1):
     """Operator runs for ``fit_runs``, fit, then every method in closed loop. Returns
     (state after the whole cycle under the operator, rng, {method: [(dE_F, dE_B), ...]}, info)."""
     std_R = plant.standard_reflectance(params)
@@ -120,7 +121,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         last, cur = rows[-1], np.array(rows[-1].settings)
         last_tooling = last_state.tooling
         model = {"ours": grey_m, "ours_robust": grey_m, "notes_model1": m1_m}.get(method)
-        des, aim, spec = [], [], []
+        des, aim, spec, made = [], [], [], []
         t0 = time.time()
         for _ in range(n_loop):
             if method == "unchanged":
@@ -160,7 +161,11 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
             des.append(plant.delta_e00_to_standard(meas, params))
             spec.append(tuple(np.sqrt(((np.stack([meas.R_F, meas.R_B]) - std_R) ** 2).mean(-1))))
             last, cur = meas, np.array(meas.settings)
-            if model is not None:
+            made.append(meas)
+            if model is not None and refit_every and model.kind == "greybox" and len(made) % refit_every == 0:
+                # As `coating recommend` does by default: fit again on every run of the cycle so far.
+                model = models.refit(model, schema.history_from_measurements(rows + made))
+            elif model is not None:
                 model = models.fine_tune(model, schema.history_from_measurements([meas]))
         results[method] = des
         aims[method] = aim
@@ -219,6 +224,10 @@ def main(argv=None) -> int:
     ap.add_argument("--spectral-weight", type=float, default=SPECTRAL_WEIGHT,
                     help=f"the recommender's weight of the spectral distance to the standard (default "
                          f"{SPECTRAL_WEIGHT}, as coating recommend); all recommender methods")
+    ap.add_argument("--refit-every", type=int, default=1, metavar="K",
+                    help="grey-box methods: every K closed-loop runs, fit the model again on all the cycle's "
+                         "runs so far, filter steps in between (default 1, as coating recommend; 0: filter "
+                         "steps only, as coating recommend --no-refit)")
     ap.add_argument("--robust-draws", type=int, default=ROBUST_DRAWS,
                     help=f"draws of ours_robust's robust design (default {ROBUST_DRAWS}, as coating recommend)")
     args = ap.parse_args(argv)
@@ -248,7 +257,8 @@ def main(argv=None) -> int:
         for _ in range(args.cycles):
             state, rng, res, info = run_cycle(state, rng, params, args.fit_runs, args.loop_runs,
                                               hp_grey, hp_m1, lambda s: print(s, flush=True), methods=methods,
-                                              robust_draws=args.robust_draws, spectral_weight=args.spectral_weight)
+                                              robust_draws=args.robust_draws, spectral_weight=args.spectral_weight,
+                                              refit_every=args.refit_every)
             info["seed"] = seed
             infos.append(info)
             for k, v in res.items():
