@@ -392,12 +392,18 @@ class GreyBox(_Normalised):
         gains), ``u (n, 2)`` ~ N(0, run_scale_sd^2) per side, and ``dlog (n, 10)``: the error of
         the model's log tooling for that run, N(0, plan_walk_sd^2) common to all adjustable
         layers plus N(0, plan_tooling_sd^2) per layer (zeros when both are 0). Seeded (common
-        random numbers, so an optimiser sees a smooth objective)."""
+        random numbers, so an optimiser sees a smooth objective) and antithetic: draws
+        ``n//2 + 1 ..`` are the first ones negated, so every error has a sample mean of exactly
+        0 (n even). The robust objective then carries no first-order sampling bias: with plain
+        draws, a sample mean of the rate error of ~run_scale_sd / sqrt(n) would pull every
+        planned run the same way."""
         g = torch.Generator().manual_seed(int(seed))
-        z = torch.randn(n, 14, generator=g, dtype=DTYPE) * self.z_sd
-        u = torch.randn(n, 2, generator=g, dtype=DTYPE) * float(self.hparams["run_scale_sd"])
-        dlog = torch.randn(n, 1, generator=g, dtype=DTYPE) * float(self.hparams["plan_walk_sd"]) \
-            + torch.randn(n, 10, generator=g, dtype=DTYPE) * float(self.hparams["plan_tooling_sd"])
+        m = (n + 1) // 2
+        z = torch.randn(m, 14, generator=g, dtype=DTYPE) * self.z_sd
+        u = torch.randn(m, 2, generator=g, dtype=DTYPE) * float(self.hparams["run_scale_sd"])
+        dlog = torch.randn(m, 1, generator=g, dtype=DTYPE) * float(self.hparams["plan_walk_sd"]) \
+            + torch.randn(m, 10, generator=g, dtype=DTYPE) * float(self.hparams["plan_tooling_sd"])
+        z, u, dlog = (torch.cat([a, -a])[:n] for a in (z, u, dlog))
         return z, u, dlog
 
     def predict_draws(self, settings: torch.Tensor, z: torch.Tensor, u: torch.Tensor,

@@ -125,6 +125,11 @@ def test_grey_box_noise_draws_and_predictions_under_them(setup):
     assert z.shape == (4000, 14) and u.shape == (4000, 2)
     assert torch.allclose(z.std(0), grey.z_sd, rtol=0.08) and float(grey.z_sd.min()) > 0
     assert abs(float(u.std()) / grey.hparams["run_scale_sd"] - 1) < 0.08
+    # Antithetic: the second half is the first negated, so each error's sample mean is 0 exactly.
+    assert torch.equal(z[2000:], -z[:2000]) and torch.equal(u[2000:], -u[:2000])
+    assert float(z.mean(0).abs().max()) < 1e-15 and float(u.mean(0).abs().max()) < 1e-15
+    z7, u7, d7 = grey.noise_draws(7, seed=3)
+    assert z7.shape == (7, 14) and torch.equal(z7[4:], -z7[:3])
     # With zero errors, the draws reproduce the plain prediction of a run to plan.
     x = torch.as_tensor(np.array([setup["runs"][-1].settings, setup["runs"][-2].settings]))
     p0 = grey.predict(x)
