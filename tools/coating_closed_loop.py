@@ -13,7 +13,8 @@ they are compared on the same runs. Methods:
   the cycle's runs after each just-measured run (``--refit-every 1``, as ``coating recommend``;
   ``0``: a filter step instead), settings by ``coating.recommend.recommend_settings``;
 - ``ours_robust``: the same model, recommender with robust design (``robust_draws`` = 32: the
-  expected dE00^2 over the model's draws of the run's own deposition errors);
+  expected dE00^2 over the model's antithetic draws of the run's own deposition errors): what
+  ``coating recommend`` does by default;
 - ``unchanged``: the settings of the last fitted run, kept;
 - ``notes_model1``: the notes' approach: the model1 MLP of the cycle, fine-tuned on each
   just-measured run, input optimisation by the same recommender;
