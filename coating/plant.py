@@ -35,7 +35,8 @@ were too large. A 4-plant grid over ``tooling_trend_sd`` (0-6e-4) and ``tooling_
 plants a larger trend lowers the unchanged median instead of raising it. Over 16 plants (0-15)
 the defaults give unchanged 1.10 and physics least squares 0.92: on average this plant drifts
 less and has more per-run error than the reference, and a larger walk alone (up to 3e-3) does
-not fix both; matching it needs a 2-D calibration on a population of plants (not done).
+not fix both; a first 2-D grid on those plants (BENCHMARKS.md section 5) came closer, at its edge,
+and is not adopted yet.
 """
 from __future__ import annotations
 
