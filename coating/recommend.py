@@ -48,7 +48,6 @@ SPECTRAL_UNIT = 0.1     # % reflectance: a spectral RMS error of this size costs
 SETTING_STEP_NM = 0.01  # set points are entered to 0.01 nm (plant.PlantParams.setting_step_nm)
 
 
-
 @dataclass(frozen=True)
 class Limits:
     """Bounds ``lower``, ``upper`` (10,) nm and the largest change per run ``max_step_nm`` (10,)."""
