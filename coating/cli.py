@@ -159,7 +159,8 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="model registry directory")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--kind", default="greybox", choices=("greybox", "model1"), help="model kind to use")
-    p.add_argument("--no-fine-tune", action="store_true", help="do not fine-tune on newer / measured runs")
+    p.add_argument("--no-fine-tune", action="store_true",
+                   help="plan with the registry model as it is: no refit, no fine-tuning on newer / measured runs")
     p.add_argument("--no-refit", action="store_true",
                    help="grey box: update the cycle model by filter steps (fine-tuning) instead of fitting it "
                         "again on all of the cycle's runs and the measured run (the default)")

@@ -392,8 +392,8 @@ class GreyBox(_Normalised):
         gains), ``u (n, 2)`` ~ N(0, run_scale_sd^2) per side, and ``dlog (n, 10)``: the error of
         the model's log tooling for that run, N(0, plan_walk_sd^2) common to all adjustable
         layers plus N(0, plan_tooling_sd^2) per layer (zeros when both are 0). Seeded (common
-        random numbers, so an optimiser sees a smooth objective) and antithetic: draws
-        ``n//2 + 1 ..`` are the first ones negated, so every error has a sample mean of exactly
+        random numbers, so an optimiser sees a smooth objective) and antithetic: the last
+        ``n // 2`` draws are the first ones negated, so every error has a sample mean of exactly
         0 (n even). The robust objective then carries no first-order sampling bias: with plain
         draws, a sample mean of the rate error of ~run_scale_sd / sqrt(n) would pull every
         planned run the same way."""

@@ -351,8 +351,8 @@ def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: 
     The cycle model is brought up to date with the cycle's runs before planning: ``refit`` (grey
     box): fitted again, with the registry model's hyperparameters, on all of the cycle's runs in
     the history and the measured run (a smoother: every run's information, per-layer tooling
-    included, is used at once); otherwise, with ``fine_tune``, filter steps on the runs after its
-    training data and on the measured run.
+    included, is used at once); otherwise filter steps on the runs after its training data and
+    on the measured run. ``fine_tune`` False: the registry model as it is (neither).
     """
     from .models import concat_rows, fine_tune as _fine_tune, refit as _refit, select_rows
     meas = entry["measured"]
@@ -377,7 +377,7 @@ def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: 
         last = int(others.run_in_cycle.max()) if len(others) else last_seen
         meas = dataclasses.replace(meas, run_in_cycle=np.array([last + 1]))
     seen = others if meas is None else concat_rows(others, meas)
-    if refit and getattr(model, "kind", None) == "greybox" and len(seen) >= 2:
+    if fine_tune and refit and getattr(model, "kind", None) == "greybox" and len(seen) >= 2:
         model = _refit(model, seen)
     elif fine_tune:
         newer = select_rows(others, others.run_in_cycle > last_seen) if len(others) else others
@@ -422,8 +422,8 @@ def run_recommend(args) -> int:
     history's latest); the current settings are the cycle's latest run's. The grey box is then
     fitted again on all of the cycle's runs in the history and the measured run, with the
     registry model's hyperparameters (``plan_run``; ``--no-refit``: filter steps instead, i.e.
-    fine-tuning on the runs after its training data and on the measured run; ``--no-fine-tune``
-    as well: the registry model as it is). Writes ``OUT/<furnace_no>.txt`` and
+    fine-tuning on the runs after its training data and on the measured run; ``--no-fine-tune``:
+    the registry model as it is). Writes ``OUT/<furnace_no>.txt`` and
     ``OUT/recommendations.csv`` (each atomically: temporary file then ``os.replace``).
     """
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

@@ -236,3 +236,7 @@ def test_plan_run_refits_the_grey_box_on_the_cycles_runs_and_the_measured_run(se
     grey.registry_meta = {"last_run_in_cycle": int(tr.run_in_cycle.max())}
     recommend.plan_run(entry, hist, {1: grey}, setup["standard"], n_starts=2, refit=False)
     assert not seen and [len(r) for r in tuned] == [len(va), 1]
+    # --no-fine-tune: the registry model as it is, neither refitted nor fine-tuned.
+    tuned.clear()
+    recommend.plan_run(entry, hist, {1: grey}, setup["standard"], n_starts=2, fine_tune=False)
+    assert not seen and not tuned
