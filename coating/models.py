@@ -31,7 +31,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -110,8 +110,8 @@ SEARCH_SPACE: dict[str, dict] = {
         "depth": ("randint", 1, 3),
         "weight_decay": ("loguniform", 1e-3, 1.0),
         "epochs": ("choice", [6, 12, 20]),
-        "walk_sd": ("loguniform", 5e-4, 5e-3),
-        "run_scale_sd": ("loguniform", 2e-3, 1.5e-2),
+        "walk_sd": ("loguniform", 5e-4, 1e-2),
+        "run_scale_sd": ("loguniform", 1e-3, 1.5e-2),
         "gain_sd": ("loguniform", 1e-2, 1e-1),
         "index_sd": ("loguniform", 2e-3, 3e-2),
         "free_gains": ("choice", [True, False]),
@@ -606,6 +606,24 @@ def fit(model_kind: str, hparams: Mapping | None, train_rows: History, val_rows:
                     log(epoch, model, float(loss.detach()))
     model.eval()
     return FitResult(model, history[-1], history, hp)
+
+
+def fit_best(model_kind: str, hparams: Mapping | None, candidates: Sequence[Mapping], train_rows: History,
+             val_rows: History) -> tuple[FitResult, int]:
+    """The lowest validation loss of ``fit(model_kind, hparams | c, train_rows, val_rows)`` over
+    the candidate overrides ``candidates``: a grid search on the time split, the small in-process
+    counterpart of the Tune sweep (``ray_jobs.coating_tune``). Returns ``(result, index)`` of the
+    chosen candidate; ties keep the first. ``val_rows`` must not be empty."""
+    if val_rows is None or len(val_rows) == 0:
+        raise ValueError("fit_best: choosing by validation needs validation runs")
+    if not candidates:
+        raise ValueError("fit_best: no candidate hyperparameters")
+    best, best_i = None, -1
+    for i, c in enumerate(candidates):
+        r = fit(model_kind, {**(hparams or {}), **c}, train_rows, val_rows)
+        if best is None or r.metrics["val_loss"] < best.metrics["val_loss"]:
+            best, best_i = r, i
+    return best, best_i
 
 
 def refit(model, rows: History) -> nn.Module:

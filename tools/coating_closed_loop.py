@@ -22,6 +22,10 @@ they are compared on the same runs. Methods:
   indices) by least squares, tooling = fitted / set, new settings = recipe / tooling;
 - ``operator`` (for reference): the plant simulator's model of the engineers' rule;
 - ``oracle`` (for reference, uses hidden truth): settings = recipe / true current tooling;
+- ``oracle_last`` (for reference, uses hidden truth): settings = recipe / (the true tooling of
+  the last run times the cycle's trend): the same rule on the machine as a perfect estimate of
+  the past runs would know it; only the walk's step since is unknown. No planner that learns
+  the machine from its measured runs can expect to do better than this without luck;
 - ``oracle_robust`` (for reference, uses hidden truth): the recommender with robust design on
   the machine's own physics and noise (``plant.MachineTwin``): what the recommender reaches
   with perfect knowledge of the machine, under the same bounds and step limit;
@@ -55,9 +59,10 @@ from coating.cli import ROBUST_DRAWS_DEFAULT, SPECTRAL_WEIGHT_DEFAULT  # noqa: E
 from coating.stacks import settings_of_recipe  # noqa: E402
 
 METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
-           "oracle_robust", "oracle_lagged")
+           "oracle_last", "oracle_robust", "oracle_lagged")
 ROBUST_DRAWS = ROBUST_DRAWS_DEFAULT  # what `coating recommend` uses by default
 SPECTRAL_WEIGHT = SPECTRAL_WEIGHT_DEFAULT
+GREY_SELECT: tuple[str, ...] = ()  # per-cycle grey-box choice by validation (--grey-select)
 
 
 def physics_ls_settings(meas: plant.Measurement, params: plant.PlantParams) -> np.ndarray:
@@ -84,9 +89,13 @@ def _clip(x, x0, limits):
 
 
 def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print, methods=METHODS,
-              finish_cycle=True, robust_draws=ROBUST_DRAWS, spectral_weight=SPECTRAL_WEIGHT, refit_every=1):
+              finish_cycle=True, robust_draws=ROBUST_DRAWS, spectral_weight=SPECTRAL_WEIGHT, refit_every=1,
+              grey_select=()):
     """Operator runs for ``fit_runs``, fit, then every method in closed loop. Returns
-    (state after the whole cycle under the operator, rng, {method: [(dE_F, dE_B), ...]}, info)."""
+    (state after the whole cycle under the operator, rng, {method: [(dE_F, dE_B), ...]}, info).
+
+    ``grey_select``: candidate grey-box overrides; with two or more, the grey box is the one of
+    lowest validation loss (``models.fit_best``), its hyperparameters kept for every refit."""
     std_R = plant.standard_reflectance(params)
     wl = schema.WAVELENGTHS_NM.astype(np.float64)
     standard = recommend.Standard.from_curves(std_R[0], std_R[1])
@@ -102,8 +111,13 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     tr, va = models.time_split(hist, cycle)
     t0 = time.time()
     grey = grey_m = m1 = m1_m = None
+    chosen = None
     if "ours" in methods or "ours_robust" in methods:
-        grey = models.fit("greybox", hp_grey, tr, va)
+        if len(grey_select) > 1:
+            grey, i = models.fit_best("greybox", hp_grey, grey_select, tr, va)
+            chosen = dict(grey_select[i])
+        else:
+            grey = models.fit("greybox", {**hp_grey, **(grey_select[0] if grey_select else {})}, tr, va)
         grey_m = models.fine_tune(grey.model, va)  # condition on the validation runs (the latest)
     if "notes_model1" in methods:
         m1 = models.fit("model1", hp_m1, tr, va)
@@ -131,6 +145,8 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                 nxt = plant.operator_settings(last, std_R, wl, params)
             elif method == "oracle":
                 nxt = _clip(recipe / np.array(st.tooling), cur, limits)
+            elif method == "oracle_last":
+                nxt = _clip(recipe / (np.array(last_tooling) * (1 + np.array(st.tooling_trend))), cur, limits)
             elif method == "oracle_robust":
                 nxt = recommend.recommend_settings(plant.MachineTwin(st, params), cur, st.run_in_cycle + 1,
                                                    standard, limits, robust_draws=robust_draws,
@@ -174,6 +190,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         times[method] = time.time() - t0
     log(f"  cycle {cycle}: fit {fit_s:.1f} s ("
         + (f"greybox val dE00 {grey.metrics['val_dE00']:.3f}" if grey else "no model")
+        + (f" with {chosen}" if chosen else "")
         + (f", model1 {m1.metrics['val_dE00']:.3f}" if m1 else "") + f"); loop {n_loop} runs; " +
         ", ".join(f"{k} {np.median(v):.2f}" for k, v in results.items()))
     # Continue the operator's trajectory to the next cleaning cycle.
@@ -181,7 +198,8 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         state, m = plant.step(state, settings, rng, params)
         settings = plant.operator_settings(m, std_R, wl, params)
     info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times, "aim": aims, "spectral_rms": specs,
-            "greybox_val": grey.metrics if grey else None, "model1_val": m1.metrics if m1 else None}
+            "greybox_val": grey.metrics if grey else None, "model1_val": m1.metrics if m1 else None,
+            "greybox_selected": chosen}
     return state, rng, results, info
 
 
@@ -194,6 +212,20 @@ def summarise(results: dict) -> dict:
                        "p90_F": float(np.percentile(d[:, 0], 90)), "p90_B": float(np.percentile(d[:, 1], 90)),
                        "mean": float(d.mean()), "n_runs": int(d.shape[0])}
     return out
+
+
+def _grey_grid(items: list[str]) -> list[dict]:
+    """``["walk_sd=1e-3,2e-3", "width=0,16"]`` -> every combination as grey-box overrides."""
+    grid = [{}]
+    defaults = models.resolve_hparams("greybox", {})
+    for item in items:
+        k, _, vs = item.partition("=")
+        if k not in defaults or not vs:
+            raise SystemExit(f"--grey-select {item}: expected FIELD=V1,V2,... with FIELD a grey-box "
+                             f"hyperparameter ({', '.join(sorted(defaults))})")
+        cast = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(defaults[k], bool) else type(defaults[k])
+        grid = [{**g, k: cast(v)} for g in grid for v in vs.split(",")]
+    return grid if items else []
 
 
 def _plant_params(overrides: list[str]) -> plant.PlantParams:
@@ -219,6 +251,10 @@ def main(argv=None) -> int:
                     help="PlantParams overrides, e.g. kappa=0.01")
     ap.add_argument("--grey", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="grey-box hyperparameter overrides (coating.models.DEFAULT_HPARAMS['greybox'])")
+    ap.add_argument("--grey-select", nargs="*", default=list(GREY_SELECT), metavar="FIELD=V1,V2,...",
+                    help="grey-box methods: per cycle, fit every combination of these values and keep the "
+                         "lowest validation loss on the cycle's latest runs, as the Tune sweep would "
+                         f"(default {' '.join(GREY_SELECT)}; none: the defaults only)")
     ap.add_argument("--out", default="closed_loop_out", help="directory for the JSON and the PNG")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated subset of {','.join(METHODS)} (physics_ls and unchanged are always run)")
@@ -247,6 +283,7 @@ def main(argv=None) -> int:
         if default is None:
             raise SystemExit(f"--grey {item}: unknown grey-box hyperparameter {k!r}")
         hp_grey[k] = type(default)(v) if not isinstance(default, bool) else v.lower() in ("1", "true", "yes")
+    grey_select = _grey_grid(args.grey_select)
     hp_m1 = {}
     t_start = time.time()
     results = {m: [] for m in methods}
@@ -259,7 +296,7 @@ def main(argv=None) -> int:
             state, rng, res, info = run_cycle(state, rng, params, args.fit_runs, args.loop_runs,
                                               hp_grey, hp_m1, lambda s: print(s, flush=True), methods=methods,
                                               robust_draws=args.robust_draws, spectral_weight=args.spectral_weight,
-                                              refit_every=args.refit_every)
+                                              refit_every=args.refit_every, grey_select=grey_select)
             info["seed"] = seed
             infos.append(info)
             for k, v in res.items():

@@ -55,12 +55,41 @@ def test_main_runs_a_subset_of_methods_and_refuses_unknown_ones(tmp_path):
     import pytest
     out = tmp_path / "cl"
     assert cl.main(["--plants", "1", "--cycles", "1", "--fit-runs", "12", "--loop-runs", "2",
-                    "--methods", "oracle,oracle_robust,oracle_lagged", "--robust-draws", "4", "--out", str(out)]) == 0
+                    "--methods", "oracle,oracle_last,oracle_robust,oracle_lagged", "--robust-draws", "4", "--out", str(out)]) == 0
     doc = json.loads((out / "closed_loop.json").read_text())
-    assert set(doc["per_run"]) == {"unchanged", "physics_ls", "oracle", "oracle_robust", "oracle_lagged"}
+    assert set(doc["per_run"]) == {"unchanged", "physics_ls", "oracle", "oracle_last", "oracle_robust", "oracle_lagged"}
     assert np.asarray(doc["per_run"]["oracle"]).shape == (2, 2) and doc["targets"] == {}
     # Aim diagnostics: each method's noise-free colour error per run; no model error without a model.
     aim = np.asarray(doc["cycles"][0]["aim"]["oracle_robust"])
     assert aim.shape == (2, 4) and np.all(aim[:, :2] >= 0) and np.isnan(aim[:, 2:]).all()
     with pytest.raises(SystemExit):
         cl.main(["--methods", "ours,nonsense", "--out", str(out)])
+
+
+def test_grey_select_grid_and_choice_by_validation():
+    import pytest
+    assert cl._grey_grid([]) == []
+    assert cl._grey_grid(["walk_sd=1e-3,2e-3", "free_gains=true,false"]) == [
+        {"walk_sd": 1e-3, "free_gains": True}, {"walk_sd": 1e-3, "free_gains": False},
+        {"walk_sd": 2e-3, "free_gains": True}, {"walk_sd": 2e-3, "free_gains": False}]
+    for bad in (["walk=1e-3"], ["walk_sd="]):
+        with pytest.raises(SystemExit, match="grey-box hyperparameter"):
+            cl._grey_grid(bad)
+    params = plant.PlantParams()
+    cands = cl._grey_grid(["walk_sd=1e-4,6e-3"])
+    _, _, res, info = cl.run_cycle(plant.init(params, 2), np.random.default_rng([2, 1]), params, fit_runs=14,
+                                   loop_runs=2, hp_grey={"epochs": 2, "inner_steps": 8, "width": 0}, hp_m1={},
+                                   log=lambda s: None, methods=("ours", "unchanged"), finish_cycle=False,
+                                   grey_select=cands)
+    assert info["greybox_selected"] in cands and np.asarray(res["ours"]).shape == (2, 2)
+
+
+def test_oracle_last_is_the_oracle_lagged_by_the_walk_step_only():
+    import dataclasses
+    for walk, same in ((0.0, True), (4e-3, False)):
+        params = dataclasses.replace(plant.PlantParams(), tooling_walk_sd=walk, tooling_trend_sd=1e-3)
+        _, _, res, _ = cl.run_cycle(plant.init(params, 3), np.random.default_rng([3, 1]), params, fit_runs=12,
+                                    loop_runs=3, hp_grey=None, hp_m1=None, log=lambda s: None,
+                                    methods=("unchanged", "oracle", "oracle_last"), finish_cycle=False)
+        # Without a walk the machine's next tooling is its last one times the trend, exactly.
+        assert np.array_equal(res["oracle"], res["oracle_last"]) == same, walk
