@@ -21,7 +21,7 @@ def test_twin_predicts_the_noise_free_run_and_draws_the_plants_errors():
     assert np.allclose(rel.std(0).numpy(), expected, rtol=0.05)
     # Layers of one side share the common rate error; the two sides do not.
     c = np.corrcoef(rel.numpy().T)
-    assert c[0, 1] > 0.3 and abs(c[0, 7]) < 0.05
+    assert abs(c[0, 1] - P.run_scale_sd ** 2 / expected ** 2) < 0.03 and abs(c[0, 7]) < 0.05
     # The run as plant.step makes it, with these errors, is what predict_draws gives.
     pd = twin.predict_draws(torch.as_tensor(x)[None], rel[:3], u[:3], dlog[:3])
     assert pd.R.shape == (1, 3, 2, 81) and pd.lab.shape == (1, 3, 2, 3)
