@@ -62,7 +62,6 @@ METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "op
            "oracle_last", "oracle_robust", "oracle_lagged")
 ROBUST_DRAWS = ROBUST_DRAWS_DEFAULT  # what `coating recommend` uses by default
 SPECTRAL_WEIGHT = SPECTRAL_WEIGHT_DEFAULT
-GREY_SELECT: tuple[str, ...] = ()  # per-cycle grey-box choice by validation (--grey-select)
 
 
 def physics_ls_settings(meas: plant.Measurement, params: plant.PlantParams) -> np.ndarray:
@@ -251,10 +250,10 @@ def main(argv=None) -> int:
                     help="PlantParams overrides, e.g. kappa=0.01")
     ap.add_argument("--grey", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="grey-box hyperparameter overrides (coating.models.DEFAULT_HPARAMS['greybox'])")
-    ap.add_argument("--grey-select", nargs="*", default=list(GREY_SELECT), metavar="FIELD=V1,V2,...",
+    ap.add_argument("--grey-select", nargs="*", default=[], metavar="FIELD=V1,V2,...",
                     help="grey-box methods: per cycle, fit every combination of these values and keep the "
                          "lowest validation loss on the cycle's latest runs, as the Tune sweep would "
-                         f"(default {' '.join(GREY_SELECT)}; none: the defaults only)")
+                         "(default: none, the grey box's defaults and --grey only)")
     ap.add_argument("--out", default="closed_loop_out", help="directory for the JSON and the PNG")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated subset of {','.join(METHODS)} (physics_ls and unchanged are always run)")
