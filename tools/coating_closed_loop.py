@@ -213,6 +213,11 @@ def summarise(results: dict) -> dict:
     return out
 
 
+def _grey_value(default, text: str):
+    """A grey-box hyperparameter value from the command line, typed like its default."""
+    return text.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(text)
+
+
 def _grey_grid(items: list[str]) -> list[dict]:
     """``["walk_sd=1e-3,2e-3", "width=0,16"]`` -> every combination as grey-box overrides."""
     grid = [{}]
@@ -222,8 +227,7 @@ def _grey_grid(items: list[str]) -> list[dict]:
         if k not in defaults or not vs:
             raise SystemExit(f"--grey-select {item}: expected FIELD=V1,V2,... with FIELD a grey-box "
                              f"hyperparameter ({', '.join(sorted(defaults))})")
-        cast = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(defaults[k], bool) else type(defaults[k])
-        grid = [{**g, k: cast(v)} for g in grid for v in vs.split(",")]
+        grid = [{**g, k: _grey_value(defaults[k], v)} for g in grid for v in vs.split(",")]
     return grid if items else []
 
 
@@ -281,7 +285,7 @@ def main(argv=None) -> int:
         default = models.resolve_hparams("greybox", {}).get(k)
         if default is None:
             raise SystemExit(f"--grey {item}: unknown grey-box hyperparameter {k!r}")
-        hp_grey[k] = type(default)(v) if not isinstance(default, bool) else v.lower() in ("1", "true", "yes")
+        hp_grey[k] = _grey_value(default, v)
     grey_select = _grey_grid(args.grey_select)
     hp_m1 = {}
     t_start = time.time()
