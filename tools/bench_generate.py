@@ -48,6 +48,31 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_generator(gen: SeviGenerator, params, batch: int, calls: int) -> float:
+    """Seconds per image of ``gen.render``: one warm-up call (allocations, kernels), then ``calls``
+    timed calls of ``batch`` images each; ``params`` holds at least ``batch * (calls + 1)`` sets."""
+    if len(params) < batch * (calls + 1):
+        raise ValueError(f"time_generator needs {batch * (calls + 1)} parameter sets, got {len(params)}")
+    gen.render(params[:batch], seed=0)
+    sync(gen.device)
+    t0 = time.perf_counter()
+    for k in range(1, calls + 1):
+        gen.render(params[k * batch:(k + 1) * batch], seed=k)
+    sync(gen.device)
+    return (time.perf_counter() - t0) / (calls * batch)
+
+
+def time_numpy(params, electrons: int, grid: int, seed: int = 0) -> float:
+    """Seconds per image of the notes' numpy method (``numpy_image``) on every set of ``params``
+    (on the CPU), ``electrons`` per shell."""
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for i in range(len(params)):
+        numpy_image(params.R[i].cpu().numpy(), params.sigma_R[i].cpu().numpy(), params.beta[i].cpu().numpy(),
+                    [electrons] * 2, grid, rng)
+    return (time.perf_counter() - t0) / len(params)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", type=int, default=512)
@@ -63,13 +88,7 @@ def main(argv=None) -> dict:
     prior_cfg = Prior().config.with_electrons(a.electrons)
     gen = SeviGenerator(GeneratorConfig(grid=a.grid, chunk_electrons=a.chunk), a.device, prior_cfg)
     params = gen.prior(a.batch * (a.calls + 1), seed=0).params
-    gen.render(params[: a.batch], seed=0)  # warm-up: allocations, kernels
-    sync(gen.device)
-    t0 = time.perf_counter()
-    for k in range(1, a.calls + 1):
-        gen.render(params[k * a.batch:(k + 1) * a.batch], seed=k)
-    sync(gen.device)
-    t_torch = (time.perf_counter() - t0) / (a.calls * a.batch)
+    t_torch = time_generator(gen, params, a.batch, a.calls)
 
     out = {"device": str(gen.device), "device_name": torch.cuda.get_device_name(gen.device) if gen.device.type == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "grid": a.grid, "electrons_per_shell": a.electrons, "batch": a.batch,
@@ -77,12 +96,7 @@ def main(argv=None) -> dict:
     print(f"device {out['device_name']} ({torch.get_num_threads()} threads), G={a.grid}, {a.electrons:.0e} electrons/shell")
     print(f"  torch ITM generator : {1 / t_torch:10.1f} images/s  ({2 * a.electrons / t_torch:.3g} electrons/s)")
     if a.baseline_images:
-        rng = np.random.default_rng(0)
-        p = params[: a.baseline_images]
-        t0 = time.perf_counter()
-        for i in range(a.baseline_images):
-            numpy_image(p.R[i].numpy(), p.sigma_R[i].numpy(), p.beta[i].numpy(), [a.electrons] * 2, a.grid, rng)
-        t_np = (time.perf_counter() - t0) / a.baseline_images
+        t_np = time_numpy(params[: a.baseline_images], a.electrons, a.grid)
         out.update(numpy_images_per_s=1 / t_np, ratio=t_np / t_torch)
         print(f"  numpy (notes' method): {1 / t_np:10.1f} images/s")
         print(f"  ratio torch / numpy  : {t_np / t_torch:10.1f}x")
