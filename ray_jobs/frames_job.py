@@ -141,20 +141,22 @@ def _merge(parts: Path, ranges, out: Path, grid: int, n_frames: int, manifest: d
 
 
 def run_frames(args: argparse.Namespace) -> int:
-    """Run `sevi frames`; returns the process exit code (0 ok, 1 input error, 130 interrupted)."""
+    """Run `sevi frames`; returns the process exit code (0 ok, 2 input error, 130 interrupted)."""
     from tqdm import tqdm
 
     from sevi.frames_io import FrameFileError, frame_count
+    from sevi.paths import OutputIsInputError, refuse_output_over_input
 
     frames_path, out = Path(args.frames), Path(args.out)
     try:
+        refuse_output_over_input({"--out": out}, {"FRAMES": frames_path})
         n_frames = frame_count(frames_path)
-    except FrameFileError as err:
+    except (FrameFileError, OutputIsInputError) as err:
         print(f"sevi frames: {err}", file=sys.stderr)
-        return 1
+        return 2
     if args.grid < 1:
         print(f"sevi frames: --grid must be >= 1, got {args.grid}", file=sys.stderr)
-        return 1
+        return 2
     config = dataclasses.asdict(centroid_config(getattr(args, "fast", False)))
     ranges = chunk_ranges(n_frames, args.chunk)
     parts = out.with_name(out.name + ".parts")
@@ -166,7 +168,7 @@ def run_frames(args: argparse.Namespace) -> int:
         if old != manifest:
             print(f"sevi frames: {parts} holds parts of a different run (input, chunk or settings "
                   f"changed); delete it to start over", file=sys.stderr)
-            return 1
+            return 2
     else:
         mpath.write_text(json.dumps(manifest, indent=1))
 
@@ -201,10 +203,10 @@ def run_frames(args: argparse.Namespace) -> int:
     bar.close()
     if failure is not None:
         left = sum(1 for a, b in ranges if not _part_path(parts, a, b).exists())
-        print(f"sevi frames: {failure}\nsevi frames: stopped; {len(ranges) - left} of {len(ranges)} "
+        print(f"sevi frames: {failure}; stopped: {len(ranges) - left} of {len(ranges)} "
               f"chunks finished and kept in {parts}; fix or replace the input and re-run to resume",
               file=sys.stderr)
-        return 1
+        return 2
     total = _merge(parts, ranges, out, args.grid, n_frames, manifest)
     shutil.rmtree(parts)
     print(f"sevi frames: {total} events from {n_frames} frames -> {out}")
@@ -329,7 +331,10 @@ def run_simulate_frames(args: argparse.Namespace) -> int:
 
     from sevi.frames import FrameModel, default_device, draw_disc_hits, draw_prior_hits, draw_shell_hits, render_frames
     from sevi.frames_io import FrameWriter
+    from sevi.paths import refuse_output_over_input
 
+    given = args.hits not in ("disc", "shells", "prior") and not args.hits.startswith("disc:")
+    refuse_output_over_input({"OUT": args.out}, {"--hits": args.hits if given else None})
     dev = torch.device(args.device) if args.device else default_device()
     model = FrameModel()
     gen = torch.Generator(device=dev)

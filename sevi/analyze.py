@@ -54,9 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ray_jobs.frames_job import run_frames
     from sevi.generator import pick_device
+    from sevi.paths import refuse_output_over_input
     from sevi.predict import predict_images, write_answer
     from sevi.training import load_model
 
+    events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
+    refuse_output_over_input({"--out": args.out, "--events": events}, {"FRAMES": args.frames, "--model": args.model})
     device = pick_device(args.device)
     try:
         model, cfg = load_model(args.model, device)  # fail before hours of centroiding, not after
@@ -65,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     path = choose_path(args.path, cfg)
     if path == "direct":
         return run_direct(args, model, cfg, device)
-    events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
     frames_args = argparse.Namespace(frames=args.frames, out=str(events), chunk=args.chunk, grid=1024,
                                      no_ray=args.no_ray, device=None if args.device == "auto" else args.device,
                                      gpus_per_task=0.25, max_in_flight=None, fast=args.fast)

@@ -123,10 +123,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sevi.generator import pick_device
+    from sevi.paths import refuse_output_over_input
     from sevi.training import load_model
 
     if args.batch < 1:
         raise SystemExit("sevi predict: --batch must be >= 1")
+    refuse_output_over_input({"--out": args.out}, {"--images": args.images, "--model": args.model})
     device = pick_device(args.device)
     try:
         model, cfg = load_model(args.model, device)

@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
     from sevi import io
     from sevi.generator import GeneratorConfig, SeviGenerator
+    from sevi.paths import refuse_output_over_input
     from sevi.prior import PriorConfig, ShellParams
 
+    refuse_output_over_input({"--out": args.out}, {"--truth": args.truth})
     if args.batch < 1 or args.grid < 2:
         raise SystemExit("sevi simulate: --batch must be >= 1 and --grid >= 2")
     prior_config = PriorConfig()

@@ -91,7 +91,7 @@ def test_corrupt_chunk_stops_with_a_message_and_keeps_finished_parts(frame_file,
         f.seek(off + 4096)
         f.write(b"\x00\x01" * 100)
     out = tmp_path / "ev.h5"
-    assert frames_job.run_frames(frames_args(bad, out)) == 1
+    assert frames_job.run_frames(frames_args(bad, out)) == 2
     err = capsys.readouterr().err
     assert "bad.h5: frames 4..5" in err and "corrupt" in err, err
     assert "2 of 3 chunks finished and kept" in err, err
@@ -102,7 +102,7 @@ def test_corrupt_chunk_stops_with_a_message_and_keeps_finished_parts(frame_file,
 def test_truncated_input_is_refused_up_front(frame_file, tmp_path, capsys):
     cut = tmp_path / "cut.h5"
     cut.write_bytes(frame_file.read_bytes()[: frame_file.stat().st_size // 2])
-    assert frames_job.run_frames(frames_args(cut, tmp_path / "ev.h5")) == 1
+    assert frames_job.run_frames(frames_args(cut, tmp_path / "ev.h5")) == 2
     assert "cut.h5: not a readable HDF5 file (truncated or corrupt?)" in capsys.readouterr().err
 
 
