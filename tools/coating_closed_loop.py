@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plant", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="PlantParams overrides, e.g. kappa=0.01")
     ap.add_argument("--grey", nargs="*", default=[], metavar="FIELD=VALUE",
-                    help="grey-box hyperparameter overrides (coating.models.DEFAULT_HPARAMS['greybox'])")
+                    help="grey-box hyperparameter overrides; fields and defaults: coating.models.DEFAULTS['greybox']")
     ap.add_argument("--grey-select", nargs="*", default=[], metavar="FIELD=V1,V2,...",
                     help="grey-box methods: per cycle, fit every combination of these values and keep the "
                          "lowest validation loss on the cycle's latest runs, as the Tune sweep would "
