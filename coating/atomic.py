@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_text", "atomic_bytes"]
+__all__ = ["atomic_path", "atomic_text", "atomic_bytes", "atomic_folder"]
 
 
 @contextlib.contextmanager
@@ -44,3 +44,42 @@ def atomic_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False) -> N
 def atomic_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_bytes(path, text.encode("utf-8"))
+
+
+def atomic_folder(path: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Make ``path`` a folder holding exactly ``files`` (file name -> bytes), all or nothing.
+
+    Every file is written into a temporary folder beside ``path``; then the old folder (if any)
+    is renamed aside, the new one renamed to ``path`` and the old one deleted. An exception
+    before the swap leaves ``path`` as it was; between the two renames (microseconds) ``path``
+    is briefly absent, never half-written. The caller decides whether an existing ``path`` may
+    be replaced: everything in it is removed.
+    """
+    import shutil
+
+    path = Path(path)
+    for name in files:
+        if not name or name in (".", "..") or Path(name).name != name:
+            raise ValueError(f"atomic_folder: {name!r} is not a plain file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
+    moved = False
+    try:
+        umask = os.umask(0o022)      # read the umask (it can only be read by setting it)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the folder is for other readers too
+        for name, data in files.items():
+            with open(tmp / name, "xb") as f:
+                f.write(data)
+        if path.exists():
+            os.rename(path, old)
+            moved = True
+        os.rename(tmp, path)
+    except BaseException:
+        if moved and not path.exists():
+            os.rename(old, path)     # put the old folder back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)

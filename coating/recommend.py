@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_text
 from .cli import SPECTRAL_WEIGHT_DEFAULT
 from .colour import Colorimeter, ciede2000
 from .schema import WAVELENGTHS_NM
@@ -299,11 +298,16 @@ def read_runs(path):
     if extra:
         raise ValueError(f"{path}: unexpected column(s) {extra}; allowed: the history schema's columns")
     out = []
+    first_row: dict[str, int] = {}
     for i, r in enumerate(rows):
         where = f"{path}: row {i + 1}"
         fno = (r.get("furnace_no") or "").strip()
         if not fno:
             raise ValueError(f"{where}: empty furnace_no")
+        if fno in first_row:  # two plans for one run: which one the operator gets would be an accident
+            raise ValueError(f"{where}: column 'furnace_no': duplicate furnace number {fno!r} (first at row "
+                             f"{first_row[fno]}); expected one row per furnace run")
+        first_row[fno] = i + 1
 
         def opt_int(name):
             v = (r.get(name) or "").strip()
@@ -414,6 +418,70 @@ def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str) -
     return "\n".join(lines)
 
 
+REPORT_COLUMNS = ["furnace_no"] + [f"set_{n}" for n in [f"F{i}" for i in range(1, 6)] +
+                                     [f"B{i}" for i in range(1, 6)]] + ["dE00_F", "dE00_B"]
+TABLE_NAME = "recommendations.csv"
+
+
+def report_file_name(furnace_no: str) -> str:
+    """``<furnace_no>.txt`` with every character other than a letter, digit, ``-``, ``_`` or
+    ``.`` replaced by ``_`` (so ``A/1`` cannot name a sub-folder)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in furnace_no) + ".txt"
+
+
+def report_file_names(furnace_nos, where) -> dict[str, str]:
+    """furnace_no -> report file name; refuses two furnace numbers that map to one name (also
+    when they differ only in case: a case-insensitive file system keeps one of the two)."""
+    names, taken = {}, {}
+    for fno in furnace_nos:
+        name = report_file_name(fno)
+        key = name.lower()
+        if key in taken:
+            raise ValueError(f"{where}: column 'furnace_no': {taken[key]!r} and {fno!r} would both be "
+                             f"reported in {name}; expected furnace numbers that differ in a letter, "
+                             f"digit, '-', '_' or '.' (other characters become '_')")
+        taken[key] = fno
+        names[fno] = name
+    return names
+
+
+def check_out_folder(out: Path) -> None:
+    """``OUT`` is replaced as a whole, so it must be new, empty or an earlier ``coating
+    recommend`` output (only ``*.txt`` files and ``recommendations.csv``): never a folder of
+    other files, which the swap would delete."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder; expected a new or earlier output folder")
+    if out.is_dir():
+        foreign = [p.name for p in sorted(out.iterdir())
+                   if not (p.is_file() and not p.is_symlink() and (p.suffix == ".txt" or p.name == TABLE_NAME))]
+        if foreign:
+            raise ValueError(f"--out {out}: holds {foreign[:3]}{' ...' if len(foreign) > 3 else ''}, which "
+                             f"coating recommend did not write and would delete; expected a new, empty or "
+                             f"earlier recommend output folder")
+
+
+def check_finite(furnace_no: str, rec: Recommendation) -> None:
+    """Refuse a recommendation with a non-finite setting or prediction (never report NaN as a plan)."""
+    for what, v in (("settings", rec.settings), ("predicted dE00", rec.dE00),
+                    ("predicted dE00 with the current settings", rec.dE00_current), ("current settings", rec.current)):
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"furnace_no {furnace_no}: the {what} came out non-finite ({v}); nothing written. "
+                             f"Check the history and the cycle's model (a NaN in the inputs reaches the plan)")
+
+
+def format_table(rows) -> str:
+    """``recommendations.csv`` text: ``REPORT_COLUMNS``, one row per (furnace_no, Recommendation);
+    written by the csv module, so a furnace number with a comma or quote is quoted."""
+    import csv
+    import io
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(REPORT_COLUMNS)
+    for fno, rec in rows:
+        w.writerow([fno] + [f"{v:.2f}" for v in rec.settings] + [f"{rec.dE00[0]:.4f}", f"{rec.dE00[1]:.4f}"])
+    return buf.getvalue()
+
+
 def run_recommend(args) -> int:
     """``coating recommend``: read everything, plan every NEW.csv row, write the outputs.
 
@@ -423,36 +491,44 @@ def run_recommend(args) -> int:
     fitted again on all of the cycle's runs in the history and the measured run, with the
     registry model's hyperparameters (``plan_run``; ``--no-refit``: filter steps instead, i.e.
     fine-tuning on the runs after its training data and on the measured run; ``--no-fine-tune``:
-    the registry model as it is). Writes ``OUT/<furnace_no>.txt`` and
-    ``OUT/recommendations.csv`` (each atomically: temporary file then ``os.replace``).
+    the registry model as it is).
+
+    Output, all or nothing: ``OUT/<furnace_no>.txt`` per row and ``OUT/recommendations.csv``,
+    written into a temporary folder beside ``OUT`` and swapped in only when every row was
+    planned (``coating.atomic.atomic_folder``); if any row fails, ``OUT`` is left as it was.
+    Refused before any planning: duplicate furnace numbers, two furnace numbers with one report
+    file name, an ``OUT`` holding files this command did not write.
     """
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     from . import registry, schema
+    from .atomic import atomic_folder
+    out = Path(args.out)
+    check_out_folder(out)
     history = schema.read_history(args.history)
     std = schema.read_standard(args.standard)
     standard = Standard.from_curves(std.R_F, std.R_B)
     entries = read_runs(args.runs)
+    names = report_file_names([e["furnace_no"] for e in entries], args.runs)
+    if getattr(args, "robust", 0) < 0:
+        raise ValueError(f"--robust {args.robust}: expected 0 (nominal design) or a number of draws >= 1")
     cycle_models = registry.load_all(args.models, args.kind, history=history)
     if not cycle_models:
         raise ValueError(f"{args.models}: no {args.kind} models in the registry")
     if getattr(args, "robust", 0) and args.kind != "greybox":
         print(f"coating recommend: --robust {args.robust} ignored: {args.kind} has no noise model "
               f"(nominal design)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = ["furnace_no," + ",".join(f"set_{n}" for n in [f"F{i}" for i in range(1, 6)] +
-                                      [f"B{i}" for i in range(1, 6)]) + ",dE00_F,dE00_B"]
+    files, table = {}, []
     for e in entries:
         cycle, rec = plan_run(e, history, cycle_models, standard, fine_tune=not args.no_fine_tune,
                               refit=not getattr(args, "no_refit", False),
                               bound_rel=args.bound_rel, max_step_rel=args.max_step_rel,
                               robust_draws=getattr(args, "robust", 0),
                               spectral_weight=getattr(args, "spectral_weight", SPECTRAL_WEIGHT_DEFAULT))
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in e["furnace_no"])
-        atomic_text(out / f"{safe}.txt", format_report(e["furnace_no"], cycle, rec, args.kind))
-        table.append(",".join([e["furnace_no"]] + [f"{v:.2f}" for v in rec.settings]
-                              + [f"{rec.dE00[0]:.4f}", f"{rec.dE00[1]:.4f}"]))
+        check_finite(e["furnace_no"], rec)
+        files[names[e["furnace_no"]]] = format_report(e["furnace_no"], cycle, rec, args.kind).encode("utf-8")
+        table.append((e["furnace_no"], rec))
         print(f"{e['furnace_no']}: cycle {cycle}, predicted dE00 F {rec.dE00[0]:.3f} B {rec.dE00[1]:.3f}")
-    atomic_text(out / "recommendations.csv", "\n".join(table) + "\n")
+    files[TABLE_NAME] = format_table(table).encode("utf-8")
+    atomic_folder(out, files)
     print(f"wrote {len(entries)} recommendation(s) to {out}")
     return 0
