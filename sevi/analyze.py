@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ray_jobs.frames_job import run_frames
     from sevi.generator import pick_device
     from sevi.paths import refuse_output_over_input
-    from sevi.predict import predict_images, write_answer
+    from sevi.predict import electron_window, predict_images, write_answer
     from sevi.training import load_model
 
     events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         model, cfg = load_model(args.model, device)  # fail before hours of centroiding, not after
     except (FileNotFoundError, KeyError, RuntimeError, ValueError) as e:
         raise SystemExit(f"sevi analyze: cannot load model {args.model}: {e}")
+    electron_window(cfg, args.electron_tolerance)  # a bad --electron-tolerance fails now, not after centroiding
     path = choose_path(args.path, cfg)
     if path == "direct":
         return run_direct(args, model, cfg, device)
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         image = f["AccumulatedImage"][()]
     try:
         with torch.inference_mode():
-            p = predict_images(model, cfg, [(0, image[None])], device, args.electron_tolerance)
+            p = predict_images(model, cfg, [(0, image[None])], device, args.electron_tolerance, nonnegative=True)
     except ValueError as e:
         raise SystemExit(f"sevi analyze: {events}: {e}")
     write_answer(args.out, p, None, attrs={"model": str(args.model), "frames": str(args.frames),

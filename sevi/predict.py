@@ -65,15 +65,47 @@ def open_images(path: str):
 
 
 def electron_window(cfg, tolerance: float) -> tuple[float, float]:
-    """Accepted total electrons per image (both shells) for a model trained with cfg.electrons."""
+    """Accepted total electrons per image (both shells) for a model trained with cfg.electrons.
+
+    ``tolerance`` is relative slack, a finite number in [0, 1): at 1 or more the lower end would
+    reach zero electrons, where no image says anything."""
+    if not 0.0 <= tolerance < 1.0:  # also false for NaN
+        raise ValueError(f"--electron-tolerance: got {tolerance}; expected a number in [0, 1) (relative slack)")
     return 2 * cfg.electrons[0] * (1 - tolerance), 2 * cfg.electrons[1] * (1 + tolerance)
 
 
-def predict_images(model, cfg, batches, device, tolerance: float = 0.15) -> dict[str, np.ndarray]:
+def check_images(c, first: int = 0, nonnegative: bool = True) -> None:
+    """Raise ValueError naming the image (index ``first + k``) and pixel ``(x, z)`` of the first
+    defect of a (b, H, W) stack: not square, a NaN or infinite pixel, a negative pixel (with
+    ``nonnegative``: counts; the direct path's background-subtracted images may dip below 0), or
+    no electrons at all."""
+    import torch
+
+    if c.ndim != 3 or c.shape[-1] != c.shape[-2]:
+        raise ValueError(f"image {first} is {' x '.join(map(str, c.shape[1:]))} pixels; "
+                         f"expected a square image (G, G), axis 0 = x, axis 1 = z")
+    bad = None
+    if c.is_floating_point() and not bool(torch.isfinite(c).all()):
+        bad, what = ~torch.isfinite(c), "expected finite electron counts"
+    elif nonnegative and bool((c < 0).any()):
+        bad, what = c < 0, "expected electron counts >= 0"
+    if bad is not None:
+        k, i, j = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"image {first + k}, pixel (x {i}, z {j}) is {c[k, i, j].item()}; {what}")
+    empty = (c.reshape(c.shape[0], -1).sum(1) <= 0).nonzero()
+    if len(empty):
+        raise ValueError(f"image {first + int(empty[0])} holds no electrons; expected an accumulated image")
+
+
+def predict_images(model, cfg, batches, device, tolerance: float = 0.15,
+                   nonnegative: bool = False) -> dict[str, np.ndarray]:
     """Predictions for an iterable of (first_index, counts (b, G, G) numpy or tensor) batches.
 
-    Returns numpy arrays beta, beta_sd (n, 2, L); R, R_sd, sigma_R, sigma_R_sd (n, 2); shells
-    sorted by predicted R (the same order for the values and their uncertainties)."""
+    Every batch is checked first (``check_images``: square, finite, with ``nonnegative`` no pixel
+    below 0, not empty; then the electron total against the model's training range), so no NaN
+    answer comes out of a bad image. Returns numpy arrays beta, beta_sd (n, 2, L); R, R_sd,
+    sigma_R, sigma_R_sd (n, 2); shells sorted by predicted R (the same order for the values and
+    their uncertainties)."""
     import torch
 
     lo, hi = electron_window(cfg, tolerance)
@@ -81,6 +113,7 @@ def predict_images(model, cfg, batches, device, tolerance: float = 0.15) -> dict
     parts = []
     for first, counts in batches:
         c = torch.as_tensor(np.asarray(counts)).to(device)
+        check_images(c, first, nonnegative)
         total = c.reshape(c.shape[0], -1).sum(1).double()
         bad = ((total < lo) | (total > hi)).nonzero()
         if len(bad):
@@ -92,6 +125,11 @@ def predict_images(model, cfg, batches, device, tolerance: float = 0.15) -> dict
         with torch.no_grad():
             parts.append(model.decode(model(x.to(device))))
     out = {k: torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in parts[0]}
+    for k, v in out.items():  # a damaged model can still load; never write its NaN as an answer
+        if not np.isfinite(v).all():
+            i = int(np.argmax(~np.isfinite(v.reshape(len(v), -1)).all(1)))
+            raise ValueError(f"the model's {k} for image {i} is NaN or infinite; expected finite outputs "
+                             f"(is the model file damaged?)")
     order = np.argsort(out["R"], axis=1)  # (n, 2); normally already [0, 1]
     for k in out:
         idx = order[..., None] if out[k].ndim == 3 else order
@@ -142,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             batches = ((s, ds[s:s + args.batch]) for s in range(0, ds.shape[0], args.batch))
         try:
             with torch.inference_mode():
-                p = predict_images(model, cfg, batches, device, args.electron_tolerance)
+                p = predict_images(model, cfg, batches, device, args.electron_tolerance, nonnegative=True)
         except ValueError as e:
             raise SystemExit(f"sevi predict: {args.images}: {e}")
     write_answer(args.out, p, ids, attrs={"model": str(args.model), "images": str(args.images),

@@ -66,3 +66,59 @@ def test_bad_grid_and_electron_count_are_refused(model_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "x.h5")]) == 2
     assert "trained on 2000-4000 per shell" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
+
+
+def float_images(tmp_path, edit, shape=(2, 32, 32), name="bad.h5"):
+    """Two float images of 6000 electrons each (inside tiny's range), then ``edit`` applied."""
+    img = np.zeros(shape, np.float64)
+    img[:, shape[1] // 4, shape[2] // 4] = 6000.0
+    edit(img)
+    path = tmp_path / name
+    with h5py.File(path, "w") as f:
+        f["counts"], f["image_id"] = img, np.arange(len(img), dtype=np.int32)
+    return path
+
+
+@pytest.mark.parametrize("value, expected", [(np.nan, "is nan; expected finite"), (np.inf, "is inf; expected finite"),
+                                             (-3.0, "is -3.0; expected electron counts >= 0")])
+def test_bad_pixels_are_refused_with_image_and_pixel_named(model_dir, tmp_path, capsys, value, expected):
+    def edit(img):
+        img[1, 5, 7] = value
+    path = float_images(tmp_path, edit)
+    out = tmp_path / "a.h5"
+    assert main(["predict", "--model", str(model_dir), "--images", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: image 1, pixel (x 5, z 7) {expected}" in err, err
+    assert not out.exists(), "no Answer (with NaN) is written"
+
+
+def test_non_square_and_empty_images_are_refused_as_such(model_dir, tmp_path, capsys):
+    out = tmp_path / "a.h5"
+    path = float_images(tmp_path, lambda img: None, shape=(2, 32, 64))
+    assert main(["predict", "--model", str(model_dir), "--images", str(path), "--out", str(out)]) == 2
+    assert "image 0 is 32 x 64 pixels; expected a square image" in capsys.readouterr().err
+    path = float_images(tmp_path, lambda img: img.__setitem__(1, 0.0), name="empty.h5")
+    assert main(["predict", "--model", str(model_dir), "--images", str(path), "--out", str(out)]) == 2
+    assert "image 1 holds no electrons" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("tolerance", ["-0.1", "nan", "1.5"])
+def test_electron_tolerance_outside_0_1_is_refused(model_dir, tmp_path, capsys, tolerance):
+    path = float_images(tmp_path, lambda img: None)
+    assert main(["predict", "--model", str(model_dir), "--images", str(path), "--out", str(tmp_path / "a.h5"),
+                 "--electron-tolerance", tolerance]) == 2
+    assert "--electron-tolerance: got" in capsys.readouterr().err
+
+
+def test_a_model_giving_nan_is_never_written_as_an_answer(model_dir, tmp_path, capsys):
+    from sevi.training import load_model
+    import sevi.predict as predict
+
+    model, cfg = load_model(model_dir)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    path = float_images(tmp_path, lambda img: None)
+    with pytest.raises(ValueError, match="NaN or infinite; expected finite outputs"):
+        with h5py.File(path) as f:
+            predict.predict_images(model, cfg, [(0, f["counts"][()])], "cpu")
