@@ -9,7 +9,7 @@ Columns, in this order (issue 5):
 ``cycle_id = 1 + (number of cleanings at or before the run's date)`` and ``run_in_cycle`` counts
 runs within a cycle in date order.
 
-HDF5 layout: group ``/runs`` with one 1-D dataset per column, named as above (text columns as
+HDF5 layout: group ``/runs`` with one 1-D dataset per column, all of one length, named as above (text columns as
 UTF-8 strings). A standard (target) file is CSV ``wavelength, R_F, R_B`` (nm, %, %).
 
 The loader checks everything and raises one ``ValueError`` listing every problem with file,
@@ -199,6 +199,9 @@ def _read_h5_columns(path) -> dict[str, list]:
         g = f["runs"]
         out = {}
         for name, ds in g.items():
+            if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+                raise ValueError(f"{path}: /runs/{name}: expected a 1-D dataset (one value per run), got "
+                                 + (f"shape {ds.shape}" if isinstance(ds, h5py.Dataset) else "a group"))
             v = ds[()]
             out[name] = [x.decode() if isinstance(x, bytes) else x for x in v]
     return out
@@ -245,6 +248,14 @@ def _validate(cols: dict[str, list], path, cleaning_dates=None) -> History:
               f"R_B_380..R_B_780, L_F..b_B")
     p.raise_if_any()
     n = len(cols["furnace_no"])
+    # An HDF5 file can hold columns of different lengths (a CSV cannot): a short column would
+    # otherwise leave NaN rows that nothing flags, and a NaN recommendation downstream.
+    uneven = [f"{c!r} has {len(v)}" for c, v in cols.items() if len(v) != n]
+    if uneven:
+        p.add(f"columns differ in length: 'furnace_no' has {n} rows, " + ", ".join(uneven[:5])
+              + (f" and {len(uneven) - 5} more" if len(uneven) > 5 else "")
+              + "; expected one value per run in every column")
+        p.raise_if_any()
     if n == 0:
         p.add("no data rows")
         p.raise_if_any()

@@ -105,6 +105,36 @@ def test_hdf5_missing_dataset_is_named(tmp_path):
         read_history(p)
 
 
+@pytest.mark.parametrize("column", ["set_F3", "R_F_500", "furnace_no"])
+def test_hdf5_columns_of_different_lengths_are_named(tmp_path, column):
+    # A short column used to leave NaN rows unflagged (and a NaN recommendation downstream).
+    import h5py
+    p = tmp_path / "h.h5"
+    write_history(_history(), p)
+    with h5py.File(p, "a") as f:
+        v = f["runs"][column][()]
+        dtype = f["runs"][column].dtype
+        del f["runs"][column]
+        f["runs"].create_dataset(column, data=v[:-2], dtype=dtype)
+    before = p.read_bytes()
+    with pytest.raises(ValueError, match="columns differ in length") as e:
+        read_history(p)
+    assert str(p) in str(e.value) and ("'furnace_no' has 3" in str(e.value) if column == "furnace_no"
+                                       else f"{column!r} has 3" in str(e.value)), str(e.value)
+    assert p.read_bytes() == before
+
+
+def test_hdf5_column_that_is_not_1d_is_named(tmp_path):
+    import h5py
+    p = tmp_path / "h.h5"
+    write_history(_history(), p)
+    with h5py.File(p, "a") as f:
+        del f["runs/std_B7"]
+        f["runs"].create_dataset("std_B7", data=np.zeros((5, 2)))
+    with pytest.raises(ValueError, match=r"/runs/std_B7: expected a 1-D dataset .* shape \(5, 2\)"):
+        read_history(p)
+
+
 def test_cycles_derived_from_a_cleaning_log(tmp_path):
     def drop(header, rows):
         keep = [i for i, c in enumerate(header) if c not in ("cycle_id", "run_in_cycle")]
