@@ -18,6 +18,38 @@ import json
 import sys
 
 
+def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
+    """Check every output path before anything is written (``{"--flag": path or None}``): each
+    must name a file (not a folder) in a folder that exists or can be made, no two outputs
+    and no output and input may be one file (writing it would destroy the input)."""
+    import os
+    from pathlib import Path
+
+    seen = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"{flag} {path}: is a folder; expected a file name")
+        parent = p.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"{flag} {path}: {parent} is a file, not a folder; expected a file name in a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+        key = os.path.realpath(p)
+        if key in seen:
+            raise ValueError(f"{flag} {path}: the same file as {seen[key]}; expected two different files")
+        seen[key] = flag
+        for iflag, ipath in (inputs or {}).items():
+            if ipath is not None and (os.path.realpath(ipath) == key or
+                                      (p.exists() and Path(ipath).exists() and os.path.samefile(ipath, p))):
+                raise ValueError(f"{flag} {path}: the same file as the input {iflag} {ipath}; writing it would "
+                                 f"destroy the input; expected another file name")
+
+
 def _cmd_simulate(args) -> int:
     import torch
 
@@ -27,6 +59,7 @@ def _cmd_simulate(args) -> int:
 
     if Path(args.out).suffix.lower() not in (".csv", ".h5", ".hdf5"):
         raise ValueError(f"--out {args.out}: expected a .csv, .h5 or .hdf5 file name")
+    check_outputs({"--out": args.out, "--standard-out": args.standard_out})
     # One run is a handful of tiny tensor ops: extra threads only add overhead (and the
     # machine is shared), so the simulator runs single-threaded.
     torch.set_num_threads(1)
@@ -99,6 +132,7 @@ def _cmd_spectrum(args) -> int:
     from .optics import default_wavelengths_nm, reflectance
     from .schema import _atomic
 
+    check_outputs({"--out": args.out}, {"--stack": args.stack})
     wl = default_wavelengths_nm(torch.float64)
     n, d, n_inc, n_sub = load_stack(args.stack, wl)
     R = reflectance(n, d, wl, n_sub, n_inc, args.angle, "u")     # (W,)

@@ -33,6 +33,31 @@ def test_simulate_refuses_bad_arguments(tmp_path, capsys):
     assert cli.main(["simulate", "--cycles", "0", "--seed", "1", "--out", str(tmp_path / "h.csv")]) == 2
 
 
+def test_simulate_checks_every_output_before_writing_any(tmp_path, capsys):
+    # It used to replace the history, then crash on a --standard-out that is a folder.
+    hist, folder = tmp_path / "H.csv", tmp_path / "stddir"
+    hist.write_text("precious history\n")
+    folder.mkdir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for std, message in ((folder, "is a folder; expected a file name"),
+                         (hist, "the same file as --out"),
+                         (blocker / "std.csv", "is a file, not a folder")):
+        assert cli.main(["simulate", "--cycles", "1", "--seed", "1", "--out", str(hist),
+                         "--standard-out", str(std)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert hist.read_text() == "precious history\n", "the history was replaced before the check"
+
+
+def test_spectrum_refuses_to_write_over_its_stack(tmp_path, capsys):
+    stack = _default_stack_json(tmp_path / "stack.json")
+    before = stack.read_bytes()
+    assert cli.main(["spectrum", "--stack", str(stack), "--out", str(tmp_path / "." / "stack.json")]) == 2
+    assert "the same file as the input --stack" in capsys.readouterr().err
+    assert stack.read_bytes() == before
+
+
 def _default_stack_json(path):
     layers = [{"material": RECIPE_MATERIALS[i], "thickness_nm": RECIPE_FRONT_NM[i]} for i in INCIDENT_FIRST]
     path.write_text(json.dumps({"incident": 1.0, "substrate": "lens", "layers": layers}))
