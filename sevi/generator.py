@@ -184,15 +184,18 @@ class SeviGenerator:
         out_of_view = torch.zeros(n, dtype=torch.int64, device=self.device)
         half = g / 2
         for x, z, r, shell in self._iter_chunks(params, seed):
-            fx = x.add_(1.0).mul_(half).floor_()  # pixel row (x), as float: exact below 2^24
-            fz = z.add_(1.0).mul_(half).floor_()  # pixel column (z)
+            # Pixel indices from float64 (exact for a float32 x; float32 arithmetic would round
+            # x + 1 across a pixel edge now and then), then integers: a float32 flat index
+            # (row * G + column) is inexact past 2^24, i.e. for every grid above 4096.
+            ix = x.double().add_(1.0).mul_(half).floor_().long()  # pixel row (x)
+            iz = z.double().add_(1.0).mul_(half).floor_().long()  # pixel column (z)
             img = shell >> 1
             # |x|, |z| <= r: with every r safely below 1 no electron can leave the field of view.
             if float(r.max()) >= 0.999:
-                inside = (fx >= 0) & (fx < g) & (fz >= 0) & (fz < g)
+                inside = (ix >= 0) & (ix < g) & (iz >= 0) & (iz < g)
                 out_of_view += torch.bincount(img[~inside], minlength=n)
-                fx, fz, img = fx[inside], fz[inside], img[inside]
-            flat = fx.mul_(g).add_(fz).long().add_(img * (g * g))
+                ix, iz, img = ix[inside], iz[inside], img[inside]
+            flat = ix.mul_(g).add_(iz).add_(img * (g * g))
             counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
         images = counts.view(n, g, g)
         if self.config.normalise:
