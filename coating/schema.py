@@ -342,9 +342,11 @@ def _validate(cols: dict[str, list], path, cleaning_dates=None) -> History:
     else:
         cycle_id = numeric("cycle_id", integer=True)
         run_in_cycle = numeric("run_in_cycle", integer=True)
-        bad = np.flatnonzero(np.isfinite(run_in_cycle) & (run_in_cycle < 1))
-        if len(bad):
-            p.add(f"column 'run_in_cycle', {_rows(bad, furnace)}: expected an integer >= 1")
+        # Cycles and runs count from 1: the cleaning-log rule, the simulator and recommend's runs file.
+        for col, v in (("cycle_id", cycle_id), ("run_in_cycle", run_in_cycle)):
+            bad = np.flatnonzero(np.isfinite(v) & (v < 1))
+            if len(bad):
+                p.add(f"column {col!r}, {_rows(bad, furnace)}: expected an integer >= 1")
         fin = np.isfinite(cycle_id)
         back = [i for i in range(1, n) if fin[i] and fin[i - 1] and cycle_id[i] < cycle_id[i - 1]]
         if back:

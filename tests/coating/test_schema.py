@@ -63,6 +63,7 @@ CASES = [
     ("date order", _set("date", 2, "2023-12-31T00:00:00"), r"column 'date', row 3 .*out of date order"),
     ("bad date", _set("date", 1, "01/02/2024"), r"column 'date', row 2 .*ISO 8601.*'01/02/2024'"),
     ("non-integer cycle", _set("cycle_id", 0, "1.5"), r"column 'cycle_id', row 1 .*an integer"),
+    ("cycle 0", _set("cycle_id", 0, "0"), r"column 'cycle_id', row 1 .*an integer >= 1"),
     ("reflectance over 100", _set("R_B_700", 0, "140"), r"column 'R_B_700', row 1 .*percent"),
     ("wavelength grid", lambda h, r: ([c.replace("R_F_780", "R_F_790") for c in h], r),
      r"wavelength grid of R_F_\* columns does not match: expected 380..780 nm in 5 nm steps"),
