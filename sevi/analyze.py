@@ -55,16 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from ray_jobs.frames_job import run_frames
     from sevi.generator import pick_device
     from sevi.paths import refuse_output_over_input
-    from sevi.predict import electron_window, predict_images, write_answer
-    from sevi.training import load_model
+    from sevi.predict import electron_window, load_model_file, predict_images, write_answer
 
     events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
     refuse_output_over_input({"--out": args.out, "--events": events}, {"FRAMES": args.frames, "--model": args.model})
     device = pick_device(args.device)
-    try:
-        model, cfg = load_model(args.model, device)  # fail before hours of centroiding, not after
-    except (FileNotFoundError, KeyError, RuntimeError, ValueError) as e:
-        raise SystemExit(f"sevi analyze: cannot load model {args.model}: {e}")
+    model, cfg = load_model_file(args.model, device)  # fail before hours of centroiding, not after
     electron_window(cfg, args.electron_tolerance)  # a bad --electron-tolerance fails now, not after centroiding
     path = choose_path(args.path, cfg)
     if path == "direct":

@@ -24,6 +24,7 @@ measured on held-out simulated images by tools/eval_sevi.py (docs_bench_train.md
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +40,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--electron-tolerance", type=float, default=0.15,
                    help="relative slack on the trained electron range (default 0.15)")
     p.set_defaults(func=run)
+
+
+class ModelFileError(ValueError):
+    """A --model path that is missing, or not a model file written by sevi's training."""
+
+
+def load_model_file(path, device):
+    """``sevi.training.load_model`` with errors that name the file: (model in eval mode, its config).
+
+    Raises ModelFileError for a missing file and for any file that is not a sevi model (random
+    bytes, an HDF5 file, another program's torch file). Loading stays ``weights_only``: torch's
+    own message for a refused pickle advises turning that off, which would let the file run code,
+    so it is replaced, never passed on."""
+    import pickle
+
+    from sevi.training import load_model
+
+    f = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
+    expected = "expected model.pt written by sevi training (a final model or checkpoint), or the directory holding it"
+    if not f.is_file():
+        raise ModelFileError(f"{f}: no such model file; {expected}")
+    try:
+        return load_model(f, device)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as e:
+        why = {pickle.UnpicklingError: "not a torch file of tensors", EOFError: "empty or truncated",
+               KeyError: f"no entry {e}", RuntimeError: "not a readable torch archive, or weights that do not "
+                                                        "fit the model its config describes"}.get(type(e), "unexpected contents")
+        raise ModelFileError(f"{f}: not a model file written by sevi ({why}); {expected}") from None
+    except ValueError as e:  # the config in the file does not match this version's TrainConfig
+        raise ModelFileError(f"{f}: its config: {e}") from None
 
 
 def open_images(path: str):
@@ -162,16 +193,12 @@ def run(args: argparse.Namespace) -> int:
 
     from sevi.generator import pick_device
     from sevi.paths import refuse_output_over_input
-    from sevi.training import load_model
 
     if args.batch < 1:
         raise SystemExit("sevi predict: --batch must be >= 1")
     refuse_output_over_input({"--out": args.out}, {"--images": args.images, "--model": args.model})
     device = pick_device(args.device)
-    try:
-        model, cfg = load_model(args.model, device)
-    except (FileNotFoundError, KeyError, RuntimeError, ValueError) as e:
-        raise SystemExit(f"sevi predict: cannot load model {args.model}: {e}")
+    model, cfg = load_model_file(args.model, device)
     f, ds, ids = open_images(args.images)
     with f:
         if ids is None:

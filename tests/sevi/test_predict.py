@@ -122,3 +122,30 @@ def test_a_model_giving_nan_is_never_written_as_an_answer(model_dir, tmp_path, c
     with pytest.raises(ValueError, match="NaN or infinite; expected finite outputs"):
         with h5py.File(path) as f:
             predict.predict_images(model, cfg, [(0, f["counts"][()])], "cpu")
+
+
+@pytest.mark.parametrize("kind", ["random", "hdf5", "empty", "other-torch", "list"])
+def test_files_that_are_not_sevi_models_are_named_never_loaded_unsafely(tmp_path, capsys, kind):
+    bad = tmp_path / "model.pt"
+    if kind == "random":
+        bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "hdf5":
+        with h5py.File(bad, "w") as f:
+            f["x"] = np.zeros(3)
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    else:
+        torch.save({"weights": torch.zeros(2)} if kind == "other-torch" else [1, 2], bad)
+    path = float_images(tmp_path, lambda img: None)
+    for argv in (["predict", "--model", str(bad), "--images", str(path), "--out", str(tmp_path / "a.h5")],
+                 ["analyze", str(path), "--model", str(tmp_path), "--out", str(tmp_path / "a.h5")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: not a model file written by sevi" in err and "weights_only" not in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_model_is_named(tmp_path, capsys):
+    path = float_images(tmp_path, lambda img: None)
+    assert main(["predict", "--model", str(tmp_path / "run"), "--images", str(path), "--out", str(tmp_path / "a.h5")]) == 2
+    assert f"{tmp_path / 'run'}: no such model file" in capsys.readouterr().err
