@@ -163,7 +163,8 @@ def simulate(n_frames: int, per_frame: float, hits: str, seed: int, device, mode
     return frames, truth
 
 
-def _found_px(c, n_frames: int, G: int) -> list[np.ndarray]:
+def found_px(c, n_frames: int, G: int) -> list[np.ndarray]:
+    """Centroids -> one (n, 2) array of pixel coordinates (axis 0, axis 1) per frame 0 .. n_frames - 1."""
     fr = c.frame.cpu().numpy()
     px = ((c.x.cpu().numpy() + 1) * G / 2 - 0.5, (c.z.cpu().numpy() + 1) * G / 2 - 0.5)
     return [np.stack([px[0][fr == i], px[1][fr == i]], 1) for i in range(n_frames)]
@@ -182,7 +183,7 @@ def oracle_fit(frames, truth, ours, ours_found, ours_eval: dict, cfg: CentroidCo
     x, z = (t[:, 0] + 0.5) * 2 / G - 1, (t[:, 1] + 0.5) * 2 / G - 1
     wide = CentroidConfig(**{**cfg.__dict__, "cluster_half": max(cfg.cluster_half, 24)})
     fit, unfitted = refine_positions(frames.to(device), fr.to(device), x.to(device), z.to(device), wide)
-    fit_found = _found_px(fit, n, G)
+    fit_found = found_px(fit, n, G)
     r = evaluate(truth, fit_found, tol=tol, overlap_px=overlap_px)
     c_ours = map_cost(frames.to(device), ours, cfg).cpu().numpy()
     c_fit = map_cost(frames.to(device), fit, cfg).cpu().numpy()
@@ -247,7 +248,7 @@ def main(argv=None) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
-    found = _found_px(res, args.frames, G)
+    found = found_px(res, args.frames, G)
 
     n_sp = args.scipy_frames or args.frames
     np_frames = frames[:n_sp].numpy()
