@@ -422,7 +422,10 @@ def main(argv=None) -> int:
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         ap.error(f"--steps: unknown {unknown}; steps are {names}")
-    device = pick_device(a.device)
+    try:
+        device = pick_device(a.device)
+    except ValueError as e:
+        ap.error(str(e))
     ck = Check(device, a.tiny, Path(a.out))
     path = Path(a.out) / "gpu_check.json"
     result = {"tool": "tools/gpu_check.py", "argv": sys.argv[1:] if argv is None else list(argv),
