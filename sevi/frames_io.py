@@ -45,13 +45,8 @@ class FrameFileError(ValueError):
 
 
 def _open(path: str | os.PathLike) -> h5py.File:
-    path = Path(path)
-    if not path.exists():
-        raise FrameFileError(f"{path}: no such file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise FrameFileError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from err
+    from sevi.io import open_h5
+    return open_h5(path, FrameFileError, hint=" (truncated or corrupt?)")
 
 
 def _final_image(f: h5py.File, path) -> h5py.Dataset:

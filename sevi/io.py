@@ -106,17 +106,34 @@ def check_range(path, name: str, rows: np.ndarray, field: str, low=None, high=No
                          f"expected {what or f'[{low}, {high}]'}")
 
 
+def h5_reason(err: OSError) -> str:
+    """h5py's reason for not opening a file, without its C-library detail: "Unable to synchronously
+    open file (file signature not found)" -> "file signature not found"."""
+    text = str(err)
+    start = text.find("(")
+    return text[start + 1:text.rfind(")")].split(";")[0].strip() if start >= 0 else text
+
+
+def open_h5(path, error: type[Exception] = None, hint: str = "") -> h5py.File:
+    """``h5py.File(path, "r")``, or ``error`` (default TableError) naming the file and saying why:
+    no such file, a directory, or not a readable HDF5 file (``hint`` is added to the last)."""
+    error = error or TableError
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: no such file")
+    if path.is_dir():
+        raise error(f"{path}: is a directory; expected an HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise error(f"{path}: not a readable HDF5 file{hint} ({h5_reason(e)})") from e
+
+
 @contextlib.contextmanager
 def open_table(path, name: str):
     """Open ``path`` and yield its dataset ``name``, with errors that name the file and table."""
     path = Path(path)
-    if not path.exists():
-        raise TableError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise TableError(f"{path}: not a readable HDF5 file ({e})") from e
-    with f:
+    with open_h5(path) as f:
         if name not in f:
             raise TableError(f"{path}: no table '{name}' (found: {', '.join(f.keys()) or 'nothing'})")
         ds = f[name]
@@ -171,14 +188,18 @@ def _n_terms(ds_dtype: np.dtype) -> int:
 def read_sim_truth(path) -> np.ndarray:
     """The Truth table of ``sevi simulate`` input/output, validated.
 
-    Two rows per image (SphereId 0 and 1), R > 0, sigma_R >= 0, n_electrons >= 0, finite values.
+    At least one image; two rows per image (SphereId 0 and 1); finite values; 0 < R <= 1 and
+    0 <= sigma_R < 1 (detector units: the field of view is [-1, 1], so a larger shell would miss
+    the detector); n_electrons >= 0 per shell and > 0 per image (an image needs electrons).
     """
     with open_table(path, "Truth") as ds:
         n_terms = _n_terms(ds.dtype) if ds.dtype.names and "beta" in ds.dtype.names else 12
     rows = read_rows(path, "Truth", sim_truth_dtype(n_terms), any_length=("beta",))
+    if len(rows) == 0:
+        raise TableError(f"{path}: table 'Truth' has no rows; expected two rows (SphereId 0 and 1) per image")
     check_finite(path, "Truth", rows, ("R", "sigma_R", "beta"))
-    check_range(path, "Truth", rows, "R", low=1e-12, high=None, what="R > 0 (detector units)")
-    check_range(path, "Truth", rows, "sigma_R", low=0.0, what="sigma_R >= 0")
+    check_range(path, "Truth", rows, "R", low=1e-12, high=1.0, what="0 < R <= 1 (detector units; the field of view is [-1, 1])")
+    check_range(path, "Truth", rows, "sigma_R", low=0.0, high=1.0 - 1e-12, what="0 <= sigma_R < 1 (detector units)")
     check_range(path, "Truth", rows, "n_electrons", low=0, what="n_electrons >= 0")
     check_range(path, "Truth", rows, "SphereId", high=1, what="SphereId 0 or 1")
     ids, counts = np.unique(rows["ImageId"], return_counts=True)
@@ -191,7 +212,19 @@ def read_sim_truth(path) -> np.ndarray:
         if not np.array_equal(spheres, [0, 1]):
             raise TableError(f"{path}: table 'Truth' rows of ImageId {image_id} have SphereId {spheres.tolist()}, "
                              f"expected [0, 1]")
+        if rows["n_electrons"][rows["ImageId"] == image_id].sum() == 0:
+            raise TableError(f"{path}: field 'Truth.n_electrons' is 0 in both rows of ImageId {image_id}; "
+                             f"expected electrons in at least one shell")
     return rows
+
+
+def truth_warnings(rows: np.ndarray, path) -> list[str]:
+    """Lines worth a warning about valid SimTruth rows: shells far wider than any measured one
+    (sigma_R > 0.1, against the prior's 0.005-0.009: often a unit slip, e.g. a width in percent)."""
+    wide = np.flatnonzero(rows["sigma_R"] > 0.1)
+    return [f"{path}: field 'Truth.sigma_R' = {rows['sigma_R'][i]} in row {i} (ImageId {rows['ImageId'][i]}) is far "
+            f"above the prior's 0.005-0.009; a shell that wide is a blur (are the units detector units?)"
+            for i in wide[:3]]
 
 
 def sim_truth_rows(image_ids: np.ndarray, R, sigma_R, n_electrons, beta) -> np.ndarray:

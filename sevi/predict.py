@@ -73,12 +73,11 @@ def load_model_file(path, device):
 
 
 def open_images(path: str):
-    """(h5py.File, dataset (n, G, G) or (G, G), image_ids or None). Raises SystemExit on a bad file."""
+    """(h5py.File, dataset (n, G, G) or (G, G), image_ids or None). Raises SystemExit or TableError on a bad file."""
     import h5py
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise SystemExit(f"sevi predict: {path}: not a readable HDF5 file ({e})")
+
+    from sevi.io import open_h5
+    f = open_h5(path)
     for name in ("counts", "image"):
         if name in f and isinstance(f[name], h5py.Dataset):
             ds = f[name]
@@ -86,6 +85,10 @@ def open_images(path: str):
                 ids = f["image_id"][()].astype(np.int32) if "image_id" in f else np.arange(ds.shape[0], dtype=np.int32)
                 if len(ids) != ds.shape[0]:
                     raise SystemExit(f"sevi predict: {path}: image_id has {len(ids)} entries, {name} {ds.shape[0]} images")
+                uniq, n_seen = np.unique(ids, return_counts=True)
+                if (n_seen > 1).any():  # the Answer's rows are keyed by ImageId: two images, one key
+                    raise SystemExit(f"sevi predict: {path}: image_id: {uniq[n_seen > 1][0]} appears "
+                                     f"{n_seen[n_seen > 1][0]} times; expected one image per ImageId")
                 return f, ds, ids
             if ds.ndim == 2:
                 return f, ds, None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 
 import numpy as np
 
@@ -47,11 +48,19 @@ def run(args: argparse.Namespace) -> int:
     refuse_output_over_input({"--out": args.out}, {"--truth": args.truth})
     if args.batch < 1 or args.grid < 2:
         raise SystemExit("sevi simulate: --batch must be >= 1 and --grid >= 2")
+    if args.electrons is not None and args.electrons < 1:
+        raise SystemExit(f"sevi simulate: --electrons: got {args.electrons}; expected >= 1 electron per shell")
+    if args.grid % 2:  # allowed (PyAbel likes odd grids), but no sevi model reads it: they rebin to an even grid
+        print(f"sevi simulate: warning: --grid {args.grid} is odd; sevi models read only grids that are a "
+              f"multiple of their (even) training grid", file=sys.stderr)
     prior_config = PriorConfig()
     if args.electrons is not None:
         prior_config = prior_config.with_electrons(args.electrons)
     if args.truth:
-        t = io.truth_to_arrays(io.read_sim_truth(args.truth))
+        rows = io.read_sim_truth(args.truth)
+        for line in io.truth_warnings(rows, args.truth):
+            print(f"sevi simulate: warning: {line}", file=sys.stderr)
+        t = io.truth_to_arrays(rows)
         params = ShellParams(*(torch.as_tensor(np.ascontiguousarray(t[k])) for k in ("R", "sigma_R", "beta", "n_electrons")))
         image_ids = t["image_ids"]
         from sevi.legendre import ValidityCheck
@@ -69,9 +78,14 @@ def run(args: argparse.Namespace) -> int:
 
     gen = SeviGenerator(GeneratorConfig(grid=args.grid), args.device, prior_config)
     n = len(params)
-    counts = np.zeros((n, args.grid, args.grid), np.int32)
     out_of_view = np.zeros(n, np.int64)
-    with tqdm(total=n, unit="image", desc="sevi simulate", disable=None) as bar:
+    truth = io.sim_truth_rows(image_ids, params.R.numpy(), params.sigma_R.numpy(), params.n_electrons.numpy(),
+                              params.beta.numpy())
+    # Streamed: the counts dataset is created with its final shape and filled batch by batch, so
+    # memory is one batch of images whatever N (the file is renamed into place at the end).
+    with io.atomic_h5(args.out) as f, tqdm(total=n, unit="image", desc="sevi simulate", disable=None) as bar:
+        counts = f.create_dataset("counts", shape=(n, args.grid, args.grid), dtype=np.int32,
+                                  chunks=(1, args.grid, args.grid))
         for start in range(0, n, args.batch):
             part = params[start:start + args.batch]
             # One seed per batch, derived from the run's seed, so a batch can be re-rendered alone.
@@ -79,12 +93,12 @@ def run(args: argparse.Namespace) -> int:
             counts[start:start + len(part)] = res.images.cpu().numpy()
             out_of_view[start:start + len(part)] = res.out_of_view.cpu().numpy()
             bar.update(len(part))
-    truth = io.sim_truth_rows(image_ids, params.R.numpy(), params.sigma_R.numpy(), params.n_electrons.numpy(),
-                              params.beta.numpy())
-    io.write_tables(args.out, {"image_id": image_ids, "counts": counts, "out_of_view": out_of_view, "Truth": truth},
-                    attrs={"seed": args.seed, "grid": args.grid, "device": str(gen.device),
-                           "generator_config": json.dumps(dataclasses.asdict(gen.config)),
-                           "axes": "counts[image, x, z]; x and z from -1 to +1"})
+        f.create_dataset("image_id", data=image_ids)
+        f.create_dataset("out_of_view", data=out_of_view)
+        f.create_dataset("Truth", data=truth)
+        f.attrs.update({"seed": args.seed, "grid": args.grid, "device": str(gen.device),
+                        "generator_config": json.dumps(dataclasses.asdict(gen.config)),
+                        "axes": "counts[image, x, z]; x and z from -1 to +1"})
     lost = int(out_of_view.sum())
     print(f"wrote {n} images of {args.grid}x{args.grid} to {args.out}"
           + (f" ({lost} electrons fell outside the field of view; see 'out_of_view')" if lost else ""))

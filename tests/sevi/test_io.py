@@ -71,7 +71,7 @@ def test_nan_and_range_name_the_row(tmp_path):
         io.read_sim_truth(_write(tmp_path, "Truth", rows))
     rows = _truth()
     rows["R"][1] = -0.2
-    with pytest.raises(io.TableError, match=r"'Truth.R' = -0.2 in row 1 is out of range; expected R > 0"):
+    with pytest.raises(io.TableError, match=r"'Truth.R' = -0.2 in row 1 is out of range; expected 0 < R <= 1"):
         io.read_sim_truth(_write(tmp_path, "Truth", rows))
 
 
