@@ -14,25 +14,6 @@ import time
 from pathlib import Path
 
 
-def parse_overrides(rest: list[str]) -> dict[str, str]:
-    """['--width', '32', '--amp=none'] -> {'width': '32', 'amp': 'none'}."""
-    out, i = {}, 0
-    while i < len(rest):
-        tok = rest[i]
-        if not tok.startswith("--"):
-            raise SystemExit(f"train_local: expected --field value, got {tok!r}")
-        if "=" in tok:
-            k, v = tok[2:].split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(rest):
-                raise SystemExit(f"train_local: {tok} needs a value")
-            k, v = tok[2:], rest[i + 1]
-            i += 2
-        out[k] = v
-    return out
-
-
 def latest_checkpoint(d: Path) -> str | None:
     found = sorted(d.glob("checkpoint_*/model.pt"))
     return str(found[-1].parent) if found else None
@@ -53,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from sevi.generator import pick_device
+    from sevi.overrides import split_flags
     from sevi.training import (LoopContext, batch_seed, make_batch, make_generator, resolve_config,
                                save_final_model, train_loop)
 
     try:
-        cfg = resolve_config(args.preset, parse_overrides(rest))
+        cfg = resolve_config(args.preset, split_flags(rest))
     except ValueError as e:
         raise SystemExit(f"train_local: {e}")
     if args.threads:

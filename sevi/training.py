@@ -21,7 +21,6 @@ same dict without the optimizer, plus ``config.json`` beside it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import math
@@ -38,6 +37,7 @@ from sevi.atomic import atomic_path
 from sevi.features import Features
 from sevi.metric import distance
 from sevi.model import ResNetRegressor, resnet34_regressor, targets_from_params
+from sevi.overrides import apply_overrides
 from sevi.prior import Prior, PriorConfig
 
 SEPARATION = 0.03  # |R1 - R2| at or above which shells count as "separated" (issue 3)
@@ -121,41 +121,12 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def _parse(name: str, typ, text: str):
-    origin = typing.get_origin(typ)
-    try:
-        if typ is bool:
-            low = text.strip().lower()
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return low in ("true", "1", "yes")
-        if origin is tuple:
-            args = typing.get_args(typ)
-            parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
-            if len(parts) != len(args):
-                raise ValueError(text)
-            return tuple(_parse(name, a, p) for a, p in zip(args, parts))
-        if typ is int:
-            return int(float(text)) if float(text).is_integer() else int(text)
-        return typ(text)
-    except ValueError:
-        raise ValueError(f"override {name}={text!r}: expected {getattr(typ, '__name__', typ)}") from None
-
-
 def resolve_config(preset: str, overrides: dict[str, str] | None = None) -> TrainConfig:
-    """A preset with ``--field value`` overrides applied, each parsed to the field's type."""
+    """A preset with ``--field value`` overrides applied, each parsed to the field's type
+    (``sevi.overrides``: unknown fields and wrong types refused)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    hints = typing.get_type_hints(TrainConfig)
-    values = {}
-    for key, text in (overrides or {}).items():
-        key = key.replace("-", "_")
-        if key not in hints:
-            close = difflib.get_close_matches(key, hints, n=1)
-            raise ValueError(f"unknown TrainConfig field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                             + f"; fields: {', '.join(hints)}")
-        values[key] = text if not isinstance(text, str) else _parse(key, hints[key], text)
-    return dataclasses.replace(PRESETS[preset], **values)
+    return apply_overrides(PRESETS[preset], overrides)
 
 
 def config_from_dict(d: dict) -> TrainConfig:

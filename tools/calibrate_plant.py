@@ -26,6 +26,7 @@ import itertools
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coating import plant  # noqa: E402
 from coating.atomic import atomic_text  # noqa: E402
+from sevi.overrides import parse_value  # noqa: E402
 from tools.coating_closed_loop import run_cycle, summarise  # noqa: E402
 
 REFERENCE = {"unchanged": 1.4, "physics_ls": 0.8}
@@ -60,13 +62,16 @@ def distance(summary: dict) -> float:
 
 
 def _grid(items: list[str]) -> list[dict]:
-    fields = {f.name: f.type for f in dataclasses.fields(plant.PlantParams)}
+    fields = typing.get_type_hints(plant.PlantParams)
     axes = []
     for item in items:
         name, _, values = item.partition("=")
         if name not in fields:
             raise SystemExit(f"--grid {item}: unknown PlantParams field {name!r}")
-        axes.append([(name, float(v)) for v in values.split(",")])
+        try:  # each value typed like its field, by the suite's one override parser
+            axes.append([(name, parse_value(name, fields[name], v)) for v in values.split(",")])
+        except ValueError as e:
+            raise SystemExit(f"--grid {item}: {e}") from None
     return [dict(point) for point in itertools.product(*axes)]
 
 

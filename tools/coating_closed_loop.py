@@ -57,6 +57,7 @@ from coating.atomic import atomic_path, atomic_text  # noqa: E402
 from coating.colour import ciede2000  # noqa: E402
 from coating.cli import ROBUST_DRAWS_DEFAULT, SPECTRAL_WEIGHT_DEFAULT  # noqa: E402
 from coating.stacks import settings_of_recipe  # noqa: E402
+from sevi.overrides import apply_overrides, parse_value, split_assignments  # noqa: E402
 
 METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
            "oracle_last", "oracle_robust", "oracle_lagged")
@@ -213,9 +214,12 @@ def summarise(results: dict) -> dict:
     return out
 
 
-def _grey_value(default, text: str):
+def _grey_value(name: str, default, text: str, flag: str = "--grey"):
     """A grey-box hyperparameter value from the command line, typed like its default."""
-    return text.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(text)
+    try:
+        return parse_value(name, type(default), text)
+    except ValueError as e:
+        raise SystemExit(f"{flag}: {e}") from None
 
 
 def _grey_grid(items: list[str]) -> list[dict]:
@@ -227,19 +231,16 @@ def _grey_grid(items: list[str]) -> list[dict]:
         if k not in defaults or not vs:
             raise SystemExit(f"--grey-select {item}: expected FIELD=V1,V2,... with FIELD a grey-box "
                              f"hyperparameter ({', '.join(sorted(defaults))})")
-        grid = [{**g, k: _grey_value(defaults[k], v)} for g in grid for v in vs.split(",")]
+        grid = [{**g, k: _grey_value(k, defaults[k], v, "--grey-select")} for g in grid for v in vs.split(",")]
     return grid if items else []
 
 
 def _plant_params(overrides: list[str]) -> plant.PlantParams:
-    p = plant.PlantParams()
-    kw = {}
-    for item in overrides:
-        k, _, v = item.partition("=")
-        if k not in {f.name for f in dataclasses.fields(p)}:
-            raise SystemExit(f"--plant {item}: unknown PlantParams field {k!r}")
-        kw[k] = type(getattr(p, k))(v)
-    return dataclasses.replace(p, **kw)
+    """``["kappa=0.01", "packing_mean=0.98,0.9"]`` -> PlantParams, each value typed like its field."""
+    try:
+        return apply_overrides(plant.PlantParams(), split_assignments(overrides))
+    except ValueError as e:
+        raise SystemExit(f"--plant: {e}") from None
 
 
 def main(argv=None) -> int:
@@ -285,7 +286,7 @@ def main(argv=None) -> int:
         default = models.resolve_hparams("greybox", {}).get(k)
         if default is None:
             raise SystemExit(f"--grey {item}: unknown grey-box hyperparameter {k!r}")
-        hp_grey[k] = _grey_value(default, v)
+        hp_grey[k] = _grey_value(k, default, v)
     grey_select = _grey_grid(args.grey_select)
     hp_m1 = {}
     t_start = time.time()

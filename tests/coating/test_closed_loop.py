@@ -66,6 +66,18 @@ def test_main_runs_a_subset_of_methods_and_refuses_unknown_ones(tmp_path):
         cl.main(["--methods", "ours,nonsense", "--out", str(out)])
 
 
+def test_plant_overrides_are_typed_like_their_fields():
+    import pytest
+    p = cl._plant_params(["kappa=0.01", "packing_mean=0.98,0.9", "cycle_runs_min=50"])
+    # A comma list is a tuple of numbers (it once became a tuple of characters).
+    assert (p.kappa, p.packing_mean, p.cycle_runs_min) == (0.01, (0.98, 0.9), 50)
+    for bad, msg in ((["kapa=1"], "unknown PlantParams field 'kapa'.*'kappa'"),
+                     (["packing_mean=0.9"], "expected 2 comma-separated values"),
+                     (["cycle_runs_min=1.5"], "expected int"), (["kappa"], "expected FIELD=VALUE")):
+        with pytest.raises(SystemExit, match=msg):
+            cl._plant_params(bad)
+
+
 def test_grey_select_grid_and_choice_by_validation():
     import pytest
     assert cl._grey_grid([]) == []
