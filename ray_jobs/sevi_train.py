@@ -48,25 +48,12 @@ def parse_args(argv=None):
     ap.add_argument("--address", default=None, help="Ray address; default: RAY_ADDRESS, or a new local instance")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
     args, rest = ap.parse_known_args(argv)
-    args.overrides = _pairs(rest, ap)
+    from sevi.overrides import split_flags  # TrainConfig overrides: --field value or --field=value
+    try:
+        args.overrides = split_flags(rest)
+    except ValueError as e:
+        ap.error(str(e))
     return args
-
-
-def _pairs(rest: list[str], ap: argparse.ArgumentParser) -> dict[str, str]:
-    """``--field value`` pairs (or ``--field=value``) for TrainConfig overrides."""
-    out, i = {}, 0
-    while i < len(rest):
-        tok = rest[i]
-        if not tok.startswith("--"):
-            ap.error(f"unexpected argument {tok!r}; overrides are --field value")
-        key, eq, val = tok[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(rest):
-                ap.error(f"override --{key} needs a value")
-            val, i = rest[i + 1], i + 1
-        out[key.replace("-", "_")] = val
-        i += 1
-    return out
 
 
 def worker_resources(use_gpu: bool, actor_gpus: float) -> dict | None:
