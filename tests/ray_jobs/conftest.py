@@ -24,3 +24,20 @@ def pool_name(ray_local):
     name = f"test-{uuid.uuid4().hex[:8]}"
     yield name
     stop_pool(name)
+
+
+@pytest.fixture
+def two_free_cpus(ray_local):
+    """Leaves the session's 4-CPU instance with 2 CPUs to give, like a 2-CPU laptop or head: an
+    actor holds the other 2 for the test's duration."""
+    import ray
+
+    @ray.remote(num_cpus=ray.cluster_resources()["CPU"] - 2)
+    class Hold:
+        def ping(self):
+            return 1
+
+    holder = Hold.remote()
+    ray.get(holder.ping.remote(), timeout=60)
+    yield holder
+    ray.kill(holder)

@@ -1,7 +1,9 @@
 import os
 import signal
+import time
 
 import numpy as np
+import pytest
 import ray
 import torch
 
@@ -60,3 +62,56 @@ def test_bounded_in_flight(pool_name):
             yield s
     for seed, _, _ in client.stream("sevi-counts", PARAMS, seeds()):
         assert len(sent) - seed <= 2 + 1
+
+
+def wait_until(cond, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_one_pool_spec_from_the_cluster_leaves_room_for_the_jobs():
+    from ray_jobs.pool import pool_spec
+    from ray_jobs.sevi_train import worker_bundle
+
+    cpu = pool_spec({"CPU": 2.0})
+    # 2 CPUs: the pool holds 1, a training worker or a Tune trial (1 CPU each) gets the other.
+    assert cpu.holds() == {"CPU": 1.0, "GPU": 0.0}
+    assert cpu.holds()["CPU"] + worker_bundle(False, cpu.gpus_per_actor)["CPU"] <= 2.0
+    gpu = pool_spec({"CPU": 96.0, "GPU": 8.0})
+    assert (gpu.actors, gpu.gpus_per_actor) == (8, 0.25)
+    # 8 workers beside 8 actors fill the 8 GPUs exactly, never more.
+    assert gpu.holds()["GPU"] + 8 * worker_bundle(True, gpu.gpus_per_actor)["GPU"] == 8.0
+    assert pool_spec({"CPU": 2.0}, actors=3, cpus_per_actor=0.25).holds()["CPU"] == 0.75
+
+
+def test_idle_actors_exit_free_their_cpus_and_come_back_on_demand(pool_name):
+    from ray_jobs.pool import ensure_pool, pool_spec
+
+    spec = pool_spec({"CPU": 2.0}, pool_name, idle_timeout_s=1.0, device="cpu")
+    free = lambda: ray.available_resources().get("CPU", 0)  # noqa: E731
+    before = free()
+    client = PoolClient.connect(spec, timeout_s=60)
+    assert wait_until(lambda: free() == pytest.approx(before - 1.0), 10), "the pool holds 2 x 0.5 CPU"
+    first = client.batch("sevi-counts", PARAMS, 7)
+    assert wait_until(lambda: not find_pool(pool_name), 30), "idle actors did not exit"
+    assert wait_until(lambda: free() == pytest.approx(before), 10), "the pool's CPUs were not freed"
+    # The same client asks again: the pool is made again from its spec, and the batch is the same.
+    got = [(s, b) for s, b, _ in client.stream("sevi-counts", PARAMS, [7, 8])]
+    assert client.reconnects >= 1 and [s for s, _ in got] == [7, 8]
+    np.testing.assert_array_equal(got[0][1]["counts"], first["counts"])
+    assert len(ensure_pool(spec, 60)) == 2
+
+
+def test_a_pool_that_cannot_start_fails_within_its_wait(pool_name):
+    from ray_jobs.pool import ResourcesUnavailable
+
+    t0 = time.monotonic()
+    with pytest.raises(ResourcesUnavailable, match=r"could not start within 2 s; each asks for \{CPU: 64\}; "
+                                                   r"the cluster has \{CPU: 4"):
+        get_or_create_pool(PoolSpec(pool_name, actors=1, cpus_per_actor=64, device="cpu"), timeout_s=2)
+    assert time.monotonic() - t0 < 20
+    assert not find_pool(pool_name), "the actor that could not start is removed, not left pending"
