@@ -15,6 +15,13 @@ from typing import Iterator
 __all__ = ["atomic_path", "atomic_text", "atomic_bytes", "atomic_folder"]
 
 
+def _umask() -> int:
+    """The process's umask (it can only be read by setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (its directory created if need be); on success
@@ -22,7 +29,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        # mkstemp makes the file 0600; the result is for others on shared storage and for other
+        # workers too, so give it the mode a plain open() would: 0666 less the user's umask.
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

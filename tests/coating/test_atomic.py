@@ -45,3 +45,13 @@ def test_a_failed_folder_write_leaves_the_old_folder(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert os.listdir(out) == ["a.txt"] and (out / "a.txt").read_bytes() == b"1"
     assert os.listdir(tmp_path) == ["out"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_files_get_the_users_umask_not_0600(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert ((tmp_path / "a.txt").stat().st_mode & 0o777) == 0o666 & ~umask

@@ -1,3 +1,5 @@
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -130,3 +132,17 @@ def test_write_json_is_atomic_and_takes_numpy_scalars(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         atomic.write_json(path, {"a": 2})
     assert json.loads(path.read_text())["a"] == 1.5 and len(list(path.parent.iterdir())) == 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_atomic_outputs_get_the_users_umask_not_0600(tmp_path, umask):
+    from sevi import atomic
+    old = os.umask(umask)
+    try:
+        atomic.write_json(tmp_path / "r.json", {"a": 1})
+        io.write_tables(tmp_path / "t.h5", {"x": np.zeros(2)})
+    finally:
+        os.umask(old)
+    for name in ("r.json", "t.h5"):
+        mode = (tmp_path / name).stat().st_mode & 0o777
+        assert mode == 0o666 & ~umask, f"{name}: mode {oct(mode)} under umask {oct(umask)}"
