@@ -1,6 +1,6 @@
 """Per-cycle coating models in torch: model1, model2 and the grey box, and their training loop.
 
-Three kinds, one per cleaning cycle (CONTEXT.md, issue 6):
+Three kinds, one per cleaning cycle (docs/coating.md):
 
 - ``"model1"``: the 10 settings ``[F1..F5, B1..B5]`` (nm) -> front and back reflectance curves
   (81 points each, percent) and L*a*b* of both sides. The notes' recommendation model: an MLP.

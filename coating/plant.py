@@ -25,7 +25,7 @@ Physics of one run (all thicknesses nm, reflectance in percent as the plant repo
 All numbers in ``PlantParams`` are our choices. Three set how a run's colour error splits into
 drift between runs and the run's own deposition error: ``tooling_walk_sd``, ``kappa`` and
 ``run_scale_sd``. They are calibrated (``tools/calibrate_plant.py``, BENCHMARKS.md section 5)
-against the one independent simulator issue 6 quotes, with two model-free baselines in the
+against the one independent simulator the closed-loop targets were set on, with two model-free baselines in the
 closed-loop protocol: settings unchanged gave a median next-run CIEDE2000 of about 1.4 there,
 physics least squares about 0.8. Pooled over 16 plants (seeds 0-15, 32 cycles) these defaults
 give 1.40 and 0.84. The calibration's history: the first plant (kappa 0.02, run_scale_sd 0.005,
@@ -61,7 +61,7 @@ SIO2, ZRO2 = 0, 1  # rows of the per-material arrays
 @dataclass(frozen=True)
 class PlantParams:
     """Constants of the simulated line. All are our choices unless a comment says otherwise."""
-    cycle_runs_min: int = 60            # cleaning cycles of 60-160 runs (issue 5)
+    cycle_runs_min: int = 60            # cleaning cycles of 60-160 runs, the line's range as given to us
     cycle_runs_max: int = 160
     hours_per_run: float = 6.0          # 4 runs a day
     cleaning_hours: float = 30.0        # downtime of a big cleaning

@@ -1,6 +1,6 @@
 """The plant-history schema: one row per furnace run, as CSV or HDF5, with a validating loader.
 
-Columns, in this order (issue 5):
+Columns, in this order (docs/coating.md):
     furnace_no (text), cycle_id (int), run_in_cycle (int), date (ISO 8601),
     set_F1..set_F5, set_B1..set_B5 (nm), std_F1..std_F7, std_B1..std_B7 (monitor units),
     R_F_380..R_F_780, R_B_380..R_B_780 (reflectance in %, 5 nm steps),

@@ -367,7 +367,7 @@ def run_simulate_frames(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry until sevi/cli.py wires these in: python -m ray_jobs.frames_job ..."""
+    """Stand-alone entry with the same commands as ``sevi frames`` and ``sevi simulate-frames``: python -m ray_jobs.frames_job ..."""
     ap = argparse.ArgumentParser(prog="sevi")
     sub = ap.add_subparsers(required=True)
     add_frames_parser(sub)

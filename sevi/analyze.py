@@ -5,7 +5,7 @@
 
 The path (``--path``, default ``auto``): ``auto`` takes it from the model's training config.
 A model trained with ``spot_blur > 0`` (``--spot-blur 0.015``: histograms blurred like the camera
-spot, issue 4) reads the **direct** image; a model with ``spot_blur = 0`` (clean histograms) reads
+spot) reads the **direct** image; a model with ``spot_blur = 0`` (clean histograms) reads
 the **events** image. Forcing the other path than the model was trained for is allowed but warned
 about: the model then sees images unlike its training set.
 

@@ -69,15 +69,15 @@ __all__ = ["CentroidConfig", "Centroids", "centroid_frames", "bin_frames", "refi
 @dataclass(frozen=True)
 class CentroidConfig:
     """Centroider settings. The spot-model fields default to the course's camera
-    (CONTEXT.md, "How a camera frame is made") for a 1024-px frame; the rest are ours."""
+    (docs/camera.md) for a 1024-px frame; the rest are ours."""
 
     bin: int = 4                  # px per bin side; ours (see module docstring, step 1)
-    sigma_px: float = 7.68        # mean spot sigma, px: 0.015 detector units * 512; CONTEXT.md
-    sigma_std_px: float = 0.512   # 0.001 * 512; CONTEXT.md
-    amp: float = 100.0            # mean spot peak, counts; CONTEXT.md
-    amp_std: float = 10.0         # CONTEXT.md
-    rho_std: float = 0.1          # CONTEXT.md
-    noise_px: float = 20.0        # per-pixel background std, counts; CONTEXT.md
+    sigma_px: float = 7.68        # mean spot sigma, px: 0.015 detector units * 512; docs/camera.md
+    sigma_std_px: float = 0.512   # 0.001 * 512; docs/camera.md
+    amp: float = 100.0            # mean spot peak, counts; docs/camera.md
+    amp_std: float = 10.0         # docs/camera.md
+    rho_std: float = 0.1          # docs/camera.md
+    noise_px: float = 20.0        # per-pixel background std, counts; docs/camera.md
     smooth_bins: float = 1.0      # detection smoothing sigma, bins; ours
     threshold: float = 35.0       # detection threshold on the smoothed image, counts; ours
     nms_bins: int = 5             # local-maximum neighbourhood, bins (odd); ours

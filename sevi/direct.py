@@ -1,4 +1,4 @@
-"""The direct path (issue 4): sum the raw camera frames instead of centroiding them.
+"""The direct path: sum the raw camera frames instead of centroiding them.
 
     frames (N, 1024, 1024) uint8  --sum-->  S (1024, 1024)  --minus N * background mean-->
     --block sums to the model grid G, / mean spot flux-->  direct image (G, G), electron units

@@ -9,7 +9,7 @@ Conventions (fixed for the whole suite):
   the binning of ``np.histogram2d(x, z, bins=G, range=[[-1, 1], [-1, 1]])``.
   One detector unit is ``G/2`` pixels.
 
-The spot model (CONTEXT.md, "How a camera frame is made"): each detected electron adds
+The spot model (docs/camera.md): each detected electron adds
 
     A * exp(-(dx^2 + dz^2 + 2 rho dx dz) / (2 sigma^2))
 
@@ -42,18 +42,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FrameModel:
-    """The camera's spot model; every default is the course's generator (CONTEXT.md)."""
+    """The camera's spot model; every default is the course's generator (docs/camera.md)."""
 
-    grid: int = 1024              # frame side in px; CONTEXT.md: FinalImage is 1024 x 1024
-    amp_mean: float = 100.0       # spot peak A ~ N(100, 10^2), counts; CONTEXT.md
-    amp_std: float = 10.0         # CONTEXT.md
-    sigma_mean: float = 0.015     # spot sigma ~ N(0.015, 0.001^2), detector units; CONTEXT.md
-    sigma_std: float = 0.001      # CONTEXT.md
-    rho_std: float = 0.1          # spot correlation rho ~ N(0, 0.1^2), clipped to [-1, 1]; CONTEXT.md
-    subpixel: int = 5             # intensity averaged on a 5 x 5 sub-pixel grid; CONTEXT.md
-    background_mean: float = 20.0  # per-pixel background N(20, 20^2), counts; CONTEXT.md
-    background_std: float = 20.0   # CONTEXT.md
-    detect_prob: float = 0.9      # "about 10% of electrons are not detected"; CONTEXT.md
+    grid: int = 1024              # frame side in px; docs/formats.md: FinalImage is 1024 x 1024
+    amp_mean: float = 100.0       # spot peak A ~ N(100, 10^2), counts; docs/camera.md
+    amp_std: float = 10.0         # docs/camera.md
+    sigma_mean: float = 0.015     # spot sigma ~ N(0.015, 0.001^2), detector units; docs/camera.md
+    sigma_std: float = 0.001      # docs/camera.md
+    rho_std: float = 0.1          # spot correlation rho ~ N(0, 0.1^2), clipped to [-1, 1]; docs/camera.md
+    subpixel: int = 5             # intensity averaged on a 5 x 5 sub-pixel grid; docs/camera.md
+    background_mean: float = 20.0  # per-pixel background N(20, 20^2), counts; docs/camera.md
+    background_std: float = 20.0   # docs/camera.md
+    detect_prob: float = 0.9      # "about 10% of electrons are not detected"; docs/camera.md
     # Ours: the spot is cut at 28 px from its centre, 3.6 sigma of a mean spot (7.7 px) and
     # 3 sigma of a +3-sigma-wide one; the cut tail is < 1 count, far under the noise (20) and
     # the rounding. Cost grows as (2h+1)^2 * subpixel^2 per electron.
@@ -215,7 +215,7 @@ def draw_shell_hits(
     sigma_r: float = 0.007, beta2: tuple[float, float] = (1.0, -0.5),
     generator: torch.Generator, poisson: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Hits from two Newton spheres projected on the detector (CONTEXT.md, SEVI physics).
+    """Hits from two Newton spheres projected on the detector (docs/conventions.md).
 
     Shell j (chosen with equal odds): ``r ~ N(R_j, sigma_r^2)``, ``cos(theta)`` with density
     ``1/2 + beta2_j P2(cos theta)`` (rejection sampling; needs ``-1 <= beta2 <= 2``), ``phi ~ U(0,
@@ -251,7 +251,7 @@ def draw_prior_hits(
     n_frames: int, per_frame: float, *, generator: torch.Generator, frames_per_draw: int = 10,
     seed: int = 0, poisson: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Hits of measurements drawn from the notes' prior (CONTEXT.md), the course's test load.
+    """Hits of measurements drawn from the notes' prior (docs/prior.md), the course's test load.
 
     Every block of ``frames_per_draw`` frames is one measurement: a two-shell parameter set drawn
     from :class:`sevi.prior.Prior` (seed ``seed``; R ~ U(0.3, 0.9), the notes' beta prior), its

@@ -1,6 +1,6 @@
 """HDF5 files of camera frames and of centroided events, in the course's layout.
 
-Frame file (CONTEXT.md, "Data formats"):
+Frame file (docs/formats.md):
     ``FinalImage``: compound table, fields ``ImageId`` '<i4' and ``Image`` 'u1' (1024, 1024);
     axis 0 of an image is x, axis 1 is z (sevi.frames). 50,000 frames are ~50 GB, so frames are
     only ever read in chunks (:func:`iter_frame_chunks`), never whole.

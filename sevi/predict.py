@@ -18,7 +18,7 @@ Output (``--out``, written atomically):
 
 Uncertainties are the model's heteroscedastic head (a Gaussian log-variance per target trained by
 NLL; model.py / training.py). Their calibration (coverage of +-1 sigma, z-score spread) is
-measured on held-out simulated images by tools/eval_sevi.py (docs_bench_train.md).
+measured on held-out simulated images by tools/eval_sevi.py (BENCHMARKS.md, section 2).
 """
 
 from __future__ import annotations

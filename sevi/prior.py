@@ -1,7 +1,7 @@
 """Two-shell SEVI parameter sets and the prior they are drawn from.
 
 The default prior is the one the course notes used for synthetic training data
-(shared/CONTEXT.md, "The prior the notes used"): per shell, beta_{2i} (i = 1..12) from normals
+(docs/prior.md): per shell, beta_{2i} (i = 1..12) from normals
 truncated to the given limits, R ~ U(0.3, 0.9), sigma_R ~ U(0.005, 0.009) (detector units, the
 field of view is [-1, 1]) and 1.8 to 2.5 million electrons per shell.
 

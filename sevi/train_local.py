@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="run directory")
     ap.add_argument("--device", default="auto")
     # On a shared 2-core box torch's 2 OpenMP threads spin against other processes and ran a step
-    # 10-100x slower than 1 thread (docs_bench_train.md); 0 keeps torch's default.
+    # 10-100x slower than 1 thread (docs/benchmarks_history.md); 0 keeps torch's default.
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: torch's default)")
     args, rest = ap.parse_known_args(argv)
 

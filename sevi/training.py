@@ -40,14 +40,14 @@ from sevi.model import ResNetRegressor, resnet34_regressor, targets_from_params
 from sevi.overrides import apply_overrides
 from sevi.prior import Prior, PriorConfig
 
-SEPARATION = 0.03  # |R1 - R2| at or above which shells count as "separated" (issue 3)
+SEPARATION = 0.03  # |R1 - R2| at or above which shells count as "separated" (docs/conventions.md)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # -- data -------------------------------------------------------------------------------
     grid: int = 64  # G: images are rendered at (and inputs rebinned exactly to) G x G
-    representation: str = "polar"  # model input, features.py: "polar" or "fold" (G/2 x G/2 quadrant); measured, docs_bench_train.md
+    representation: str = "polar"  # model input, features.py: "polar" or "fold" (G/2 x G/2 quadrant); polar measured ahead, docs/benchmarks_history.md
     n_r: int = 32  # polar: radial samples over r in (0, 1) (= G/2: one per quadrant pixel)
     n_theta: int = 32  # polar: angular samples over theta in (0, pi/2)
     scale: str = "sqrt"  # "sqrt" or "linear" pixel scaling (features.py)
@@ -57,7 +57,7 @@ class TrainConfig:
     refine_width: float = 3.0  # refinement: prior box = prediction +- refine_width * its 1-sigma
     init_from: str = ""  # fine-tune: load model weights (and target normalisation) from this model.pt / dir
     target_stats_draws: int = 2000  # prior draws for the target mean/std (once per run, seeded; ~2 s)
-    # The direct path (issue 4, sevi/direct.py): Gaussian blur, detector units, applied to the rendered
+    # The direct path (sevi/direct.py): Gaussian blur, detector units, applied to the rendered
     # histograms before the features, matching the camera spot (FrameModel.sigma_mean = 0.015). A model
     # with spot_blur > 0 reads summed frames (sevi analyze --path direct); 0 = clean histograms, the
     # events path. No background noise is added: sevi/direct.py shows it is < 0.5% of the Poisson noise.
@@ -105,12 +105,12 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # 600 steps, in-process generation, 2-core CPU: 617 s alone with 1 thread on a shared box, held-out ratio 0.40
-    # to the prior mean (docs_bench_train.md).
+    # to the prior mean (BENCHMARKS.md, section 2; docs/benchmarks_history.md).
     "cpu-smoke": TrainConfig(),  # the defaults above are this preset
     # Full scale, one A100 per rank: the notes' electron counts, width 64, the measured winner
     # "polar" on a grid-512 quadrant (pixel 0.0039 < the shells' sigma_R of 0.005-0.009; the
     # course's 1024 images rebin to it exactly), 256 r x 256 theta samples (1.4 px apart at
-    # r = 0.9). Not yet run on a GPU (docs_bench_train.md).
+    # r = 0.9). Not yet run on a GPU (BENCHMARKS.md, section 8).
     "a100": TrainConfig(grid=512, n_r=256, n_theta=256, electrons=(1_800_000, 2_500_000), width=64,
                         stem_stride=2, batch_size=64, steps=60_000, lr=1e-3, min_lr=1e-5, warmup_steps=1000,
                         val_images=1024, eval_every=1000, checkpoint_every=2000, log_every=50),

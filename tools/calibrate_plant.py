@@ -1,6 +1,6 @@
-"""Calibrate the simulated plant's noise against the issue's reference simulator (issue 6).
+"""Calibrate the simulated plant's noise against the closed-loop targets' reference simulator.
 
-Issue 6 quotes one independent simulator of such a line: with the settings left unchanged the
+The closed-loop targets were set on one independent simulator of such a line: with the settings left unchanged the
 next run's CIEDE2000 has a median of about 1.4, and physics least squares (fit the last run's
 thicknesses, re-solve the settings) about 0.8. Both baselines use no learned model, so they
 calibrate the plant itself: how much of a run's colour error is drift between runs (which

@@ -1,4 +1,4 @@
-"""Closed-loop evaluation of thickness recommendations on simulated plants (issue 6).
+"""Closed-loop evaluation of thickness recommendations on simulated plants.
 
 For each simulated plant (``coating.plant``, seed ``s``) and each of its first cycles: the
 operators' rule runs the first ``--fit-runs`` runs of the cycle; the models are fitted on them

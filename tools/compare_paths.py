@@ -1,4 +1,4 @@
-"""Direct path against events path (issue 4): which gives the more accurate anisotropy parameters?
+"""Direct path against events path: which gives the more accurate anisotropy parameters?
 
     python tools/compare_paths.py --events-model runs/sevi-cpu-smoke/final --direct-model runs/sevi-direct/final \\
         --measurements 12 --frames 900 [--per-frame 100] [--seed 4242] [--chunk 30] [--out runs/compare_paths]

@@ -1,8 +1,8 @@
-"""Pool closed-loop runs of several plants and put intervals on the issue-6 targets.
+"""Pool closed-loop runs of several plants and put intervals on the closed-loop targets.
 
 ``tools/coating_closed_loop.py`` writes ``DIR/closed_loop.json`` per pair of plants. This reads
 several, pools the per-run ΔE00 of every method (front and back, all runs: medians and p90s of
-the pooled arrays, never averages of medians) and prints the three targets of issue 6 for
+the pooled arrays, never averages of medians) and prints the three closed-loop targets (BENCHMARKS.md, section 5) for
 ``--method`` (ours/physics LS median, ours/unchanged median, ours p90) with a bootstrap interval
 that resamples whole cleaning cycles, because runs within a cycle share its drift draws.
 

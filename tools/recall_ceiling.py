@@ -1,4 +1,4 @@
-"""What any centroider could reach: recall ceilings from the Cramer-Rao bound (issue 4).
+"""What any centroider could reach: recall ceilings from the Cramer-Rao bound.
 
 An electron counts as found when an estimate lies within ``tol`` px of it. For an unbiased
 estimator at the Cramer-Rao bound the 2-D error is Gaussian with the bound's covariance, so the

@@ -1,4 +1,4 @@
-"""One local Ray instance for the whole test session (RAY_NOTES.md: ~4 s to start)."""
+"""One local Ray instance for the whole test session (about 4 s to start; docs/ray.md)."""
 
 import uuid
 

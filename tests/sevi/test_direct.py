@@ -1,4 +1,4 @@
-"""The direct path (issue 4, sevi/direct.py): summed frames against blurred histograms."""
+"""The direct path (sevi/direct.py): summed frames against blurred histograms."""
 
 import dataclasses
 import math
