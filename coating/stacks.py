@@ -1,6 +1,6 @@
 """The plant's default front and back AR stacks and the 10-value thickness setting.
 
-The plant's recipe (CONTEXT.md) lists 7 layers per side, e.g. front
+The plant's recipe (docs/coating.md) lists 7 layers per side, e.g. front
 ``24.11 5 12.42 36.85 102.73 93.93 25`` nm and back ``25.07 5 13.20 37.19 104.42 94.26 25`` nm;
 layers 1, 3, 4, 5, 6 (1-based, recipe order) are adjusted run to run, layers 2 (5 nm) and 7
 (25 nm) are fixed. A setting vector is ``[F1..F5, B1..B5]`` (nm): the adjustable layers of
@@ -38,8 +38,8 @@ __all__ = [
     "incident_first", "StackModel",
 ]
 
-RECIPE_FRONT_NM = (24.11, 5.0, 12.42, 36.85, 102.73, 93.93, 25.0)   # CONTEXT.md
-RECIPE_BACK_NM = (25.07, 5.0, 13.20, 37.19, 104.42, 94.26, 25.0)    # CONTEXT.md
+RECIPE_FRONT_NM = (24.11, 5.0, 12.42, 36.85, 102.73, 93.93, 25.0)   # docs/coating.md
+RECIPE_BACK_NM = (25.07, 5.0, 13.20, 37.19, 104.42, 94.26, 25.0)    # docs/coating.md
 RECIPE_MATERIALS = ("SiO2", "ITO", "ZrO2", "SiO2", "ZrO2", "SiO2", "primer")  # our reading
 ADJUSTABLE = (0, 2, 3, 4, 5)  # 0-based recipe positions set by F1..F5 (and B1..B5)
 FIXED = (1, 6)
