@@ -35,7 +35,7 @@ from .schema import History, SET_COLS, STD_COLS, WAVELENGTHS_NM
 __all__ = ["SCHEMA_VERSION", "schema_descriptor", "data_sha256", "save", "save_fit", "load", "load_all",
            "list_models", "check_schema", "cycle_dir"]
 
-SCHEMA_VERSION = "coating-history/1"   # the issue-5 columns; bump when COLUMNS change
+SCHEMA_VERSION = "coating-history/1"   # the plant-history columns (docs/coating.md); bump when COLUMNS change
 
 
 def schema_descriptor() -> dict:
