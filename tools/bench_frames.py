@@ -12,7 +12,7 @@ A true electron is "isolated" when no other detected electron of its frame lies 
 Loads (``--hits``): ``prior`` (default) draws a measurement from the notes' prior every 10
 frames, the course's load; ``shells`` two fixed crowded shells; ``disc`` / ``disc:R`` uniform in
 a disc of radius 0.95 / R; ``pairs:D`` isolated pairs D px apart. ``disc:0.7`` is the density at
-which the straightforward finder lands on the issue's "about 0.75 / 0.79" (BENCHMARKS.md).
+which the straightforward finder lands on "about 0.75 / 0.79", as on the course's frames (BENCHMARKS.md, section 3).
 
 Also printed: recall ceilings from the Cramer-Rao bound (``tools/recall_ceiling.py``), and with
 ``--oracle`` the MAP fit started at the true positions, scored by the fit's own objective

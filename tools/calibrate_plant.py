@@ -12,7 +12,7 @@ of ``tools/coating_closed_loop.py`` with the model-free methods only (unchanged,
 squares, and the hidden-truth references oracle and oracle_last) on the same plants, and prints
 the medians and the distance to the reference, ``|log(unchanged / 1.4)| + |log(physics_ls /
 0.8)|``. ``oracle_last`` (the machine known exactly as it was at the last run) says whether the
-issue's targets can be met at a point at all: no planner that learns from measured runs can
+closed-loop targets can be met at a point at all: no planner that learns from measured runs can
 expect to beat it. Writes ``DIR/calibration.json``.
 
     python tools/calibrate_plant.py --grid kappa=0.02,0.01 run_scale_sd=0.005,0.0025 \
