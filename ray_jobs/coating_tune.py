@@ -3,15 +3,20 @@
     python -m ray_jobs.coating_tune --history H.csv --models DIR [--cycles all|1,2] [--num-samples N]
         [--kinds greybox,model1,model2] [--name NAME] [--storage-path runs] [--gpus-per-trial F]
 
-Why one Tuner per cycle (docs/ray.md): cycles' losses differ in scale, so one ASHA over a cycle
+Why one Tuner per cycle (RAY_NOTES.md): cycles' losses differ in scale, so one ASHA over a cycle
 grid dimension would compare trials across cycles and cut the wrong ones. Each (cycle, kind) gets
 its own Tuner, ASHA scheduler, search space (``coating.models.SEARCH_SPACE``) and unique name;
 they run concurrently from ``num_cpus=0`` Ray tasks in this job. Validation is the latest runs of
 each cycle (``coating.models.time_split``), never a random split. model1 is pretrained on spectra
 from the shared generator pool's "coating-spectra" recipe.
 
-Re-running the same command resumes unfinished sweeps (``Tuner.restore``); finished ones are
-read back, not re-run. Every trial logs to TensorBoard under ``<storage-path>/<name>``
+Re-running the same command resumes a sweep only when its inputs are the ones it started with
+(``coating.sweep_inputs``: that cycle's own rows' content hash, cycle, kind, search space, sample
+count), recorded beside it in ``<name>-cycle<C>-<kind>-<key>.inputs.json``; the key is part of
+the experiment's name. Changed inputs (runs appended to a cycle) start a new sweep and say so;
+a finished sweep on unchanged inputs whose model is still the registry's is reused without
+starting Tune, so appending a new cycle's runs fits only the new cycle. Unfinished sweeps on
+the same inputs resume (``Tuner.restore``). Every trial logs to TensorBoard under ``<storage-path>/<name>``
 (``tensorboard --logdir <storage-path>``). At the end a summary table per cycle is printed and
 written to ``<models>/tune_summary.csv``.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -51,7 +57,7 @@ def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
 
     from coating.models import fit
 
-    torch.set_num_threads(1)  # many trials share a node (docs/ray.md)
+    torch.set_num_threads(1)  # many trials share a node (RAY_NOTES.md)
     last = {}
 
     def report(epoch: int, metrics: dict) -> None:
@@ -66,15 +72,26 @@ def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
                     checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain) -> dict:
-    """Run (or resume) the sweep of one (cycle, kind); returns the best trial's summary."""
+def plain_space(kind: str, smoke_test: bool) -> dict:
+    """The search space of ``kind`` as plain data (``coating.models.SEARCH_SPACE``), with the
+    smoke test's tiny epochs; recorded with the sweep's inputs."""
+    from coating.models import SEARCH_SPACE
+
+    space = dict(SEARCH_SPACE[kind])
+    if smoke_test:
+        space["epochs"] = ("choice", [20]) if kind != "greybox" else ("choice", [2])
+    return space
+
+
+def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name: str) -> dict:
+    """Run (or resume) the sweep of one (cycle, kind) as experiment ``name``; returns the best
+    trial's summary (with the registry's ``model_sha256`` of the model it saved)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from coating.models import SEARCH_SPACE, resolve_hparams, time_split
+    from coating.models import resolve_hparams, time_split
 
     train_rows, val_rows = time_split(history, cycle_id)
-    name = f"{args_dict['name']}-cycle{cycle_id}-{kind}"
     storage = args_dict["storage_path"]
     def trial(config, train_rows, val_rows, pretrain):
         trainable(config, kind, train_rows, val_rows, pretrain)
@@ -89,9 +106,7 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain) -> d
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, fn, resume_unfinished=True, resume_errored=True)
     else:
-        space = to_tune_space(SEARCH_SPACE[kind])
-        if args_dict["smoke_test"]:
-            space["epochs"] = tune.choice([20]) if kind != "greybox" else tune.choice([2])
+        space = to_tune_space(plain_space(kind, args_dict["smoke_test"]))
         max_t = 10**6  # ASHA's budget in reports; epochs vary per trial, so let them end on their own
         tuner = tune.Tuner(
             fn, param_space=space,
@@ -111,10 +126,111 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain) -> d
     with best.checkpoint.as_directory() as d:
         ck = torch.load(Path(d) / "model.pt", map_location="cpu", weights_only=True)
     model = build_model_from_state(kind, ck["hparams"], ck["state_dict"])
-    registry.save(args_dict["models"], cycle_id, kind, model, ck["hparams"], best.metrics, train_rows)
+    d = registry.save(args_dict["models"], cycle_id, kind, model, ck["hparams"], best.metrics, train_rows)
+    meta = json.loads((d / "model.json").read_text())
     return {"cycle_id": cycle_id, "kind": kind, "trials": len(grid), "errors": len(grid.errors),
             "val_loss": best.metrics.get("val_loss"), "val_dE00": best.metrics.get("val_dE00"),
-            "wall_s": round(wall, 1), "hparams": resolve_hparams(kind, ck["hparams"]), "path": best.path}
+            "wall_s": round(wall, 1), "hparams": resolve_hparams(kind, ck["hparams"]), "path": best.path,
+            "model_sha256": meta["model_sha256"], "fitted": True}
+
+
+# --- the sweeps' input records (the logic is coating.sweep_inputs; here only the storage I/O) ---
+def _read_record(path: str):
+    """The record at ``path`` (a local path or a URI), or None when there is none."""
+    from coating.sweep_inputs import parse_record
+
+    if "://" in path:
+        import pyarrow.fs
+
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+        if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(inner) as f:
+            return parse_record(f.read().decode("utf-8"), path)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return parse_record(f.read(), path)
+
+
+def _write_record(path: str, text: str) -> None:
+    if "://" in path:
+        import pyarrow.fs
+
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+        fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(inner) as f:  # one object, replaced whole
+            f.write(text.encode("utf-8"))
+        return
+    from coating.atomic import atomic_text
+
+    atomic_text(path, text)
+
+
+def _earlier_records(storage: str, prefix: str) -> list[tuple[str, dict]]:
+    """(path, record) of the sweeps named ``prefix<key>``, newest first (local storage only: the
+    message about changed inputs is a courtesy, not needed for correctness)."""
+    import glob
+
+    from coating.sweep_inputs import RECORD_SUFFIX
+
+    if "://" in storage:
+        return []
+    out = []
+    for p in glob.glob(os.path.join(glob.escape(storage), glob.escape(prefix) + "*" + RECORD_SUFFIX)):
+        try:
+            out.append((p, _read_record(p)))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda pr: str(pr[1].get("started")), reverse=True)
+
+
+def _registry_model_sha256(models_dir, cycle_id: int, kind: str):
+    from coating import registry
+
+    try:
+        return json.loads((registry.cycle_dir(models_dir, cycle_id, kind) / "model.json").read_text())["model_sha256"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def plan_sweeps(history, cycles, kinds, args, log=print) -> tuple[list[dict], list[dict]]:
+    """Decide per (cycle, kind): reuse a finished sweep on the same inputs, resume an unfinished
+    one, or start a new one (recording its inputs first). Returns (reused summary rows, sweeps
+    to run: dicts with cycle_id, kind, name, record path and record text)."""
+    from coating.sweep_inputs import (RECORD_SUFFIX, differences, inputs_key, record_text, reusable,
+                                      sweep_inputs)
+
+    reused, todo = [], []
+    for c in cycles:
+        for k in kinds:
+            extra = {"pretrain_runs": args.pretrain_runs} if k == "model1" else {}
+            inputs = sweep_inputs(history, c, k, plain_space(k, args.smoke_test), args.num_samples, **extra)
+            prefix = f"{args.name}-cycle{c}-{k}-"
+            name = prefix + inputs_key(inputs)
+            rec_path = os.path.join(args.storage_path, name + RECORD_SUFFIX)
+            record = _read_record(rec_path)
+            if record is not None and record["inputs"] != inputs:
+                raise SystemExit(f"coating_tune: {rec_path}: records other inputs than its key says "
+                                 f"(edited by hand?); move it and its experiment aside to start again")
+            if reusable(record, inputs, _registry_model_sha256(args.models, c, k)):
+                log(f"cycle {c} {k}: inputs unchanged since sweep {name} finished; reused, not re-fitted")
+                reused.append({**record["result"], "wall_s": 0.0, "fitted": False})
+                continue
+            if record is None:
+                earlier = _earlier_records(args.storage_path, prefix)
+                why = (f"; inputs changed since {os.path.basename(earlier[0][0])[:-len(RECORD_SUFFIX)]} "
+                       f"({', '.join(differences(earlier[0][1]['inputs'], inputs))})" if earlier else "")
+                log(f"cycle {c} {k}: starting a new sweep {name}{why}")
+                text = record_text(inputs)
+                _write_record(rec_path, text)      # before Tune starts: the record says what it began on
+                started = json.loads(text)["started"]
+            else:
+                log(f"cycle {c} {k}: resuming sweep {name} (same inputs as when it started)")
+                started = record.get("started")
+            todo.append({"cycle_id": c, "kind": k, "name": name, "record_path": rec_path,
+                         "inputs": inputs, "started": started})
+    return reused, todo
 
 
 def pretrain_batch(history, cycle_id: int, pool_name: str, n: int):
@@ -189,15 +305,23 @@ def run(argv=None) -> list[dict]:
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
+    from coating.sweep_inputs import record_text
+
+    reused, todo = plan_sweeps(history, cycles, kinds, args)
     pretrain = {}
-    if "model1" in kinds:
+    model1_cycles = sorted({s["cycle_id"] for s in todo if s["kind"] == "model1"})
+    if model1_cycles:
         get_or_create_pool(PoolSpec(args.pool, 1, 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0))
-        pretrain = {c: pretrain_batch(history, c, args.pool, args.pretrain_runs) for c in cycles}
+        pretrain = {c: pretrain_batch(history, c, args.pool, args.pretrain_runs) for c in model1_cycles}
     a = {k: v for k, v in vars(args).items()}
     task = ray.remote(num_cpus=0)(sweep_one)  # orchestration only; trials hold the resources
-    history_ref = ray.put(history)
-    refs = [task.remote(c, k, history_ref, a, pretrain.get(c)) for c in cycles for k in kinds]
-    rows = ray.get(refs)
+    history_ref = ray.put(history) if todo else None
+    refs = [task.remote(s["cycle_id"], s["kind"], history_ref, a, pretrain.get(s["cycle_id"]), s["name"])
+            for s in todo]
+    fitted = ray.get(refs)
+    for s, row in zip(todo, fitted):  # finished: the record now says so, with the model it saved
+        _write_record(s["record_path"], record_text(s["inputs"], row, started=s["started"]))
+    rows = sorted(reused + fitted, key=lambda r: (r["cycle_id"], r["kind"]))
     write_summary(rows, Path(args.models) / "tune_summary.csv")
     return rows
 
@@ -217,10 +341,12 @@ def write_summary(rows: list[dict], path: Path) -> None:
 def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = run(argv)
-    print(f"{'cycle':>6} {'kind':>8} {'trials':>6} {'errors':>6} {'val_loss':>10} {'val_dE00':>9} {'wall_s':>7}")
+    print(f"{'cycle':>6} {'kind':>8} {'trials':>6} {'errors':>6} {'val_loss':>10} {'val_dE00':>9} {'wall_s':>7} "
+          f"{'fitted':>6}")
     for r in sorted(rows, key=lambda r: (r["cycle_id"], r["kind"])):
         print(f"{r['cycle_id']:>6} {r['kind']:>8} {r['trials']:>6} {r['errors']:>6} {r['val_loss']:>10.4g} "
-              f"{(r['val_dE00'] if r['val_dE00'] is not None else float('nan')):>9.3f} {r['wall_s']:>7.1f}")
+              f"{(r['val_dE00'] if r['val_dE00'] is not None else float('nan')):>9.3f} {r['wall_s']:>7.1f} "
+              f"{'yes' if r.get('fitted', True) else 'reused':>6}")
     print(f"all sweeps: {time.perf_counter() - t0:.1f} s; best models in the registry")
     return 0
 

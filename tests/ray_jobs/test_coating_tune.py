@@ -44,6 +44,60 @@ def test_tune_job_writes_best_models_and_resumes(ray_local, history, tmp_path):
         stop_pool(pool)
 
 
+def test_appending_runs_refits_only_the_sweeps_whose_rows_changed(ray_local, tmp_path, capsys):
+    """The engineers' routine: append runs, run the same command. A new cycle is fitted, the
+    unchanged cycle is reused (its registry entry untouched), a changed cycle gets a new sweep."""
+    import dataclasses
+    import os
+
+    from coating import plant, registry
+    from coating.models import select_rows
+    from coating.schema import history_from_measurements, write_history
+    from ray_jobs import coating_tune
+
+    params = plant.PlantParams(cycle_runs_min=10, cycle_runs_max=10)
+    full = history_from_measurements(plant.simulate(params, 2, seed=7))
+    hist, models, runs = tmp_path / "H.csv", tmp_path / "models", tmp_path / "runs"
+    write_history(select_rows(full, full.cycle_id == 1), hist)
+    args = ["--history", str(hist), "--models", str(models), "--num-samples", "1", "--max-concurrent", "1",
+            "--smoke-test", "--kinds", "greybox", "--storage-path", str(runs)]
+    entry = lambda c: registry.cycle_dir(models, c, "greybox") / "model.json"  # noqa: E731
+
+    first = coating_tune.run(args)
+    assert [(r["cycle_id"], r["fitted"]) for r in first] == [(1, True)]
+    ino1, sweeps1 = os.stat(entry(1)).st_ino, set(os.listdir(runs))
+
+    write_history(full, hist)                                   # cycle 2's runs appended
+    capsys.readouterr()
+    second = coating_tune.run(args)
+    out = capsys.readouterr().out
+    assert [(r["cycle_id"], r["fitted"]) for r in second] == [(1, False), (2, True)], out
+    assert "cycle 1 greybox: inputs unchanged" in out and "cycle 2 greybox: starting a new sweep" in out, out
+    assert os.stat(entry(1)).st_ino == ino1, "cycle 1's registry entry was written again (re-fitted)"
+    assert second[0]["val_loss"] == first[0]["val_loss"]
+    new = set(os.listdir(runs)) - sweeps1
+    assert new and all("-cycle2-" in n for n in new), new
+    m2 = registry.load(models, 2, "greybox")
+    assert m2.registry_meta["last_run_in_cycle"] <= 10 and m2.registry_meta["n_train"] >= 5
+
+    # One of cycle 1's rows changed: its old sweep must not be resumed on the new data.
+    changed = dataclasses.replace(full, std=full.std.copy())
+    changed.std[0, 0] *= 1.5
+    write_history(changed, hist)
+    third = coating_tune.run(args)
+    out = capsys.readouterr().out
+    assert [(r["cycle_id"], r["fitted"]) for r in third] == [(1, True), (2, False)], out
+    assert "inputs changed since" in out and "the cycle's rows" in out, out
+    assert os.stat(entry(1)).st_ino != ino1
+    assert registry.load(models, 1, "greybox").registry_meta["data_sha256"] != \
+        registry.data_sha256(time_split_train(full, 1)), "cycle 1's model was not fitted on the changed rows"
+
+
+def time_split_train(history, cycle_id):
+    from coating.models import time_split
+    return time_split(history, cycle_id)[0]
+
+
 def test_sevi_training_and_coating_sweep_share_one_pool(ray_local, history, tmp_path):
     from ray_jobs import coating_tune, sevi_train
     from ray_jobs.pool import PoolSpec, get_or_create_pool
