@@ -92,12 +92,12 @@ def _slow(ck, budget_s):
 
 def test_a_failing_or_overrunning_step_loses_nothing_else(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "GRACE_S", 0.2)
-    monkeypatch.setattr(gpu_check, "STEPS", [("boom", _boom, 5), ("fine", _fine, 5), ("slow", _slow, 0.3),
+    monkeypatch.setattr(gpu_check, "STEPS", [("boom", _boom, 1), ("fine", _fine, 1), ("slow", _slow, 0.3),
                                              ("late", _fine, 5)])
     t0 = time.perf_counter()
-    # The cap leaves 5.3 s: boom and fine (ms each) start with >= 5 s left, slow spends 0.5 s, and
-    # late (budget 5 s) no longer fits.
-    rc = gpu_check.main(["--out", str(tmp_path), "--device", "cpu", "--max-total-s", "5.3"])
+    # A cap of 5.4 s: boom and fine (budget 1 s) start unless the box stalls for 4 s; slow is stopped
+    # at 0.3 + 0.2 s, after which late (budget 5 s) can no longer fit.
+    rc = gpu_check.main(["--out", str(tmp_path), "--device", "cpu", "--max-total-s", "5.4"])
     assert time.perf_counter() - t0 < 10, "the hard limit must stop a step that overruns"
     assert rc == 1
     s = json.loads((tmp_path / "gpu_check.json").read_text())["steps"]
@@ -144,3 +144,14 @@ def test_full_a100_training_path_two_steps_at_batch_2():
     assert [c["step"] for c in r["loss_curve"]] == [2]
     assert math.isfinite(r["loss_curve"][0]["loss"]) and 0 < r["loss_curve"][0]["val/distance"] < 10
     assert r["steps_per_s"] > 0 and 0 <= r["data_wait_fraction"] <= 1
+
+
+def test_training_run_stops_at_its_wall_budget():
+    from sevi.training import PRESETS
+
+    cfg = dataclasses.replace(PRESETS["tiny"], val_images=8)
+    t0 = time.perf_counter()
+    r = training_run(cfg, torch.device("cpu"), wall_s=4.0, eval_every=10**6, warmup=0)
+    took = time.perf_counter() - t0
+    assert r["steps"] >= 1 and r["loss_curve"] == []  # no evaluation asked for, none made
+    assert 4.0 <= r["wall_s"] <= took < 4.0 + 10, "the run ends at the first step after the wall budget"
