@@ -5,12 +5,19 @@
 
     # cluster (after `ray up cluster.yaml` and `ray dashboard cluster.yaml`)
     RAY_ADDRESS=http://localhost:8265 ray job submit --working-dir . -- \\
-        python -m ray_jobs.sevi_train --preset a100 --num-workers 8 --name sevi-a100 --storage-path /mnt/shared/runs
+        python -m ray_jobs.sevi_train --preset a100 --num-workers 8 --name sevi-a100 --storage-path s3://BUCKET/runs
 
 Any TrainConfig field can be overridden as ``--field value`` (type-checked; unknown fields are
 refused). Running the same command again (same ``--name`` and ``--storage-path``) resumes from the
-latest checkpoint. The final model goes to ``<storage-path>/<name>/final/model.pt`` with its
-config beside it, and the job prints that path. TensorBoard: ``tensorboard --logdir <storage-path>``.
+latest checkpoint; a run that already finished with the same config is not run again. The final
+model goes to ``<storage-path>/<name>/final/model.pt`` with its config beside it, and the job
+prints that path. TensorBoard: ``tensorboard --logdir <storage-path>``.
+
+``--storage-path`` is a local path or a URI (s3://, gs://, file://). In a job submitted with
+``--working-dir`` a relative path is refused: it would land in Ray's temporary copy of the
+directory and vanish with the job (``ray_jobs.storage``). Every wait is bounded by ``--wait-s``:
+for GPUs (the a100 preset refuses to run on a cluster without them), for the pool, and for the
+training workers; the job then ends with one line saying what it asked for and what the cluster has.
 
 The training loop itself is ``sevi.training.train_loop``: plain PyTorch that runs without Ray.
 This file only orchestrates: the pool, the workers, checkpoints and reports.
@@ -28,6 +35,9 @@ import time
 from pathlib import Path
 
 RECIPE = "sevi-images"
+GPU_PRESETS = {"a100"}  # sized for GPUs: with --use-gpu auto they wait (bounded) for GPUs, never fall back to CPU
+DEFAULT_WAIT_S = 120.0  # the same default as ray_jobs.pool.DEFAULT_WAIT_S (not imported: that imports ray)
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train V2, propagated to its controller
 
 
 def parse_args(argv=None):
@@ -45,6 +55,10 @@ def parse_args(argv=None):
     ap.add_argument("--in-flight", type=int, default=4, help="pool requests in flight per worker")
     ap.add_argument("--no-pool", action="store_true", help="generate in each worker's process instead of the pool")
     ap.add_argument("--max-failures", type=int, default=3, help="worker-group restarts survived (FailureConfig)")
+    ap.add_argument("--wait-s", type=float, default=None,
+                    help=f"longest wait for GPUs, the pool and the workers (default {DEFAULT_WAIT_S:.0f})")
+    ap.add_argument("--pool-idle-timeout-s", type=float, default=None,
+                    help="pool actors created by this job exit after this long without a request (default 600)")
     ap.add_argument("--address", default=None, help="Ray address; default: RAY_ADDRESS, or a new local instance")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
     args, rest = ap.parse_known_args(argv)
@@ -67,6 +81,28 @@ def worker_resources(use_gpu: bool, actor_gpus: float) -> dict | None:
     return {"CPU": 1, "GPU": round(1.0 - actor_gpus, 4)}
 
 
+def worker_bundle(use_gpu: bool, actor_gpus: float) -> dict:
+    """The resources one training worker reserves (Ray Train's default when worker_resources is None)."""
+    return worker_resources(use_gpu, actor_gpus) or ({"GPU": 1} if use_gpu else {"CPU": 1})
+
+
+def finished_run(run_dir: str, cfg) -> str | None:
+    """The final model of a run that finished with this config, or None (then train, or resume)."""
+    import json
+
+    from ray_jobs import storage
+    from sevi.training import config_from_dict
+
+    path = storage.join(run_dir, "final", "config.json")
+    if not storage.exists(path) or not storage.exists(storage.join(run_dir, "final", "model.pt")):
+        return None
+    try:
+        saved = config_from_dict(json.loads(storage.read_bytes(path)))
+    except (ValueError, TypeError):
+        return None
+    return storage.join(run_dir, "final", "model.pt") if saved == cfg else None
+
+
 def checkpoint_step(checkpoint_dir: str) -> int:
     """The optimizer step a checkpoint directory was written at."""
     import torch
@@ -80,8 +116,9 @@ def train_fn(config: dict) -> dict:
     import ray.train.torch
     import torch
 
+    from ray_jobs import storage
     from ray_jobs.feeds import LocalFeed, PoolFeed
-    from ray_jobs.pool import PoolClient, find_pool
+    from ray_jobs.pool import PoolClient, PoolSpec
     from sevi.training import LoopContext, config_from_dict, save_final_model, train_loop
 
     cfg = config_from_dict(config["train"])
@@ -92,8 +129,9 @@ def train_fn(config: dict) -> dict:
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
     params = dataclasses.asdict(cfg)
     if config["use_pool"]:
-        feed = PoolFeed(PoolClient(find_pool(config["pool"]), config["in_flight"]), RECIPE, params,
-                        cfg.seed, rank, world)
+        # connect(spec): if the pool's actors exited (idle timeout) they are made again, not waited for.
+        client = PoolClient.connect(PoolSpec(**config["pool_spec"]), config["in_flight"], config["wait_s"])
+        feed = PoolFeed(client, RECIPE, params, cfg.seed, rank, world)
     else:
         feed = LocalFeed(RECIPE, params, device, cfg.seed, rank, world)
 
@@ -115,24 +153,46 @@ def train_fn(config: dict) -> dict:
             sys.stdout.flush()
         return feed(step)
 
-    run_dir = Path(config["run_dir"])
+    run_dir = config["run_dir"]  # a local path or a storage URI
+    remote = storage.is_uri(run_dir)
     checkpoint = ray.train.get_checkpoint()
     with (checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)) as resume_dir, \
-            tempfile.TemporaryDirectory(prefix="sevi-ckpt-") as out_dir:
+            tempfile.TemporaryDirectory(prefix="sevi-ckpt-") as out_dir, \
+            tempfile.TemporaryDirectory(prefix="sevi-out-") as stage:
         resumed_from = checkpoint_step(resume_dir) if resume_dir else 0
+        # TensorBoard writes local files: with a URI it writes to a staging folder that is copied
+        # to <run_dir>/tensorboard at the end.
+        tb_dir = str(Path(stage) / "tensorboard") if remote else storage.join(run_dir, "tensorboard")
         loop = LoopContext(rank=rank, world_size=world, device=device, wrap_model=ray.train.torch.prepare_model,
-                           report=report, resume_dir=resume_dir,
-                           log_dir=str(run_dir / "tensorboard") if rank == 0 else None, out_dir=out_dir)
+                           report=report, resume_dir=resume_dir, log_dir=tb_dir if rank == 0 else None,
+                           out_dir=out_dir)
         result = train_loop(cfg, next_batch, loop)
-    if rank == 0:
-        final = save_final_model(result["model"], cfg, run_dir / "final")  # final/model.pt + config.json
-        return {"final_model": final, "resumed_from": resumed_from, "step": result["step"],
-                "metrics": {k: v for k, v in result["metrics"].items() if not k.startswith("val_coef/")}}
+        if rank == 0:
+            if remote:
+                save_final_model(result["model"], cfg, Path(stage) / "final")  # final/model.pt + config.json
+                storage.upload_dir(str(Path(stage) / "final"), storage.join(run_dir, "final"))
+                if Path(tb_dir).exists():
+                    storage.upload_dir(tb_dir, storage.join(run_dir, "tensorboard"))
+                final = storage.join(run_dir, "final", "model.pt")
+            else:
+                final = save_final_model(result["model"], cfg, Path(run_dir) / "final")
+            return {"final_model": final, "resumed_from": resumed_from, "step": result["step"],
+                    "metrics": {k: v for k, v in result["metrics"].items() if not k.startswith("val_coef/")}}
     return {}
 
 
+class Finished:
+    """What ``run`` returns for a run that had already finished: no fit, the final model's path."""
+
+    def __init__(self, final_model: str, steps: int):
+        self.return_value = {"final_model": final_model, "step": steps, "already_finished": True, "metrics": {}}
+        self.path = None
+
+
 def run(argv=None):
-    """Parse, connect (or start local Ray), make sure the pool exists, fit. Returns Ray's Result."""
+    """Parse, connect (or start local Ray), make sure the pool exists, fit. Returns Ray's Result
+    (or ``Finished`` when the same run had already finished). Raises ``storage.OutputPathError``
+    and ``pool.ResourcesUnavailable`` with the one line to show."""
     args = parse_args(argv)
     for k, v in {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
         os.environ.setdefault(k, v)
@@ -140,12 +200,18 @@ def run(argv=None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ray_jobs.pool import PoolSpec, get_or_create_pool
+    from ray_jobs import storage
+    from ray_jobs.pool import ResourcesUnavailable, _fmt, ensure_pool, pool_spec, shortage, wait_for_resources
     from sevi.training import resolve_config
 
     cfg = resolve_config(args.preset, args.overrides)  # fails fast on a bad override, before Ray starts
     name = args.name or f"sevi-{args.preset}"
-    storage = os.path.abspath(args.storage_path)
+    storage_path = storage.resolve_output(args.storage_path, "--storage-path", "sevi_train")
+    run_dir = storage.join(storage_path, name)
+    done = finished_run(run_dir, cfg)
+    if done:
+        return Finished(done, cfg.steps)
+    wait_s = DEFAULT_WAIT_S if args.wait_s is None else args.wait_s
     address = args.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         pass  # called from a process already connected (tests, notebooks)
@@ -155,36 +221,63 @@ def run(argv=None):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # The dashboard process also serves the state API that Ray Train's controller polls.
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+    # A GPU preset waits for GPUs (a placement-group request also asks an autoscaler for a GPU
+    # node), and refuses to run without them rather than training for days on CPU.
+    needs_gpu = args.use_gpu == "yes" or (args.use_gpu == "auto" and args.preset in GPU_PRESETS)
+    if needs_gpu and ray.cluster_resources().get("GPU", 0) <= 0 and not wait_for_resources([{"GPU": 1}], wait_s):
+        raise ResourcesUnavailable(
+            f"sevi_train: preset '{args.preset}' needs GPUs and the cluster has none after {wait_s:.0f} s "
+            f"(it has {_fmt(ray.cluster_resources())}); use a CPU preset (--preset cpu-smoke) or --use-gpu no")
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    use_gpu = {"auto": has_gpu, "yes": True, "no": False}[args.use_gpu]
+    use_gpu = needs_gpu or (args.use_gpu == "auto" and has_gpu)
     num_workers = args.num_workers if args.num_workers is not None else (1 if not has_gpu else int(ray.cluster_resources()["GPU"]))
-    actor_gpus = 0.0
-    if not args.no_pool:
-        gpus = actor_gpus = args.gpus_per_actor if args.gpus_per_actor is not None else (0.25 if has_gpu else 0.0)
-        # GPU: one actor per GPU. CPU: two single-thread actors of half a CPU each, which kept a
-        # 2-core laptop's trainer fed 1.2x faster than generating in-process (BENCHMARKS.md).
-        actors = args.pool_actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if has_gpu else 2)
-        get_or_create_pool(PoolSpec(args.pool, actors, gpus, cpus_per_actor=1.0 if has_gpu else 0.5))
+    spec = pool_spec(ray.cluster_resources(), args.pool, args.pool_actors, args.gpus_per_actor,
+                     idle_timeout_s=args.pool_idle_timeout_s)
+    stats = [] if args.no_pool else ensure_pool(spec, wait_s, log=lambda line: print(f"sevi_train: {line}"))
+    actor_gpus = 0.0 if args.no_pool else spec.gpus_per_actor
+    bundles = [worker_bundle(use_gpu, actor_gpus)] * num_workers  # num_workers 0: the loop runs in this process
+    if not wait_for_resources(bundles, wait_s):
+        raise ResourcesUnavailable(shortage("sevi_train", bundles, args.pool, stats, wait_s))
+    # Backstop for a race after the probe: Ray Train gives up on its worker group after this long
+    # instead of retrying for ever (controller_failure_limit=0 below).
+    os.environ[WORKER_START_TIMEOUT_ENV] = str(max(wait_s, 30.0))
 
-    run_dir = Path(storage) / name
     cpus = ray.cluster_resources().get("CPU", 1)
     trainer = TorchTrainer(
         train_fn,
         train_loop_config={"train": dataclasses.asdict(cfg), "use_pool": not args.no_pool, "pool": args.pool,
-                           "in_flight": args.in_flight, "run_dir": str(run_dir),
+                           "pool_spec": dataclasses.asdict(spec), "wait_s": wait_s,
+                           "in_flight": args.in_flight, "run_dir": run_dir,
                            "threads": max(1, int(cpus // max(num_workers, 1)) - (0 if args.no_pool else 1))},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker=worker_resources(use_gpu, actor_gpus)),
-        run_config=RunConfig(name=name, storage_path=storage,
-                             failure_config=FailureConfig(max_failures=args.max_failures),
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=args.max_failures, controller_failure_limit=0),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except ray.train.ControllerError as e:
+        from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+        if isinstance(e.controller_failure, WorkerGroupStartupTimeoutError):
+            raise ResourcesUnavailable(shortage("sevi_train", bundles, args.pool, stats, wait_s)) from None
+        raise
 
 
 def main(argv=None) -> int:
-    result = run(argv)
+    from ray_jobs.pool import ResourcesUnavailable
+    from ray_jobs.storage import OutputPathError
+
+    try:
+        result = run(argv)
+    except (OutputPathError, ResourcesUnavailable) as e:
+        print(e, file=sys.stderr)
+        return 2
     value = result.return_value or {}
+    if value.get("already_finished"):
+        print(f"sevi_train: already finished at step {value['step']}; final model at {value['final_model']}")
+        return 0
     for k, v in sorted(value.get("metrics", {}).items()):
         if k.startswith("val/") and "coverage" not in k:  # coverage is before the final error-bar calibration
             print(f"{k:28s} {v:.4f}")

@@ -47,3 +47,44 @@ def test_gpu_workers_leave_room_for_pool_actors():
     assert worker_resources(True, 0.25) == {"CPU": 1, "GPU": 0.75}
     with pytest.raises(ValueError, match="no GPU share"):
         worker_resources(True, 1.0)
+
+
+def test_a100_preset_refuses_to_run_without_gpus(ray_local, tmp_path, capsys):
+    from ray_jobs import sevi_train
+
+    rc = sevi_train.main(["--preset", "a100", "--wait-s", "1", "--storage-path", str(tmp_path), "--pool", "no-such"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err, err
+    assert err.startswith("sevi_train: preset 'a100' needs GPUs and the cluster has none after 1 s (it has {CPU: 4"), err
+    assert not (tmp_path / "sevi-a100").exists()
+
+
+def test_relative_storage_is_refused_in_a_submitted_job(monkeypatch, tmp_path, capsys):
+    import json
+
+    from ray_jobs import sevi_train
+    from ray_jobs.storage import JOB_CONFIG_ENV
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(JOB_CONFIG_ENV, json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}))
+    assert sevi_train.main(["--preset", "tiny"]) == 2  # default --storage-path runs: relative
+    assert "--storage-path 'runs' is relative" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_file_uri_storage_and_a_finished_run_is_reported_not_rerun(ray_local, tmp_path, capsys):
+    from ray_jobs import sevi_train
+
+    uri = f"file://{tmp_path}/store"
+    argv = ["--preset", "tiny", "--name", "uri", "--storage-path", uri, "--num-workers", "0", "--no-pool",
+            *TINY, "--steps", "2"]
+    first = sevi_train.run(argv).return_value
+    final = tmp_path / "store" / "uri" / "final" / "model.pt"
+    assert first["final_model"] == f"{uri}/uri/final/model.pt"
+    assert torch.load(final, map_location="cpu", weights_only=True)["config"]["steps"] == 2
+    assert any((tmp_path / "store" / "uri" / "tensorboard").iterdir()), "TensorBoard events copied to the URI"
+    assert not (tmp_path / "file:").exists()
+    capsys.readouterr()
+    assert sevi_train.main(argv) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"sevi_train: already finished at step 2; final model at {uri}/uri/final/model.pt", out
