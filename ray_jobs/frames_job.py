@@ -100,14 +100,100 @@ def process_chunk(frames_path: str, start: int, stop: int, part_path: str,
     rows["z"] = res.z.cpu().numpy()
     with atomic_path(part_path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("DetectedElectrons", data=rows)
+        f.create_dataset("ImageId", data=ids)  # every frame's id, events or not (duplicate check at merge)
         f.attrs["start"], f.attrs["stop"] = start, stop
+        f.attrs["frames_digest"] = frames_digest(ids, imgs)
+        f.attrs["centroid"] = json.dumps(config or {}, sort_keys=True)
     return len(rows)
+
+
+def frames_digest(ids, imgs) -> str:
+    """BLAKE2b of a chunk's ImageIds and pixels: what a finished chunk was made from (~1 GB/s)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(ids, dtype="<i4").tobytes())
+    h.update(np.ascontiguousarray(imgs, dtype="u1").tobytes())
+    return h.hexdigest()
+
+
+# What makes finished parts reusable: the chunk layout and the centroider. The input's path, size
+# and mtime are only a fast path: when they differ (the input was moved, repaired or replaced),
+# each finished part is checked against the input's frames by its digest instead.
+_IDENTITY = ("n_frames", "chunk", "centroid")
 
 
 def _manifest(frames_path: Path, n_frames: int, chunk: int, config: dict) -> dict:
     st = frames_path.stat()
     return {"frames": str(frames_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "n_frames": n_frames, "chunk": chunk, "centroid": config}
+
+
+def _stale_parts(frames_path: Path, parts: Path, done, config: dict) -> list[tuple[int, int]]:
+    """The finished chunks whose part no longer matches the input's frames or the centroider
+    (or is unreadable, or predates digests). Reads those frames again: I/O of the finished part."""
+    import h5py
+
+    from sevi.frames_io import read_frames
+
+    stale = []
+    for a, b in done:
+        try:
+            with h5py.File(_part_path(parts, a, b), "r") as f:
+                digest, centroid = f.attrs.get("frames_digest"), f.attrs.get("centroid")
+        except OSError:
+            digest = centroid = None
+        if (digest is None or centroid != json.dumps(config, sort_keys=True)
+                or digest != frames_digest(*read_frames(frames_path, a, b))):
+            stale.append((a, b))
+    return stale
+
+
+def _prepare_resume(frames_path: Path, parts: Path, ranges, manifest: dict) -> int | None:
+    """Check the parts folder before a run; returns an exit status to stop with, or None to go on.
+
+    A manifest of another chunk layout or centroider stops the run (delete the folder to start
+    over). A damaged manifest is reported and replaced. When the manifest does not vouch for the
+    input (another path, size or mtime; damaged; missing), finished parts are checked by content
+    and the stale ones deleted, to be centroided again. Then the manifest is written (atomically)."""
+    from sevi.atomic import write_json
+    from sevi.frames_io import FrameFileError
+
+    mpath = parts / "manifest.json"
+    old = None
+    if mpath.exists():
+        try:
+            old = json.loads(mpath.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError):
+            print(f"sevi frames: warning: {mpath}: damaged (not a JSON object); replaced, and the finished "
+                  f"chunks checked against the input by content", file=sys.stderr)
+            old = None
+        else:
+            if any(old.get(k) != manifest[k] for k in _IDENTITY):
+                print(f"sevi frames: {parts}: holds parts of a different run (frame count, chunk or centroid "
+                      f"settings changed); expected the same settings, or delete the folder to start over",
+                      file=sys.stderr)
+                return 2
+    done = [(a, b) for a, b in ranges if _part_path(parts, a, b).exists()]
+    same_file = old is not None and all(old.get(k) == manifest[k] for k in ("frames", "size", "mtime_ns"))
+    if done and not same_file:
+        try:
+            stale = _stale_parts(frames_path, parts, done, manifest["centroid"])
+        except FrameFileError as err:
+            print(f"sevi frames: {err}; finished chunks cannot be checked against it; expected a readable "
+                  f"input", file=sys.stderr)
+            return 2
+        for a, b in stale:
+            _part_path(parts, a, b).unlink()
+        print(f"sevi frames: the input is not the file the finished chunks were made from (path, size or "
+              f"time differ); {len(done)} finished chunks checked by content: {len(done) - len(stale)} kept, "
+              f"{len(stale)} to centroid again", file=sys.stderr)
+    write_json(mpath, manifest)
+    return None
 
 
 def _merge(parts: Path, ranges, out: Path, grid: int, n_frames: int, manifest: dict) -> int:
@@ -120,12 +206,15 @@ def _merge(parts: Path, ranges, out: Path, grid: int, n_frames: int, manifest: d
 
     image = np.zeros((grid, grid), np.int64)
     total = 0
+    ids = []
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         ds = f.create_dataset("DetectedElectrons", shape=(0,), maxshape=(None,), dtype=EVENT_DTYPE,
                               chunks=(65536,))
         for a, b in ranges:
             with h5py.File(_part_path(parts, a, b), "r") as p:
                 rows = p["DetectedElectrons"][...]
+                if "ImageId" in p:
+                    ids.append(p["ImageId"][...])
             ds.resize((total + len(rows),))
             ds[total:] = rows
             total += len(rows)
@@ -137,6 +226,12 @@ def _merge(parts: Path, ranges, out: Path, grid: int, n_frames: int, manifest: d
         d.attrs["axes"] = "axis 0 = x, axis 1 = z, bins of [-1, 1]"
         f.attrs["source"] = manifest["frames"]
         f.attrs["centroid_config"] = json.dumps(manifest["centroid"])
+    if ids:  # warned, not refused: the events are right, only their ImageIds are ambiguous
+        uniq, seen = np.unique(np.concatenate(ids), return_counts=True)
+        if (seen > 1).any():
+            print(f"sevi frames: warning: {manifest['frames']}: FinalImage.ImageId {uniq[seen > 1][0]} is used by "
+                  f"{seen[seen > 1][0]} frames ({int((seen > 1).sum())} ImageIds repeated); expected one frame per "
+                  f"ImageId: the events of those frames share one ImageId in DetectedElectrons", file=sys.stderr)
     return total
 
 
@@ -145,32 +240,37 @@ def run_frames(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from sevi.frames_io import FrameFileError, frame_count
+    from sevi.generator import pick_device
     from sevi.paths import OutputIsInputError, refuse_output_over_input
 
     frames_path, out = Path(args.frames), Path(args.out)
+    problem = next((text for bad, text in (
+        (args.chunk < 1, f"--chunk: got {args.chunk}; expected >= 1 frames per task"),
+        (args.grid < 1, f"--grid: got {args.grid}; expected >= 1 pixels per side"),
+        (args.max_in_flight is not None and args.max_in_flight < 1,
+         f"--max-in-flight: got {args.max_in_flight}; expected >= 1 tasks"),
+        (not args.gpus_per_task >= 0, f"--gpus-per-task: got {args.gpus_per_task}; expected >= 0"),
+    ) if bad), None)
     try:
+        if problem:
+            raise ValueError(problem)
+        if args.device:
+            pick_device(args.device)  # an unknown device fails here, not inside every task
         refuse_output_over_input({"--out": out}, {"FRAMES": frames_path})
         n_frames = frame_count(frames_path)
-    except (FrameFileError, OutputIsInputError) as err:
+        if n_frames == 0:
+            raise FrameFileError(f"{frames_path}: table 'FinalImage' has no rows; expected camera frames")
+    except (ValueError, OutputIsInputError) as err:  # FrameFileError is a ValueError
         print(f"sevi frames: {err}", file=sys.stderr)
-        return 2
-    if args.grid < 1:
-        print(f"sevi frames: --grid must be >= 1, got {args.grid}", file=sys.stderr)
         return 2
     config = dataclasses.asdict(centroid_config(getattr(args, "fast", False)))
     ranges = chunk_ranges(n_frames, args.chunk)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(frames_path, n_frames, args.chunk, config)
-    mpath = parts / "manifest.json"
-    if mpath.exists():
-        old = json.loads(mpath.read_text())
-        if old != manifest:
-            print(f"sevi frames: {parts} holds parts of a different run (input, chunk or settings "
-                  f"changed); delete it to start over", file=sys.stderr)
-            return 2
-    else:
-        mpath.write_text(json.dumps(manifest, indent=1))
+    code = _prepare_resume(frames_path, parts, ranges, manifest)
+    if code is not None:
+        return code
 
     todo = [(a, b) for a, b in ranges if not _part_path(parts, a, b).exists()]
     done_frames = n_frames - sum(b - a for a, b in todo)
@@ -308,17 +408,31 @@ def _disc_radius(hits: str) -> float:
     return r
 
 
+HITS_NAMES = ("disc", "disc:R", "shells", "prior")
+
+
 def _given_hits(path: str):
-    import h5py
     import numpy as np
 
-    with h5py.File(path, "r") as f:
+    from sevi.io import open_h5
+
+    if not Path(path).exists():  # most often a misspelt name, not a missing file
+        raise ValueError(f"--hits {path}: not one of {', '.join(HITS_NAMES)}, and no such file; expected one of "
+                         f"those or an HDF5 file with a DetectedElectrons or GeneratedElectrons table")
+    with open_h5(path) as f:
         for name in ("DetectedElectrons", "GeneratedElectrons"):
             if name in f and all(k in (f[name].dtype.names or ()) for k in ("ImageId", "x", "z")):
                 rows = f[name][...]
                 break
         else:
             raise ValueError(f"{path}: no DetectedElectrons/GeneratedElectrons table with ImageId, x, z")
+    for k in ("x", "z"):
+        bad = ~np.isfinite(rows[k])
+        if bad.any():
+            raise ValueError(f"{path}: field '{name}.{k}' is {rows[k][bad][0]} in row {int(np.argmax(bad))}; "
+                             f"expected finite detector coordinates")
+    if len(rows) == 0:
+        raise ValueError(f"{path}: table '{name}' has no rows; expected electron hits")
     ids = rows["ElectronId"] if "ElectronId" in rows.dtype.names else np.arange(len(rows))
     uniq, frame = np.unique(rows["ImageId"], return_inverse=True)
     return rows["x"].astype(np.float64), rows["z"].astype(np.float64), frame, uniq.astype(np.int32), ids
@@ -333,9 +447,17 @@ def run_simulate_frames(args: argparse.Namespace) -> int:
     from sevi.frames_io import FrameWriter
     from sevi.paths import refuse_output_over_input
 
+    from sevi.generator import pick_device
+
     given = args.hits not in ("disc", "shells", "prior") and not args.hits.startswith("disc:")
     refuse_output_over_input({"OUT": args.out}, {"--hits": args.hits if given else None})
-    dev = torch.device(args.device) if args.device else default_device()
+    for bad, text in ((args.frames < 1, f"--frames: got {args.frames}; expected >= 1 frames"),
+                      (not 0 < args.per_frame < 1e5,  # also false for NaN; 1e5 spots would cover a frame
+                       f"--per-frame: got {args.per_frame}; expected a mean count of electrons in (0, 1e5)"),
+                      (args.batch < 1, f"--batch: got {args.batch}; expected >= 1 frames")):
+        if bad:
+            raise ValueError(text)
+    dev = pick_device(args.device) if args.device else default_device()
     model = FrameModel()
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)

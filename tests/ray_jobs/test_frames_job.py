@@ -142,3 +142,107 @@ def test_simulate_frames_disc_radius_puts_every_hit_inside_it(tmp_path):
     for bad in ("disc:", "disc:0", "disc:2", "disc:x"):
         with pytest.raises(SystemExit, match="disc:R"):
             frames_job._disc_radius(bad)
+
+
+def interrupt_after_first_chunk(frame_file, out, monkeypatch):
+    """Run until the second chunk starts, as if killed then: one finished part is left."""
+    real = frames_job.process_chunk
+    calls = []
+
+    def dies_on_second(path, a, b, part, *rest):
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(path, a, b, part, *rest)
+    monkeypatch.setattr(frames_job, "process_chunk", dies_on_second)
+    assert frames_job.run_frames(frames_args(frame_file, out)) == 130
+    calls.clear()
+    monkeypatch.setattr(frames_job, "process_chunk",
+                        lambda path, a, b, part, *rest: (calls.append((a, b)), real(path, a, b, part, *rest))[1])
+    return calls
+
+
+def test_resume_is_keyed_on_content_not_on_the_files_time(frame_file, reference, tmp_path, monkeypatch, capsys):
+    # The input is replaced by an identical copy (new mtime, new inode), as a user told to "fix or
+    # replace the input" would: the finished chunk is checked by content and kept.
+    x = tmp_path / "x.h5"
+    x.write_bytes(frame_file.read_bytes())
+    out = tmp_path / "ev.h5"
+    calls = interrupt_after_first_chunk(x, out, monkeypatch)
+    x.unlink()
+    x.write_bytes(frame_file.read_bytes())
+    assert frames_job.run_frames(frames_args(x, out)) == 0
+    assert calls == [(2, 4), (4, 6)], f"the unchanged finished chunk was redone or skipped: {calls}"
+    assert "1 kept, 0 to centroid again" in capsys.readouterr().err
+    np.testing.assert_array_equal(read_events(out)[0], reference[0])
+
+
+def test_a_finished_chunk_whose_frames_changed_is_redone(frame_file, tmp_path, monkeypatch, capsys):
+    x = tmp_path / "x.h5"
+    x.write_bytes(frame_file.read_bytes())
+    out = tmp_path / "ev.h5"
+    calls = interrupt_after_first_chunk(x, out, monkeypatch)
+    with h5py.File(x, "r+") as f:      # frame 1 (first chunk) gets a bright spot
+        row = f["FinalImage"][1]
+        row["Image"][500:505, 500:505] = 255
+        f["FinalImage"][1] = row
+    assert frames_job.run_frames(frames_args(x, out)) == 0
+    assert calls == [(0, 2), (2, 4), (4, 6)], calls
+    assert "0 kept, 1 to centroid again" in capsys.readouterr().err
+
+
+def test_a_damaged_manifest_is_reported_and_the_run_goes_on(frame_file, reference, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ev.h5"
+    calls = interrupt_after_first_chunk(frame_file, out, monkeypatch)
+    (tmp_path / "ev.h5.parts" / "manifest.json").write_text('{"n_frames": 6, "chu')
+    assert frames_job.run_frames(frames_args(frame_file, out)) == 0
+    err = capsys.readouterr().err
+    assert "manifest.json: damaged" in err and "1 kept" in err, err
+    assert calls == [(2, 4), (4, 6)]
+    np.testing.assert_array_equal(read_events(out)[0], reference[0])
+
+
+def test_other_settings_in_the_parts_folder_stop_the_run(frame_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ev.h5"
+    interrupt_after_first_chunk(frame_file, out, monkeypatch)
+    assert frames_job.run_frames(frames_args(frame_file, out, chunk=3)) == 2
+    assert "holds parts of a different run" in capsys.readouterr().err
+
+
+def test_empty_frame_table_and_bad_options_are_refused(tmp_path, capsys):
+    from sevi.frames_io import FRAME_DTYPE
+    empty = tmp_path / "empty.h5"
+    with h5py.File(empty, "w") as f:
+        f.create_dataset("FinalImage", shape=(0,), dtype=FRAME_DTYPE)
+    assert frames_job.run_frames(frames_args(empty, tmp_path / "ev.h5")) == 2
+    assert "'FinalImage' has no rows; expected camera frames" in capsys.readouterr().err
+    for kw, text in ((dict(chunk=0), "--chunk: got 0"), (dict(grid=0), "--grid: got 0"),
+                     (dict(device="tpu"), "--device tpu: not a torch device"),
+                     (dict(max_in_flight=0), "--max-in-flight: got 0")):
+        assert frames_job.run_frames(frames_args(empty, tmp_path / "ev.h5", **kw)) == 2
+        assert text in capsys.readouterr().err, kw
+    assert not (tmp_path / "ev.h5").exists()
+
+
+def test_duplicate_image_ids_are_warned_about(frame_file, tmp_path, capsys):
+    x = tmp_path / "dup.h5"
+    x.write_bytes(frame_file.read_bytes())
+    with h5py.File(x, "r+") as f:
+        row = f["FinalImage"][4]
+        row["ImageId"] = 1
+        f["FinalImage"][4] = row
+    assert frames_job.run_frames(frames_args(x, tmp_path / "ev.h5")) == 0
+    assert "FinalImage.ImageId 1 is used by 2 frames" in capsys.readouterr().err
+
+
+def test_simulate_frames_refuses_bad_counts_and_unknown_hits(tmp_path):
+    import pytest
+
+    base = dict(out=str(tmp_path / "f.h5"), frames=2, per_frame=40.0, hits="disc", seed=0, batch=2, device="cpu")
+    for kw, text in ((dict(frames=0), "--frames: got 0"), (dict(per_frame=-5.0), "--per-frame: got -5.0"),
+                     (dict(per_frame=float("nan")), "--per-frame: got nan"), (dict(batch=0), "--batch: got 0"),
+                     (dict(hits="shell"), "--hits shell: not one of disc, disc:R, shells, prior, and no such file"),
+                     (dict(device="tpu"), "--device tpu")):
+        with pytest.raises(ValueError, match=text.replace("[", r"\[")):
+            frames_job.run_simulate_frames(argparse.Namespace(**{**base, **kw}))
+    assert not (tmp_path / "f.h5").exists()
