@@ -235,7 +235,9 @@ def step_training(ck: Check, budget_s: float) -> dict:
     out = {"preset": "a100" + (" (tiny sizes)" if ck.tiny else ""), "batch_size": cfg.batch_size, "grid": cfg.grid,
            "width": cfg.width, "input": f"{cfg.representation} {cfg.n_r} x {cfg.n_theta}",
            "electrons": list(cfg.electrons), "eval_every": eval_every,
-           "autocast_note": "autocast applies on CUDA only; on a CPU both runs are float32"}
+           "autocast_note": "autocast applies on CUDA only; on a CPU both runs are float32",
+           "memory_note": "peak_memory_gib: torch's peak allocation in the run: model, optimizer, activations "
+                          "and the in-process generator's images and scratch"}
     wall = 0.45 * budget_s  # two runs, and room for the last step and the teardown
     for amp in ("bf16", "none"):
         out[f"amp_{amp}"] = training_run(dataclasses.replace(cfg, amp=amp), ck.device, wall, max_steps,
