@@ -3,7 +3,7 @@
     python -m ray_jobs.coating_tune --history H.csv --models DIR [--cycles all|1,2] [--num-samples N]
         [--kinds greybox,model1,model2] [--name NAME] [--storage-path runs] [--gpus-per-trial F]
 
-Why one Tuner per cycle (RAY_NOTES.md): cycles' losses differ in scale, so one ASHA over a cycle
+Why one Tuner per cycle (docs/ray.md): cycles' losses differ in scale, so one ASHA over a cycle
 grid dimension would compare trials across cycles and cut the wrong ones. Each (cycle, kind) gets
 its own Tuner, ASHA scheduler, search space (``coating.models.SEARCH_SPACE``) and unique name;
 they run concurrently from ``num_cpus=0`` Ray tasks in this job. Validation is the latest runs of
@@ -57,7 +57,7 @@ def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
 
     from coating.models import fit
 
-    torch.set_num_threads(1)  # many trials share a node (RAY_NOTES.md)
+    torch.set_num_threads(1)  # many trials share a node (docs/ray.md)
     last = {}
 
     def report(epoch: int, metrics: dict) -> None:
