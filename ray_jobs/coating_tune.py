@@ -233,13 +233,13 @@ def plan_sweeps(history, cycles, kinds, args, log=print) -> tuple[list[dict], li
     return reused, todo
 
 
-def pretrain_batch(history, cycle_id: int, pool_name: str, n: int):
+def pretrain_batch(history, cycle_id: int, spec, n: int):
     """model1 pretraining spectra for a cycle, from the shared pool's coating-spectra recipe."""
     import numpy as np
 
-    from ray_jobs.pool import PoolClient, find_pool
+    from ray_jobs.pool import PoolClient
 
-    client = PoolClient(find_pool(pool_name))
+    client = PoolClient.connect(spec)  # recreates the pool's actors if they exited (idle timeout)
     b = client.batch("coating-spectra", {"state": cycle_state(history, cycle_id), "batch": n}, seed=1000 + cycle_id)
     return {k: np.array(v) for k, v in b.items()}
 
@@ -275,6 +275,8 @@ def parse_args(argv=None):
     ap.add_argument("--pretrain-runs", type=int, default=512, help="pool spectra per cycle for model1 pretraining")
     ap.add_argument("--address", default=None, help="Ray address; default RAY_ADDRESS or a new local instance")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
+    ap.add_argument("--wait-s", type=float, default=120.0,
+                    help="longest wait for the pool and for one trial's resources before giving up with a reason")
     ap.add_argument("--smoke-test", action="store_true", help="tiny epochs (CI)")
     return ap.parse_args(argv)
 
@@ -286,7 +288,8 @@ def run(argv=None) -> list[dict]:
 
     from coating.models import KINDS
     from coating.schema import read_history
-    from ray_jobs.pool import PoolSpec, get_or_create_pool
+    from ray_jobs.pool import (ResourcesUnavailable, ensure_pool, find_pool, pool_spec, pool_stats, shortage,
+                               wait_for_resources)
 
     history = read_history(args.history)  # validates every row before anything starts
     cycles = sorted(set(int(c) for c in history.cycle_id)) if args.cycles == "all" else \
@@ -298,7 +301,15 @@ def run(argv=None) -> list[dict]:
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise SystemExit(f"coating_tune: unknown model kind(s) {bad}; choose from {KINDS}")
-    args.storage_path = os.path.abspath(args.storage_path)
+    # A URI stays a URI (Tune writes through pyarrow); a relative path in a submitted job is refused
+    # (ray_jobs.storage). The registry is plain files: a directory, never a URI.
+    from ray_jobs.storage import OutputPathError, is_uri, resolve_output
+
+    args.storage_path = resolve_output(args.storage_path, "--storage-path", "coating_tune")
+    if is_uri(args.models):
+        raise OutputPathError(f"coating_tune: --models {args.models!r} must be a directory (the registry is plain "
+                              f"files), not a URI")
+    args.models = resolve_output(args.models, "--models", "coating_tune")
     if not ray.is_initialized():
         if args.address or os.environ.get("RAY_ADDRESS"):
             ray.init(address=args.address or os.environ["RAY_ADDRESS"])
@@ -311,8 +322,13 @@ def run(argv=None) -> list[dict]:
     pretrain = {}
     model1_cycles = sorted({s["cycle_id"] for s in todo if s["kind"] == "model1"})
     if model1_cycles:
-        get_or_create_pool(PoolSpec(args.pool, 1, 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0))
-        pretrain = {c: pretrain_batch(history, c, args.pool, args.pretrain_runs) for c in model1_cycles}
+        spec = pool_spec(ray.cluster_resources(), args.pool)  # the one pool specification every job uses
+        ensure_pool(spec, args.wait_s, log=lambda line: print(f"coating_tune: {line}"))
+        pretrain = {c: pretrain_batch(history, c, spec, args.pretrain_runs) for c in model1_cycles}
+    trial = {"CPU": 1, "GPU": args.gpus_per_trial}  # what tune.with_resources asks for each trial
+    if not wait_for_resources([trial], args.wait_s):  # Tune would leave its trials pending for ever
+        raise ResourcesUnavailable(shortage("coating_tune", [trial], args.pool, pool_stats(find_pool(args.pool)),
+                                            args.wait_s))
     a = {k: v for k, v in vars(args).items()}
     task = ray.remote(num_cpus=0)(sweep_one)  # orchestration only; trials hold the resources
     history_ref = ray.put(history) if todo else None
@@ -340,7 +356,14 @@ def write_summary(rows: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     t0 = time.perf_counter()
-    rows = run(argv)
+    from ray_jobs.pool import ResourcesUnavailable
+    from ray_jobs.storage import OutputPathError
+
+    try:
+        rows = run(argv)
+    except (OutputPathError, ResourcesUnavailable) as e:
+        print(e, file=sys.stderr)
+        return 2
     print(f"{'cycle':>6} {'kind':>8} {'trials':>6} {'errors':>6} {'val_loss':>10} {'val_dE00':>9} {'wall_s':>7} "
           f"{'fitted':>6}")
     for r in sorted(rows, key=lambda r: (r["cycle_id"], r["kind"])):

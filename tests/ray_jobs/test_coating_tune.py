@@ -128,3 +128,68 @@ def test_sevi_training_and_coating_sweep_share_one_pool(ray_local, history, tmp_
         assert "sevi-images" in served and "coating-spectra" in served, served
     finally:
         stop_pool(pool)
+
+
+SEVI_TINY = ["--preset", "tiny", "--steps", "2", "--batch_size", "2", "--val_images", "2", "--eval_every", "2",
+             "--checkpoint_every", "2", "--num-workers", "1", "--wait-s", "60"]
+
+
+def test_both_jobs_share_one_pool_in_both_orders_on_two_cpus(two_free_cpus, history, tmp_path):
+    """The deadlock: the pool once held 1 or 0.5 CPU per actor depending on which job made it, and
+    on 2 CPUs the second job's workers waited for ever. Now both jobs make the same pool and fit."""
+    from ray_jobs import coating_tune, sevi_train
+
+    pool = "test-order-pool"
+
+    def coating(tag):  # a file:// URI storage path: Tune writes through pyarrow, never abspath
+        return coating_tune.run(["--history", str(history), "--models", str(tmp_path / f"m{tag}"), "--num-samples",
+                                 "1", "--smoke-test", "--kinds", "model1", "--storage-path",
+                                 f"file://{tmp_path}/tune{tag}", "--pool", pool, "--pretrain-runs", "16",
+                                 "--wait-s", "60"])
+
+    def sevi(tag):
+        return sevi_train.run([*SEVI_TINY, "--name", f"order{tag}", "--storage-path", str(tmp_path / "train"),
+                               "--pool", pool]).return_value
+
+    try:
+        for order in ("coating-first", "sevi-first"):
+            stop_pool(pool)
+            first = coating(order) if order == "coating-first" else sevi(order)
+            pids = [s["pid"] for s in pool_stats(find_pool(pool))]
+            second = sevi(order) if order == "coating-first" else coating(order)
+            stats = pool_stats(find_pool(pool))
+            assert [s["pid"] for s in stats] == pids, f"{order}: the second job made its own pool"
+            assert sum(s["cpus"] for s in stats) == 1.0, f"{order}: {stats}"
+            train, tune_rows = (second, first) if order == "coating-first" else (first, second)
+            assert train["step"] == 2 and tune_rows[0]["errors"] == 0, order
+            assert (tmp_path / f"tune{order}").is_dir(), "the file:// URI was written as the path it names"
+    finally:
+        stop_pool(pool)
+
+
+def test_a_job_without_room_fails_in_bounded_time_with_one_line(two_free_cpus, history, tmp_path, capsys):
+    import time
+
+    from ray_jobs import coating_tune, sevi_train
+    from ray_jobs.pool import PoolSpec, get_or_create_pool
+
+    pool = "test-full-pool"
+    # The old `pool start` default: 2 actors x 1 CPU, all of a 2-CPU machine.
+    get_or_create_pool(PoolSpec(pool, actors=2, cpus_per_actor=1.0, device="cpu"), timeout_s=60)
+    try:
+        t0 = time.monotonic()
+        rc = sevi_train.main([*SEVI_TINY, "--wait-s", "2", "--name", "full", "--storage-path", str(tmp_path),
+                              "--pool", pool])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "\n" not in err, err
+        assert err.startswith("sevi_train: could not get its resources within 2 s: it asks for 1 x {CPU: 1}; "
+                              f"pool '{pool}' holds 2 actors = {{CPU: 2}}; the cluster has {{CPU: 4"), err
+        rc = coating_tune.main(["--history", str(history), "--models", str(tmp_path / "m"), "--smoke-test",
+                                "--kinds", "greybox", "--storage-path", str(tmp_path / "runs"), "--pool", pool,
+                                "--wait-s", "2"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("coating_tune: could not get its resources within 2 s: it asks for "
+                                          "1 x {CPU: 1}"), err
+        assert time.monotonic() - t0 < 60
+    finally:
+        stop_pool(pool)
