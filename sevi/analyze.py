@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from sevi.paths import refuse_output_over_input
     from sevi.predict import electron_window, load_model_file, predict_images, write_answer
 
+    if args.chunk < 1:
+        raise ValueError(f"--chunk: got {args.chunk}; expected >= 1 frames per task (events) or per read (direct)")
     events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
     refuse_output_over_input({"--out": args.out, "--events": events}, {"FRAMES": args.frames, "--model": args.model})
     device = pick_device(args.device)
