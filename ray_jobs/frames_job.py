@@ -10,6 +10,10 @@ reads its own frames from the file, centroids them (sevi.centroid) and writes
 exists, so an interrupted run resumes; when all are done the parts are merged into EVENTS.h5
 (atomically) and the parts directory is removed. A chunk that cannot be read (truncated or
 corrupt input) stops the run with a message naming the frames; finished parts are kept.
+Resuming is keyed on content: each part records a digest of the frames it was made from and the
+centroider settings. While the input's path, size and mtime are those in ``manifest.json`` the
+parts are trusted; otherwise (the input was repaired, replaced or moved) every finished part is
+checked against the input's frames, and only those whose frames changed are centroided again.
 ``--no-ray`` runs the chunks in this process (tests; the GPU box, which has no Ray).
 
 Wiring (the lead's sevi/cli.py)::

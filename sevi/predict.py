@@ -3,7 +3,8 @@
 Input (``--images``): an HDF5 file holding either
   * ``counts`` (n, G, G) with ``image_id`` (n,) (a ``sevi simulate`` output), or
   * a single accumulated image: a 2-D dataset ``image`` (G, G) or ``counts`` (G, G).
-Axis 0 = x, axis 1 = z over [-1, 1]. G must be a multiple of the model's grid (rebinned exactly),
+Axis 0 = x, axis 1 = z over [-1, 1]. Images must be square, with finite counts >= 0 and at least
+one electron (the first bad image and pixel are named). G must be a multiple of the model's grid (rebinned exactly),
 and each image's electron total must lie within the range the model was trained for (both shells
 together: 2 * electrons[0] .. 2 * electrons[1], widened by ``--electron-tolerance``, default 15%,
 which covers the ~10% of electrons a real detector misses).
