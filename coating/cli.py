@@ -10,11 +10,16 @@ STACK.json: ``{"incident": n, "substrate": n, "layers": [{"n": [re, im]} or
 {"material": NAME}, each with "thickness_nm": t, ...]}`` listed from the incident side to the
 substrate; ``incident``/``substrate`` are a number, ``[re, im]`` or a material name.
 R.csv has ``wavelength,R`` (nm, percent, unpolarised).
+
+Input files are UTF-8 (a byte-order mark is accepted); CSV files are comma-separated, blank
+lines ignored. Bad input ends in one line naming the file, the field and the expected form,
+exit status 2 and no traceback; ``--debug`` (before or after the subcommand) shows it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -78,12 +83,23 @@ def _cmd_simulate(args) -> int:
 def _index_spec(spec, wl, where: str):
     import torch
 
+    import math
+
     from . import materials
     if isinstance(spec, str):
-        return materials.index(spec, wl)
+        try:
+            return materials.index(spec, wl)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    # A real part <= 0 is no dielectric's and makes the admittances vanish: a NaN spectrum.
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not (math.isfinite(spec) and spec > 0):
+            raise ValueError(f"{where}: expected a refractive index > 0 (finite), got {spec!r}")
         return torch.full_like(wl, float(spec)).to(torch.complex128)
-    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) for x in spec):
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         for x in spec):
+        if not (math.isfinite(spec[0]) and math.isfinite(spec[1]) and spec[0] > 0):
+            raise ValueError(f"{where}: expected [n, k] with a finite real part n > 0, got {spec}")
         if spec[1] < 0:
             raise ValueError(f"{where}: imaginary part must be >= 0 (n + ik, k >= 0 absorbing), got {spec}")
         return torch.full_like(wl, float(spec[0])) + 1j * float(spec[1])
@@ -93,9 +109,12 @@ def _index_spec(spec, wl, where: str):
 def load_stack(path, wl):
     """Parse STACK.json into ``(n_layers (L, W), thickness_nm (L,), n_incident, n_substrate)``."""
     import torch
+
+    from .schema import read_utf8
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+        doc = json.loads(read_utf8(path))  # UTF-8 (a BOM accepted); UTF-16 or latin-1 named
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(doc, dict):
@@ -150,8 +169,16 @@ def _cmd_spectrum(args) -> int:
     return 0
 
 
+def _add_debug(p, default=argparse.SUPPRESS) -> None:
+    # On the main parser and on every subcommand, so it works before or after the subcommand;
+    # a subcommand's default is SUPPRESS so it cannot undo a --debug given before it.
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the Python traceback of an error instead of one line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coating", description="AR-coating physics and plant tools")
+    _add_debug(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate a plant history (one row per furnace run)")
@@ -159,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True, help="random seed")
     p.add_argument("--out", required=True, help="history file, .csv or .h5")
     p.add_argument("--standard-out", help="also write the standard (target) CSV here")
+    _add_debug(p)
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("spectrum", help="reflectance and L*a*b* of one design")
     p.add_argument("--stack", required=True, help="STACK.json (layers from the incident side)")
     p.add_argument("--angle", type=float, default=0.0, help="angle of incidence, degrees")
     p.add_argument("--out", help="write wavelength,R (percent) to this CSV")
+    _add_debug(p)
     p.set_defaults(func=_cmd_spectrum)
 
     add_recommend_parser(sub)
@@ -206,19 +235,38 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--spectral-weight", type=float, default=SPECTRAL_WEIGHT_DEFAULT, metavar="W",
                    help="weight of the spectral distance to the standard against dE00^2 (default "
                         f"{SPECTRAL_WEIGHT_DEFAULT}); lower trades curve shape for colour consistency")
+    _add_debug(p)
     p.set_defaults(func=_cmd_recommend)
     return p
 
 
+def _user_error_text(e: BaseException) -> str | None:
+    """The message of an error the user can fix (bad input, a missing or unreadable file), or
+    None for anything else (a defect: its traceback is the useful report)."""
+    import pickle
+    if isinstance(e, OSError):
+        # e.g. "[Errno 13] Permission denied: 'x'": the file first, as in our own messages
+        return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+    if isinstance(e, (ValueError, pickle.UnpicklingError)):
+        return str(e)
+    return None
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """The ``coating`` command. Errors in the user's input end in one message naming the file,
+    the field and the expected form, exit status 2 and no traceback (``--debug`` shows it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "cycles", 1) < 1:
         print("coating: error: --cycles must be >= 1", file=sys.stderr)
         return 2
     try:
         return args.func(args)
-    except ValueError as e:
-        print(f"coating {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - sorted into user errors and defects below
+        text = _user_error_text(e)
+        if text is None or getattr(args, "debug", False):
+            raise
+        print(f"coating {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

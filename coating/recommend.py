@@ -284,15 +284,26 @@ def read_runs(path):
     (int or None), ``date`` (str or None), ``measured`` (a one-row ``History`` or None).
     """
     import csv
+    import io
 
     from . import schema
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
-    if not rows or "furnace_no" not in rows[0]:
+    text = schema.read_utf8(path)   # a UTF-8 BOM is accepted; another encoding is named, not guessed
+    lines = list(csv.reader(line for line in io.StringIO(text, newline="") if not line.startswith("#")))
+    lines = [r for r in lines if any(x.strip() for x in r)]  # blank lines (a trailing one) are no rows
+    header = [h.strip() for h in lines[0]] if lines else []
+    if any(";" in h for h in header):
+        raise ValueError(f"{path}: line 1: the header is semicolon-separated; expected commas (export the "
+                         f"file as comma-separated CSV)")
+    if len(lines) < 2 or "furnace_no" not in header:
         raise ValueError(f"{path}: expected a header with at least 'furnace_no' and one data row")
+    for i, r in enumerate(lines[1:]):
+        if len(r) != len(header):
+            raise ValueError(f"{path}: row {i + 1}: expected {len(header)} comma-separated fields (as in the "
+                             f"header), got {len(r)}")
+    rows = [dict(zip(header, r)) for r in lines[1:]]
     known = set(schema.COLUMNS)
     extra = [c for c in rows[0] if c not in known]
     if extra:
@@ -502,6 +513,12 @@ def run_recommend(args) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     from . import registry, schema
     from .atomic import atomic_folder
+    if getattr(args, "robust", 0) < 0:
+        raise ValueError(f"--robust {args.robust}: expected 0 (nominal design) or a number of draws >= 1")
+    for flag, v, lo, hi in (("--bound-rel", args.bound_rel, 0.0, 1.0), ("--max-step-rel", args.max_step_rel, 0.0, 1.0),
+                            ("--spectral-weight", getattr(args, "spectral_weight", 0.0), 0.0, float("inf"))):
+        if not (lo <= v < hi):  # also refuses NaN
+            raise ValueError(f"{flag} {v}: expected a number >= {lo:g}" + (f" and < {hi:g}" if hi < float("inf") else ""))
     out = Path(args.out)
     check_out_folder(out)
     history = schema.read_history(args.history)
@@ -509,8 +526,6 @@ def run_recommend(args) -> int:
     standard = Standard.from_curves(std.R_F, std.R_B)
     entries = read_runs(args.runs)
     names = report_file_names([e["furnace_no"] for e in entries], args.runs)
-    if getattr(args, "robust", 0) < 0:
-        raise ValueError(f"--robust {args.robust}: expected 0 (nominal design) or a number of draws >= 1")
     cycle_models = registry.load_all(args.models, args.kind, history=history)
     if not cycle_models:
         raise ValueError(f"{args.models}: no {args.kind} models in the registry")

@@ -119,7 +119,12 @@ def load(models_dir, cycle_id: int, kind: str, history: History | None = None):
     d = cycle_dir(models_dir, cycle_id, kind)
     if not (d / "model.json").exists() or not (d / "model.pt").exists():
         raise ValueError(f"{d}: no {kind} model for cycle {cycle_id} (model.json and model.pt expected)")
-    meta = json.loads((d / "model.json").read_text())
+    try:
+        meta = json.loads((d / "model.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{d}/model.json: not JSON ({e}); expected the model.json written with model.pt") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{d}/model.json: expected a JSON object with kind, hparams, schema, model_sha256")
     if meta.get("kind") != kind:
         raise ValueError(f"{d}/model.json: kind {meta.get('kind')!r}, expected {kind!r}")
     check_schema(meta, str(d), history)
@@ -127,8 +132,13 @@ def load(models_dir, cycle_id: int, kind: str, history: History | None = None):
     if hashlib.sha256(data).hexdigest() != meta.get("model_sha256"):
         raise ValueError(f"{d}/model.pt: SHA-256 differs from model.json's model_sha256 "
                          f"(a partial or foreign write); refit or restore the pair")
-    state = torch.load(io.BytesIO(data), weights_only=True)
-    model = models.build_model_from_state(kind, meta["hparams"], state)
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True)
+        model = models.build_model_from_state(kind, meta["hparams"], state)
+    except Exception as e:  # noqa: BLE001 - any failure here means the pair is not ours
+        # torch's own message advises weights_only=False, i.e. running the file's code: never that.
+        raise ValueError(f"{d}/model.pt: not a model file written by coating ({type(e).__name__}); "
+                         f"refit the cycle (coating_tune or coating.fit_cycles) or restore the pair") from None
     model.registry_meta = meta
     return model
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .atomic import atomic_path
 
-__all__ = ["WAVELENGTHS_NM", "COLUMNS", "History", "Standard", "read_history", "write_history",
+__all__ = ["WAVELENGTHS_NM", "COLUMNS", "History", "Standard", "read_history", "write_history", "read_utf8",
            "read_standard", "write_standard", "read_cleaning_log", "cycles_from_cleaning_dates",
            "history_from_measurements"]
 
@@ -153,6 +153,8 @@ class _Problems:
         self.items.append(msg)
 
     def raise_if_any(self) -> None:
+        if len(self.items) == 1:  # one problem, one line
+            raise ValueError(f"{self.path}: {self.items[0]}")
         if self.items:
             shown = self.items[:MAX_ERRORS_LISTED]
             more = len(self.items) - len(shown)
@@ -168,15 +170,38 @@ def _rows(idx, furnace=None, limit=5) -> str:
                                                                        if len(idx) > limit else "")
 
 
+def read_utf8(path) -> str:
+    """The text of ``path``, decoded as UTF-8. A UTF-8 byte-order mark (Excel's "CSV UTF-8"
+    export) is accepted and dropped; other encodings (a latin-1 / Windows-1252 byte, UTF-16)
+    raise ValueError naming the file and the line, rather than being guessed."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected a UTF-8 text file")
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"{path}: UTF-16 text; expected UTF-8 (a spreadsheet: save as 'CSV UTF-8')")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: byte 0x{data[e.start]:02x} is not UTF-8 (a latin-1 or Windows "
+                         f"export?); expected UTF-8 text (a spreadsheet: save as 'CSV UTF-8')") from None
+
+
 def _read_csv_columns(path) -> dict[str, list[str]]:
     import csv
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(line for line in f if not line.startswith("#"))
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{path}: empty file; expected a header row with {len(COLUMNS)} columns") from None
-        rows = list(reader)
+    import io
+    text = read_utf8(path)
+    reader = csv.reader(line for line in io.StringIO(text, newline="") if not line.startswith("#"))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise ValueError(f"{path}: empty file; expected a header row with {len(COLUMNS)} columns") from None
+    if any(";" in h for h in header):
+        raise ValueError(f"{path}: line 1: the header is semicolon-separated; expected commas (export the "
+                         f"file as comma-separated CSV with '.' as the decimal point)")
+    # Blank lines (a trailing newline too many, as editors and spreadsheets leave) are no rows.
+    rows = [r for r in reader if any(x.strip() for x in r)]
     cols = {h: [] for h in header}
     bad = [i for i, r in enumerate(rows) if len(r) != len(header)]
     if bad:
@@ -193,7 +218,11 @@ def _read_csv_columns(path) -> dict[str, list[str]]:
 
 def _read_h5_columns(path) -> dict[str, list]:
     import h5py
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e}); expected a history written as .h5") from None
+    with f:
         if "runs" not in f:
             raise ValueError(f"{path}: no group '/runs'; expected one dataset per schema column there")
         g = f["runs"]
