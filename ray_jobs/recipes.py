@@ -11,6 +11,8 @@ only on (recipe, parameters, seed) and the device type, never on which actor mad
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 from typing import Callable
 
 import numpy as np
@@ -49,6 +51,26 @@ def sevi_counts(params: dict, device: torch.device) -> Recipe:
     return make
 
 
+# TrainConfig fields that never change a training batch (the model, the optimiser, evaluation,
+# bookkeeping, the step count): ``make_batch`` reads none of them (the batch seed is its own
+# argument, never cfg.seed). The pool keys its cache without them, so every job, learning rate or
+# step count asks for the same built generator. A field missing here only costs a second build; a
+# field wrongly listed would serve wrong batches, which tests/ray_jobs/test_recipes.py checks field
+# by field.
+SEVI_NOT_IN_BATCH = frozenset({
+    "init_from", "target_stats_draws", "width", "stem_stride", "steps", "lr", "min_lr", "warmup_steps",
+    "weight_decay", "grad_clip", "radius_loss_weight", "nll_weight", "amp", "seed", "val_images", "val_seed",
+    "eval_every", "checkpoint_every", "log_every"})
+
+
+def sevi_images_key(params: dict) -> tuple:
+    """What determines a sevi-images batch besides the seed: the resolved config less SEVI_NOT_IN_BATCH."""
+    from sevi.training import config_from_dict
+
+    full = dataclasses.asdict(config_from_dict(params))  # refuses unknown fields, fills in defaults
+    return tuple(sorted((k, repr(v)) for k, v in full.items() if k not in SEVI_NOT_IN_BATCH))
+
+
 def sevi_images(params: dict, device: torch.device) -> Recipe:
     """Model-ready training batches: ``sevi.training.make_batch`` for a TrainConfig given as a dict."""
     from sevi.training import config_from_dict, make_batch, make_generator
@@ -80,19 +102,32 @@ RECIPES: dict[str, Callable[[dict, torch.device], Recipe]] = {
 }
 
 
+# What determines a recipe's batches besides the seed; recipes not listed are keyed on all params.
+BATCH_KEYS: dict[str, Callable[[dict], tuple]] = {"sevi-images": sevi_images_key}
+
+
 class RecipeBook:
-    """Builds each (recipe, parameters) once on a device and keeps it (tables stay device-resident)."""
+    """Builds each (recipe, what determines its batches) once on a device and keeps it (tables stay
+    device-resident), the ``max_built`` most recently used at most."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, max_built: int = 8):
         self.device = device
-        self._built: dict[tuple[str, str], Recipe] = {}
+        self.max_built = max_built
+        self._built: collections.OrderedDict[tuple[str, tuple], Recipe] = collections.OrderedDict()
 
-    def __call__(self, name: str, params: dict, seed: int) -> Batch:
+    def key(self, name: str, params: dict) -> tuple[str, tuple]:
         if name not in RECIPES:
             raise ValueError(f"unknown recipe '{name}'; known: {', '.join(sorted(RECIPES))}")
-        key = (name, repr(sorted(params.items())))
+        by = BATCH_KEYS.get(name)
+        return name, (by(params) if by else tuple(sorted((k, repr(v)) for k, v in params.items())))
+
+    def __call__(self, name: str, params: dict, seed: int) -> Batch:
+        key = self.key(name, params)
         if key not in self._built:
             self._built[key] = RECIPES[name](dict(params), self.device)
+            while len(self._built) > self.max_built:
+                self._built.popitem(last=False)
+        self._built.move_to_end(key)
         return self._built[key](int(seed))
 
     @property
