@@ -78,9 +78,7 @@ def atomic_folder(path: str | os.PathLike, files: dict[str, bytes]) -> None:
     old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
     moved = False
     try:
-        umask = os.umask(0o022)      # read the umask (it can only be read by setting it)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the folder is for other readers too
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder is for other readers too
         for name, data in files.items():
             with open(tmp / name, "xb") as f:
                 f.write(data)
