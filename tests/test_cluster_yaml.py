@@ -34,6 +34,16 @@ def test_no_ray_port_open_beyond_the_cluster():
     assert "ray[default,train,tune]==2.60.0" in " ".join(cfg["setup_commands"])
 
 
+def test_torch_is_pinned_to_the_tested_cuda_build_before_anything_else():
+    cmds = load()["setup_commands"]
+    first = cmds[0].split()
+    assert first[:3] == ["pip", "install", "-q"] and "torch==2.13.0" in first, cmds[0]
+    index = first[first.index("--index-url") + 1]
+    assert index.startswith("https://download.pytorch.org/whl/cu12"), index
+    # The suite's install comes after, and nothing else names torch again (it would re-resolve it).
+    assert not any("torch" in c for c in cmds[1:]), cmds
+
+
 def test_validator_rejects_a_broken_config():
     # The test above can fail: the validator is strict about unknown fields.
     import pytest
