@@ -7,7 +7,10 @@ beside the images.
 
 Output: dataset ``image_id`` (n,) int32, dataset ``counts`` (n, G, G) int32 electron counts per
 pixel (axis 0 = x, axis 1 = z), ``out_of_view`` (n,) electrons that missed the field of view, the
-``Truth`` table, and attributes naming the seed, grid, device and generator settings.
+``Truth`` table, and attributes naming the seed, grid, device, generator settings and ``render``.
+With ``--render expected`` the image dataset is ``expected`` (n, G, G) float64, the exact expected
+counts per pixel (sevi/forward.py), in the same layout; ``--render poisson`` draws ``counts`` from
+it (sevi/expected_renderer.py). Both need an even grid and 10 sigma_R <= R < 1.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--electrons", type=int, default=None,
                    help="with --random: electrons per shell (default: the prior's 1.8-2.5 million)")
     p.add_argument("--batch", type=int, default=8, help="images rendered at a time (default 8)")
+    p.add_argument("--render", default="itm", choices=("itm", "poisson", "expected"),
+                   help="itm: sample every electron (default, the reference); poisson: Poisson counts per pixel "
+                        "around the exact expected image (same distribution, cost set by the pixels); expected: "
+                        "the expected image itself, dataset 'expected' (n, G, G) float64")
     p.set_defaults(func=run)
 
 
@@ -76,7 +83,20 @@ def run(args: argparse.Namespace) -> int:
         params = Prior(prior_config)(args.random, args.seed).params
         image_ids = np.arange(args.random, dtype=np.int32)
 
-    gen = SeviGenerator(GeneratorConfig(grid=args.grid), args.device, prior_config)
+    if args.render != "itm":
+        if args.grid % 2:
+            raise SystemExit(f"sevi simulate: --render {args.render} needs an even --grid, got {args.grid}")
+        from sevi.forward import check_params
+        try:
+            check_params(params.R, params.sigma_R, where=args.truth or "the drawn parameters")
+        except ValueError as e:
+            raise SystemExit(f"sevi simulate: {e}") from None
+    if args.render == "expected":
+        from sevi.forward import ExpectedImage, ForwardConfig
+        gen = ExpectedImage(ForwardConfig(grid=args.grid, n_terms=params.beta.shape[-1]), args.device)
+    else:
+        from sevi.expected_renderer import make_renderer
+        gen = make_renderer(args.render, GeneratorConfig(grid=args.grid), args.device, prior_config)
     n = len(params)
     out_of_view = np.zeros(n, np.int64)
     truth = io.sim_truth_rows(image_ids, params.R.numpy(), params.sigma_R.numpy(), params.n_electrons.numpy(),
@@ -84,21 +104,26 @@ def run(args: argparse.Namespace) -> int:
     # Streamed: the counts dataset is created with its final shape and filled batch by batch, so
     # memory is one batch of images whatever N (the file is renamed into place at the end).
     with io.atomic_h5(args.out) as f, tqdm(total=n, unit="image", desc="sevi simulate", disable=None) as bar:
-        counts = f.create_dataset("counts", shape=(n, args.grid, args.grid), dtype=np.int32,
-                                  chunks=(1, args.grid, args.grid))
+        name, dtype = ("expected", np.float64) if args.render == "expected" else ("counts", np.int32)
+        counts = f.create_dataset(name, shape=(n, args.grid, args.grid), dtype=dtype, chunks=(1, args.grid, args.grid))
         for start in range(0, n, args.batch):
             part = params[start:start + args.batch]
-            # One seed per batch, derived from the run's seed, so a batch can be re-rendered alone.
-            res = gen.render(part, seed=args.seed * 1_000_003 + start)
-            counts[start:start + len(part)] = res.images.cpu().numpy()
-            out_of_view[start:start + len(part)] = res.out_of_view.cpu().numpy()
+            if args.render == "expected":  # no noise: the mean of what the other backends draw
+                mu = gen(part, check=False)
+                counts[start:start + len(part)] = mu.cpu().numpy()
+                out_of_view[start:start + len(part)] = (part.n_electrons.sum(1).double() - mu.sum(dim=(1, 2)).cpu()).round().numpy()
+            else:
+                # One seed per batch, derived from the run's seed, so a batch can be re-rendered alone.
+                res = gen.render(part, seed=args.seed * 1_000_003 + start)
+                counts[start:start + len(part)] = res.images.cpu().numpy()
+                out_of_view[start:start + len(part)] = res.out_of_view.cpu().numpy()
             bar.update(len(part))
         f.create_dataset("image_id", data=image_ids)
         f.create_dataset("out_of_view", data=out_of_view)
         f.create_dataset("Truth", data=truth)
         f.attrs.update({"seed": args.seed, "grid": args.grid, "device": str(gen.device),
-                        "generator_config": json.dumps(dataclasses.asdict(gen.config)),
-                        "axes": "counts[image, x, z]; x and z from -1 to +1"})
+                        "generator_config": json.dumps(dataclasses.asdict(gen.config)), "render": args.render,
+                        "axes": f"{name}[image, x, z]; x and z from -1 to +1"})
     lost = int(out_of_view.sum())
     print(f"wrote {n} images of {args.grid}x{args.grid} to {args.out}"
           + (f" ({lost} electrons fell outside the field of view; see 'out_of_view')" if lost else ""))

@@ -62,6 +62,10 @@ class TrainConfig:
     # with spot_blur > 0 reads summed frames (sevi analyze --path direct); 0 = clean histograms, the
     # events path. No background noise is added: sevi/direct.py shows it is < 0.5% of the Poisson noise.
     spot_blur: float = 0.0
+    # How training images are drawn (sevi/expected_renderer.py): "itm" samples every electron (the
+    # reference); "poisson" draws each pixel around the exact expected image, the same distribution at
+    # a cost set by the pixels, not the electrons (BENCHMARKS.md, SEVI forward model).
+    render: str = "itm"
     # -- model ------------------------------------------------------------------------------
     width: int = 16  # ResNet34 base width (64 = the paper's ResNet34, ~21 M parameters)
     stem_stride: int = 1  # 1: 3x3 stem, no maxpool (small inputs); 2: torchvision's 7x7/2 + maxpool
@@ -88,6 +92,9 @@ class TrainConfig:
         Features(self.representation, self.grid, self.n_r, self.n_theta, self.scale)  # validates
         if not 0 < self.electrons[0] <= self.electrons[1]:
             raise ValueError(f"electrons must satisfy 0 < low <= high, got {self.electrons}")
+        from sevi.expected_renderer import RENDER_BACKENDS
+        if self.render not in ("itm", "poisson"):
+            raise ValueError(f"render must be 'itm' or 'poisson' for training (of {RENDER_BACKENDS}), got {self.render!r}")
         if not self.spot_blur >= 0:
             raise ValueError(f"spot_blur must be >= 0 (detector units), got {self.spot_blur}")
         if self.refine_width <= 0:
@@ -156,8 +163,10 @@ def render_grid(cfg: TrainConfig) -> int:
 
 
 def make_generator(cfg: TrainConfig, device: str | torch.device = "auto"):
-    from sevi.generator import GeneratorConfig, SeviGenerator
-    return SeviGenerator(GeneratorConfig(grid=render_grid(cfg)), device, prior_config(cfg))
+    """The renderer of cfg.render ("itm": SeviGenerator; "poisson": ExpectedRenderer) at render_grid(cfg)."""
+    from sevi.expected_renderer import make_renderer
+    from sevi.generator import GeneratorConfig
+    return make_renderer(cfg.render, GeneratorConfig(grid=render_grid(cfg)), device, prior_config(cfg))
 
 
 def batch_seed(cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1) -> int:

@@ -6,6 +6,10 @@ then project and histogram with ``np.add.at``. Both draw the same parameters fro
 
     python tools/bench_generate.py --grid 512 --electrons 100000          # CPU target: >= 20x
     python tools/bench_generate.py --grid 1024 --electrons 2000000 --batch 16 --device cuda
+    python tools/bench_generate.py --grid 128 --electrons 2200000 --backends itm,poisson   # renderer ratio
+
+``--backends`` times the other renderers of ``sevi.expected_renderer`` on the same parameters and
+prints each one's ratio to the ITM generator, measured in the same run.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 
 from sevi.atomic import write_json
+from sevi.expected_renderer import RENDER_BACKENDS, make_renderer
 from sevi.generator import GeneratorConfig, SeviGenerator
 from sevi.prior import Prior
 
@@ -83,7 +88,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--chunk", type=int, default=1 << 22, help="electrons per chunk")
     ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--backends", default="itm", help=f"comma list of {RENDER_BACKENDS}; itm is always timed")
     a = ap.parse_args(argv)
+    backends = [b for b in a.backends.split(",") if b and b != "itm"]
+    for b in backends:
+        if b not in RENDER_BACKENDS:
+            ap.error(f"--backends: unknown backend {b!r}; choose from {RENDER_BACKENDS}")
 
     prior_cfg = Prior().config.with_electrons(a.electrons)
     gen = SeviGenerator(GeneratorConfig(grid=a.grid, chunk_electrons=a.chunk), a.device, prior_cfg)
@@ -95,6 +105,10 @@ def main(argv=None) -> dict:
            "torch_images_per_s": 1 / t_torch, "torch_electrons_per_s": 2 * a.electrons / t_torch}
     print(f"device {out['device_name']} ({torch.get_num_threads()} threads), G={a.grid}, {a.electrons:.0e} electrons/shell")
     print(f"  torch ITM generator : {1 / t_torch:10.1f} images/s  ({2 * a.electrons / t_torch:.3g} electrons/s)")
+    for b in backends:
+        t_b = time_generator(make_renderer(b, GeneratorConfig(grid=a.grid), a.device, prior_cfg), params, a.batch, a.calls)
+        out[f"{b}_images_per_s"], out[f"{b}_ratio_to_itm"] = 1 / t_b, t_torch / t_b
+        print(f"  {b:20s}: {1 / t_b:10.1f} images/s  ({t_torch / t_b:.1f}x the ITM generator)")
     if a.baseline_images:
         t_np = time_numpy(params[: a.baseline_images], a.electrons, a.grid)
         out.update(numpy_images_per_s=1 / t_np, ratio=t_np / t_torch)
