@@ -372,7 +372,7 @@ def _print_stats(stats: list[dict]) -> None:
     if not stats:
         print("no pool actors found")
         return
-    cols = ["name", "node", "device_name", "cpus", "gpus", "batches_served", "batches_per_s", "utilisation",
+    cols = ["name", "node", "pid", "device_name", "cpus", "gpus", "batches_served", "batches_per_s", "utilisation",
             "uptime_s", "recipes"]
     print("  ".join(f"{c:>14}" for c in cols))
     for s in stats:

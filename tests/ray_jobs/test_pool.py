@@ -115,3 +115,13 @@ def test_a_pool_that_cannot_start_fails_within_its_wait(pool_name):
         get_or_create_pool(PoolSpec(pool_name, actors=1, cpus_per_actor=64, device="cpu"), timeout_s=2)
     assert time.monotonic() - t0 < 20
     assert not find_pool(pool_name), "the actor that could not start is removed, not left pending"
+
+
+def test_a_dashboard_address_runs_the_command_as_a_job_on_the_cluster():
+    # A driver cannot connect to http://host:8265 ("Invalid Ray address"); the CLI submits itself
+    # there as a job instead, without the address (inside a job Ray sets its own).
+    from ray_jobs.pool import job_entrypoint
+
+    assert job_entrypoint(["inspect", "--address", "http://localhost:8265", "--name", "a b"]) == \
+        "python -m ray_jobs.pool inspect --name 'a b'"
+    assert job_entrypoint(["stop", "--address=http://h:8265"]) == "python -m ray_jobs.pool stop"
