@@ -330,7 +330,12 @@ def run(argv=None) -> list[dict]:
         raise ResourcesUnavailable(shortage("coating_tune", [trial], args.pool, pool_stats(find_pool(args.pool)),
                                             args.wait_s))
     a = {k: v for k, v in vars(args).items()}
-    task = ray.remote(num_cpus=0)(sweep_one)  # orchestration only; trials hold the resources
+    # Orchestration only (trials hold the resources), pinned to this driver's node: the registry
+    # (--models) is a directory there, and a 0-CPU task could otherwise land on any node.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0)(sweep_one).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False))
     history_ref = ray.put(history) if todo else None
     refs = [task.remote(s["cycle_id"], s["kind"], history_ref, a, pretrain.get(s["cycle_id"]), s["name"])
             for s in todo]

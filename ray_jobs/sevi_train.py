@@ -140,6 +140,8 @@ def train_fn(config: dict) -> dict:
         slim = {k: v for k, v in metrics.items() if not k.startswith("val_coef/")}
         ck = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report({**slim, "generator_wait_s": feed.wait_s}, checkpoint=ck)
+        if ck is not None and remote and rank == 0 and Path(tb_dir).exists():
+            storage.upload_dir(tb_dir, storage.join(run_dir, "tensorboard"))  # TensorBoard follows every checkpoint
 
     t_start = time.perf_counter()
 
@@ -161,7 +163,7 @@ def train_fn(config: dict) -> dict:
             tempfile.TemporaryDirectory(prefix="sevi-out-") as stage:
         resumed_from = checkpoint_step(resume_dir) if resume_dir else 0
         # TensorBoard writes local files: with a URI it writes to a staging folder that is copied
-        # to <run_dir>/tensorboard at the end.
+        # to <run_dir>/tensorboard at every checkpoint and at the end.
         tb_dir = str(Path(stage) / "tensorboard") if remote else storage.join(run_dir, "tensorboard")
         loop = LoopContext(rank=rank, world_size=world, device=device, wrap_model=ray.train.torch.prepare_model,
                            report=report, resume_dir=resume_dir, log_dir=tb_dir if rank == 0 else None,

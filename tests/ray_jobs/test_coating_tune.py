@@ -124,7 +124,7 @@ def test_sevi_training_and_coating_sweep_share_one_pool(ray_local, history, tmp_
                           "--pool", pool, "--pretrain-runs", "32"])
         t.join(timeout=600)
         assert not errors, errors
-        served = pool_stats(find_pool(pool))[0]["recipes"]
+        served = [r for s in pool_stats(find_pool(pool)) for r in s["recipes"]]  # any actor may serve any recipe
         assert "sevi-images" in served and "coating-spectra" in served, served
     finally:
         stop_pool(pool)
