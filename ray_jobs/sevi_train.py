@@ -103,6 +103,30 @@ def finished_run(run_dir: str, cfg) -> str | None:
     return storage.join(run_dir, "final", "model.pt") if saved == cfg else None
 
 
+def newest_checkpoint(run_dir: str, registered=None):
+    """The checkpoint to resume from: the newest complete ``checkpoint_*`` folder of the run.
+
+    Ray Train resumes from the latest checkpoint its controller registered, which can lag the
+    latest one the workers wrote (a worker killed just after a report): resuming from that one
+    would redo the steps in between. Folder names carry their time (``checkpoint_<date>_<time>``),
+    so the newest is the last by name; one whose model.pt does not load (cut off mid-copy) is
+    skipped. Returns a ``ray.train.Checkpoint`` or None (``registered`` when the listing finds none).
+    """
+    import ray.train
+
+    from ray_jobs import storage
+
+    for path in sorted(storage.list_dirs(run_dir, "checkpoint_"), reverse=True):
+        candidate = ray.train.Checkpoint(path)
+        try:
+            with candidate.as_directory() as d:
+                checkpoint_step(d)
+        except Exception:  # noqa: BLE001 - an incomplete folder: try the next older one
+            continue
+        return candidate
+    return registered
+
+
 def checkpoint_step(checkpoint_dir: str) -> int:
     """The optimizer step a checkpoint directory was written at."""
     import torch
@@ -157,7 +181,7 @@ def train_fn(config: dict) -> dict:
 
     run_dir = config["run_dir"]  # a local path or a storage URI
     remote = storage.is_uri(run_dir)
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = newest_checkpoint(run_dir, ray.train.get_checkpoint())
     with (checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)) as resume_dir, \
             tempfile.TemporaryDirectory(prefix="sevi-ckpt-") as out_dir, \
             tempfile.TemporaryDirectory(prefix="sevi-out-") as stage:

@@ -96,6 +96,23 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def list_dirs(path: str, prefix: str = "") -> list[str]:
+    """Full paths (or URIs) of the folders directly under ``path`` whose names start with ``prefix``."""
+    if not is_uri(path):
+        if not os.path.isdir(path):
+            return []
+        return [os.path.join(path, n) for n in os.listdir(path)
+                if n.startswith(prefix) and os.path.isdir(os.path.join(path, n))]
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    if fs.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner))
+    return [join(path, i.base_name) for i in infos
+            if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith(prefix)]
+
+
 def upload_dir(local_dir: str, dest: str) -> None:
     """Copy a local directory's files to ``dest`` (a URI or a local path); files of the same name are overwritten."""
     if not is_uri(dest):

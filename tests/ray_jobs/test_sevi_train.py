@@ -88,3 +88,32 @@ def test_file_uri_storage_and_a_finished_run_is_reported_not_rerun(ray_local, tm
     assert sevi_train.main(argv) == 0
     out = capsys.readouterr().out.strip()
     assert out == f"sevi_train: already finished at step 2; final model at {uri}/uri/final/model.pt", out
+
+
+def test_resume_takes_the_newest_complete_checkpoint_not_the_last_registered(tmp_path):
+    # A worker killed just after reporting step 100 leaves a checkpoint the controller never
+    # registered; resuming from the registered step-80 one would redo 20 steps.
+    import ray.train
+
+    from ray_jobs.sevi_train import checkpoint_step, newest_checkpoint
+
+    def write(name, step=None):
+        d = tmp_path / name
+        d.mkdir()
+        if step is None:
+            (d / "model.pt").write_bytes(b"cut off mid-co")
+        else:
+            torch.save({"step": step}, d / "model.pt")
+        return d
+
+    registered = write("checkpoint_2026-01-01_10-00-00.000001", 80)
+    write("checkpoint_2026-01-01_10-00-05.000001", 100)
+    write("checkpoint_2026-01-01_10-00-09.000001")  # incomplete
+    (tmp_path / "final").mkdir()
+    got = newest_checkpoint(str(tmp_path), ray.train.Checkpoint(str(registered)))
+    with got.as_directory() as d:
+        assert checkpoint_step(d) == 100
+    uri = newest_checkpoint(f"file://{tmp_path}")
+    with uri.as_directory() as d:
+        assert checkpoint_step(d) == 100
+    assert newest_checkpoint(str(tmp_path / "nothing")) is None
