@@ -121,6 +121,12 @@ PRESETS: dict[str, TrainConfig] = {
     "a100": TrainConfig(grid=512, n_r=256, n_theta=256, electrons=(1_800_000, 2_500_000), width=64,
                         stem_stride=2, batch_size=64, steps=60_000, lr=1e-3, min_lr=1e-5, warmup_steps=1000,
                         val_images=1024, eval_every=1000, checkpoint_every=2000, log_every=50),
+    # The course's counts (1.8-2.5e6 electrons per shell, images read at 1024^2 and rebinned exactly to
+    # 128^2) on a 2-core CPU in under 30 minutes: the Poisson renderer (cost set by the pixels, ~90x the
+    # ITM generator at these counts) and a 64 r x 32 theta polar input. Its job is to start the
+    # likelihood refinement (sevi/fit.py) in the right optimum (BENCHMARKS.md, SEVI refinement).
+    "cpu-course": TrainConfig(grid=128, n_r=64, n_theta=32, electrons=(1_800_000, 2_500_000), render="poisson",
+                              steps=800, val_images=128, eval_every=100, checkpoint_every=200),
     # The test suite's config: seconds on a CPU.
     "tiny": TrainConfig(grid=32, representation="fold", electrons=(2000, 4000), width=4, batch_size=8, steps=30,
                         lr=3e-3, warmup_steps=3, val_images=16, eval_every=10, checkpoint_every=10, log_every=5,

@@ -1,0 +1,253 @@
+"""Likelihood refinement of a two-shell answer: the Poisson posterior mode under the exact forward model.
+
+Starting from a first answer (the regressor's), maximise
+
+    log L(theta) + log prior(theta),   log L = sum_pixels (n log mu - mu)   (Poisson pixels),
+
+over theta = per shell (R, sigma_R, N, beta_2 .. beta_2L) (``sevi.information.parameter_names``),
+where mu is the exact expected image (``sevi.forward``) on the folded quadrant of the image (a
+sufficient statistic of the symmetric image; ``fit_grid`` may rebin it first, which keeps it
+Poisson). The prior is the training prior (docs/prior.md): each beta's truncated normal (a
+quadratic penalty inside its box, the box as a bound), R and sigma_R uniform on their ranges (bounds
+only); N is free. Every shell's angular density must stay non-negative on [-1, 1]: a step that
+breaks it is refused (``sevi.legendre.ValidityCheck``, a proof, not a sample).
+
+Optimiser: Levenberg-Marquardt on the Fisher scoring matrix H = J diag(1/mu) J^T + P (J = d mu /
+d theta in closed form, P the prior's precision), with steps clipped into the bounds. Starts: the
+first answer; when the shells are closer than ``multi_start_separation`` also the answer with the
+shells' (sigma_R, N, betas) swapped, and the first answer with its radii moved apart and together
+by the regressor's 1-sigma (``R_sd``). The best objective wins.
+
+Error bars: H^-1 at the optimum (the Laplace approximation of the posterior, likelihood plus
+prior); ``tools/eval_refine.py`` measures their calibration on held-out images.
+
+Conventions: images (G, G), axis 0 = x, axis 1 = z over [-1, 1] (docs/conventions.md); shells
+sorted by radius, smaller first, in the result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from sevi.forward import ExpectedImage, ForwardConfig, fold_image
+from sevi.information import prior_precision
+from sevi.legendre import ValidityCheck
+from sevi.prior import PriorConfig
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How the refinement runs. Defaults: measured in BENCHMARKS.md (SEVI refinement)."""
+
+    fit_grid: int = 512  # the image is rebinned exactly to this grid (a divisor of it) before fitting
+    max_iterations: int = 40  # LM iterations per start
+    tolerance: float = 1e-3  # converged: the objective fell by less than this (log-likelihood units), or
+    step_tolerance: float = 1e-2  # the step was shorter than this many standard deviations (H's metric)
+    lambda_init: float = 1e-3  # initial Levenberg-Marquardt damping (relative to diag(H))
+    multi_start_separation: float = 0.05  # |R1 - R2| below which the extra starts are tried
+    forward: ForwardConfig = field(default_factory=ForwardConfig)  # accuracy of the model (grid is set)
+
+    def __post_init__(self):
+        if self.fit_grid < 2 or self.fit_grid % 2:
+            raise ValueError(f"FitConfig.fit_grid must be even and >= 2, got {self.fit_grid}")
+        if self.max_iterations < 1:
+            raise ValueError("FitConfig.max_iterations must be >= 1")
+
+
+@dataclass
+class FitResult:
+    """One image's refined answer. theta (P,) in ``parameter_names`` order, cov (P, P)."""
+
+    R: np.ndarray  # (2,)
+    sigma_R: np.ndarray  # (2,)
+    n_electrons: np.ndarray  # (2,) float: fitted counts (of the fitted image: detected electrons)
+    beta: np.ndarray  # (2, L)
+    R_sd: np.ndarray
+    sigma_R_sd: np.ndarray
+    beta_sd: np.ndarray
+    log_likelihood: float  # Poisson log L at the optimum (up to the data's constant log n! terms)
+    log_posterior: float  # log L + log prior (same constant)
+    chi2_dof: float  # sum (n - mu)^2 / mu over the folded pixels with mu >= 5, per degree of freedom
+    iterations: int
+    converged: bool
+    start: str  # which start won
+    cov: np.ndarray = field(repr=False)
+
+
+class Refiner:
+    """Configure once (forward model, prior), call many: ``Refiner(cfg, prior, device)(image, start)``."""
+
+    def __init__(self, config: FitConfig = FitConfig(), prior: PriorConfig = PriorConfig(), device="cpu"):
+        self.config = config
+        self.prior = prior
+        L = prior.n_terms
+        fwd = ForwardConfig(**{**config.forward.__dict__, "grid": config.fit_grid, "n_terms": L})
+        self.model = ExpectedImage(fwd, device)
+        self.device = self.model.device
+        self.L = L
+        self.P = prior_precision(prior, L).to(self.device)  # (2 (3 + L),)
+        self.prior_mean = torch.tensor(prior.beta_mean, dtype=torch.float64, device=self.device)
+        per_lo = [prior.radius_range[0], prior.sigma_r_range[0], 0.0] + list(prior.beta_low)
+        per_hi = [prior.radius_range[1], prior.sigma_r_range[1], math.inf] + list(prior.beta_high)
+        self.lo = torch.tensor(per_lo * 2, dtype=torch.float64, device=self.device)
+        self.hi = torch.tensor(per_hi * 2, dtype=torch.float64, device=self.device)
+        self.valid = ValidityCheck(L, device=self.device)
+        per_m = torch.cat([torch.zeros(3, dtype=torch.float64), self.prior_mean.cpu()])
+        self.m_full = per_m.repeat(2).to(self.device)  # the prior's centre (only the betas' entries matter)
+
+    # -- the objective ----------------------------------------------------------------------------
+    def _unpack(self, theta: torch.Tensor):
+        t = theta.reshape(2, 3 + self.L)
+        return t[:, 0], t[:, 1], t[:, 2], t[:, 3:]
+
+    def _model(self, theta: torch.Tensor, jacobian: bool):
+        """Folded-quadrant mu (H W,) and, with ``jacobian``, J (P, H W)."""
+        R, s, N, beta = self._unpack(theta)
+        mus, Js = [], []
+        for j in range(2):
+            if jacobian:
+                mu, J = self.model.jacobian_quadrant(float(R[j]), float(s[j]), N[j], beta[j])
+                Js.append(4 * J.reshape(J.shape[0], -1))
+            else:
+                M = self.model.shell_moments(float(R[j]), float(s[j]))[0]
+                mu = N[j] * torch.einsum("k,khw->hw", self.model._coefficients(beta[j]), M)
+            mus.append(mu)
+        mu = (4 * (mus[0] + mus[1])).reshape(-1)
+        return mu, (torch.cat(Js) if jacobian else None)
+
+    def _prior_term(self, theta: torch.Tensor) -> torch.Tensor:
+        """-log prior inside the bounds (the betas' normals; constants dropped)."""
+        _, _, _, beta = self._unpack(theta)
+        P = self.P.reshape(2, -1)[:, 3:]
+        return 0.5 * ((beta - self.prior_mean) ** 2 * P).sum()
+
+    def objective(self, theta: torch.Tensor, n: torch.Tensor) -> float:
+        """-(log L + log prior); +inf where mu <= 0 on a pixel with counts or a density goes negative."""
+        _, _, _, beta = self._unpack(theta)
+        if not bool(self.valid(beta).all()):
+            return math.inf
+        mu, _ = self._model(theta, False)
+        if bool(((mu <= 0) & (n > 0)).any()):
+            return math.inf
+        ll = (n * torch.log(mu.clamp_min(1e-300)) - mu).sum()
+        return float(-ll + self._prior_term(theta))
+
+    # -- one start ------------------------------------------------------------------------------
+    def _fit_one(self, theta: torch.Tensor, n: torch.Tensor):
+        """Bounded Levenberg-Marquardt from one start: (theta, objective, iterations, converged).
+
+        Parameters at a bound whose gradient pushes outwards are held there for the step (an active
+        set), so a prior box edge does not stall the fit. Converged: the objective fell by less than
+        ``tolerance`` (it is ~1e6 in size, so rounding alone is ~1e-4), or the step is shorter than
+        ``step_tolerance`` standard deviations, or no step lowers it."""
+        c = self.config
+        theta = torch.maximum(torch.minimum(theta, self.hi), self.lo)
+        f = self.objective(theta, n)
+        if not math.isfinite(f):
+            return theta, f, 0, False
+        lam = c.lambda_init
+        for it in range(1, c.max_iterations + 1):
+            mu, J = self._model(theta, True)
+            keep = mu > 0
+            Jk = J[:, keep]
+            g = Jk @ (1 - n[keep] / mu[keep]) + self.P * (theta - self.m_full)  # gradient of -(log L + log prior)
+            H = (Jk / mu[keep]) @ Jk.T + torch.diag(self.P)
+            held = ((theta <= self.lo) & (g > 0)) | ((theta >= self.hi) & (g < 0))
+            free = (~held).nonzero().reshape(-1)
+            Hf, gf = H[free][:, free], g[free]
+            d = Hf.diagonal().clamp_min(1e-300)
+            accepted = False
+            for _ in range(12):
+                try:
+                    sf = -torch.linalg.solve(Hf + lam * torch.diag(d), gf)
+                except RuntimeError:
+                    lam *= 10
+                    continue
+                step = torch.zeros_like(theta)
+                step[free] = sf
+                new = torch.maximum(torch.minimum(theta + step, self.hi), self.lo)
+                f_new = self.objective(new, n)
+                if f_new < f:
+                    accepted = True
+                    moved, gain = new - theta, f - f_new
+                    theta, f = new, f_new
+                    lam = max(lam / 5, 1e-9)
+                    break
+                lam *= 8
+            if not accepted:
+                return theta, f, it, True
+            size = float(torch.sqrt((moved * (H @ moved)).sum().clamp_min(0)))  # step length in sigmas
+            if gain < c.tolerance or size < c.step_tolerance:
+                return theta, f, it, True
+        return theta, f, c.max_iterations, False
+
+    # -- the public call ------------------------------------------------------------------------
+    def fold(self, image) -> torch.Tensor:
+        """(G, G) counts -> folded quadrant at fit_grid, flattened (H W,) float64."""
+        img = torch.as_tensor(np.asarray(image), dtype=torch.float64, device=self.device)
+        if img.ndim != 2 or img.shape[0] != img.shape[1]:
+            raise ValueError(f"expected a square (G, G) image, got shape {tuple(img.shape)}")
+        G = img.shape[0]
+        g = self.config.fit_grid
+        if G % g:
+            raise ValueError(f"an image of {G} x {G} pixels does not rebin exactly to the fit grid {g}; "
+                             f"use an image grid that is a multiple of {g}, or set FitConfig.fit_grid")
+        k = G // g
+        img = img.reshape(g, k, g, k).sum(dim=(1, 3))
+        return fold_image(img).reshape(-1)
+
+    def starts(self, R, sigma_R, beta, n_total: float, R_sd=None) -> list[tuple[str, torch.Tensor]]:
+        """The starting points (name, theta) for a first answer."""
+        R = np.asarray(R, float)
+        s = np.clip(np.asarray(sigma_R, float), *self.prior.sigma_r_range)
+        b = np.asarray(beta, float)
+        N = np.full(2, n_total / 2)
+
+        def theta(R_, s_, N_, b_):
+            return torch.tensor(np.concatenate([np.r_[R_[j], s_[j], N_[j], b_[j]] for j in range(2)]),
+                                dtype=torch.float64, device=self.device)
+
+        out = [("answer", theta(R, s, N, b))]
+        if abs(R[1] - R[0]) < self.config.multi_start_separation:
+            out.append(("swapped", theta(R, s[::-1], N, b[::-1])))
+            d = float(np.max(R_sd)) if R_sd is not None else 0.01
+            mid = R.mean()
+            out.append(("apart", theta(np.r_[min(R[0], mid - d), max(R[1], mid + d)], s, N, b)))
+            out.append(("together", theta(np.r_[mid - 0.002, mid + 0.002], s, N, b)))
+        return out
+
+    def __call__(self, image, R, sigma_R, beta, R_sd=None) -> FitResult:
+        """Refine one image's answer. image (G, G) counts; R, sigma_R (2,), beta (2, L) the first answer."""
+        n = self.fold(image)
+        total = float(n.sum())
+        if not total > 0:
+            raise ValueError("the image has no counts; nothing to fit")
+        best = None
+        for name, th in self.starts(R, sigma_R, beta, total, R_sd):
+            theta, f, it, conv = self._fit_one(th, n)
+            if best is None or f < best[1]:
+                best = (theta, f, it, conv, name)
+        theta, f, it, conv, name = best
+        return self._result(theta, f, it, conv, name, n)
+
+    def _result(self, theta, f, it, conv, name, n) -> FitResult:
+        mu, J = self._model(theta, True)
+        keep = mu > 0
+        H = (J[:, keep] / mu[keep]) @ J[:, keep].T + torch.diag(self.P)
+        from sevi.information import covariance
+        cov = covariance(H)
+        sd = cov.diagonal().clamp_min(0).sqrt().reshape(2, -1)
+        R, s, N, beta = (t.cpu().numpy() for t in self._unpack(theta))
+        order = np.argsort(R, kind="stable")
+        bright = mu >= 5  # Pearson's chi^2 is biased low on pixels of a few counts: those are left out
+        chi2 = float((((n - mu) ** 2)[bright] / mu[bright]).sum())
+        dof = max(int(bright.sum()) - theta.numel(), 1)
+        ll = float((n[keep] * torch.log(mu[keep]) - mu[keep]).sum())
+        sdn = sd.cpu().numpy()
+        perm = np.concatenate([np.arange(3 + self.L) + j * (3 + self.L) for j in order])
+        return FitResult(R[order], s[order], N[order], beta[order], sdn[order, 0], sdn[order, 1], sdn[order, 3:],
+                         ll, -f, chi2 / dof, it, bool(conv), name, cov.cpu().numpy()[perm][:, perm])
