@@ -37,6 +37,7 @@ from pathlib import Path
 RECIPE = "sevi-images"
 GPU_PRESETS = {"a100"}  # sized for GPUs: with --use-gpu auto they wait (bounded) for GPUs, never fall back to CPU
 DEFAULT_WAIT_S = 120.0  # the same default as ray_jobs.pool.DEFAULT_WAIT_S (not imported: that imports ray)
+KEEP_CHECKPOINTS = 2  # checkpoint folders kept per run (Ray Train's num_to_keep, and the final prune)
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train V2, propagated to its controller
 
 
@@ -125,6 +126,21 @@ def newest_checkpoint(run_dir: str, registered=None):
             continue
         return candidate
     return registered
+
+
+def prune_checkpoints(run_dir: str, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` checkpoint folders of a finished run (call it after
+    ``fit`` returns, never while Ray Train may still prune); returns the deleted.
+
+    Ray Train deletes only checkpoints its controller registered, so one written just before a
+    worker was killed (and resumed from, ``newest_checkpoint``) stays behind for ever otherwise.
+    """
+    from ray_jobs import storage
+
+    old = sorted(storage.list_dirs(run_dir, "checkpoint_"), reverse=True)[keep:]
+    for path in old:
+        storage.remove_dir(path)
+    return old
 
 
 def checkpoint_step(checkpoint_dir: str) -> int:
@@ -279,16 +295,20 @@ def run(argv=None):
                                      resources_per_worker=worker_resources(use_gpu, actor_gpus)),
         run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=args.max_failures, controller_failure_limit=0),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)),
     )
     try:
-        return trainer.fit()
+        result = trainer.fit()
     except ray.train.ControllerError as e:
         from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 
         if isinstance(e.controller_failure, WorkerGroupStartupTimeoutError):
             raise ResourcesUnavailable(shortage("sevi_train", bundles, args.pool, stats, wait_s)) from None
         raise
+    # After fit, when Ray Train has registered (and pruned) everything it will: what is left beyond
+    # KEEP_CHECKPOINTS was written but never registered (a killed worker's last report).
+    prune_checkpoints(run_dir, KEEP_CHECKPOINTS)
+    return result
 
 
 def main(argv=None) -> int:

@@ -113,6 +113,18 @@ def list_dirs(path: str, prefix: str = "") -> list[str]:
             if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith(prefix)]
 
 
+def remove_dir(path: str) -> None:
+    """Delete a folder (or a URI prefix) and everything in it; a missing one is not an error."""
+    if not is_uri(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fs, inner = _fs(path)
+    try:
+        fs.delete_dir(inner)
+    except (FileNotFoundError, OSError):
+        pass
+
+
 def upload_dir(local_dir: str, dest: str) -> None:
     """Copy a local directory's files to ``dest`` (a URI or a local path); files of the same name are overwritten."""
     if not is_uri(dest):

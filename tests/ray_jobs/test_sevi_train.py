@@ -117,3 +117,16 @@ def test_resume_takes_the_newest_complete_checkpoint_not_the_last_registered(tmp
     with uri.as_directory() as d:
         assert checkpoint_step(d) == 100
     assert newest_checkpoint(str(tmp_path / "nothing")) is None
+
+
+def test_prune_keeps_the_newest_checkpoints_only(tmp_path):
+    from ray_jobs.sevi_train import prune_checkpoints
+
+    names = [f"checkpoint_2026-01-01_10-00-0{i}.000001" for i in range(4)]
+    for n in names:
+        (tmp_path / n).mkdir()
+        (tmp_path / n / "model.pt").write_bytes(b"x")
+    (tmp_path / "final").mkdir()
+    deleted = prune_checkpoints(f"file://{tmp_path}", 2)
+    assert sorted(p.rsplit("/", 1)[1] for p in deleted) == names[:2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:] + ["final"])
