@@ -45,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                        "of 3+ spots (as sevi frames --fast)")
     p.add_argument("--device", default="auto")
     p.add_argument("--electron-tolerance", type=float, default=0.15)
+    p.add_argument("--no-refine", action="store_true", help="events path: the regressor's answer alone "
+                                                            "(default: refined by the likelihood fit, as sevi predict)")
     p.set_defaults(func=run)
 
 
@@ -82,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
             p = predict_images(model, cfg, [(0, image[None])], device, args.electron_tolerance, nonnegative=True)
     except ValueError as e:
         raise SystemExit(f"sevi analyze: {events}: {e}")
+    first, diag = p, None
+    if not args.no_refine:
+        from sevi.predict import refine_or_explain
+        p, diag = refine_or_explain(p, cfg, device, str(events), [image])
     write_answer(args.out, p, None, attrs={"model": str(args.model), "frames": str(args.frames),
-                                           "events": str(events), "device": str(device), "path": "events"})
+                                           "events": str(events), "device": str(device), "path": "events"},
+                 regressor=None if args.no_refine else first, diagnostics=diag)
     print(f"wrote {args.out}: R = {p['R'][0].round(4).tolist()}, beta_2 = {p['beta'][0, :, 0].round(3).tolist()}")
     return 0
 

@@ -8,8 +8,9 @@ over theta = per shell (R, sigma_R, N, beta_2 .. beta_2L) (``sevi.information.pa
 where mu is the exact expected image (``sevi.forward``) on the folded quadrant of the image (a
 sufficient statistic of the symmetric image; ``fit_grid`` may rebin it first, which keeps it
 Poisson). The prior is the training prior (docs/prior.md): each beta's truncated normal (a
-quadratic penalty inside its box, the box as a bound), R and sigma_R uniform on their ranges (bounds
-only); N is free. Every shell's angular density must stay non-negative on [-1, 1]: a step that
+quadratic penalty inside its box, the box as a bound), R and sigma_R uniform on their ranges (bounds,
+and in the curvature the uniform's variance, so that coinciding shells keep finite error bars);
+N is free. Every shell's angular density must stay non-negative on [-1, 1]: a step that
 breaks it is refused (``sevi.legendre.ValidityCheck``, a proof, not a sample).
 
 Optimiser: Levenberg-Marquardt on the Fisher scoring matrix H = J diag(1/mu) J^T + P (J = d mu /
@@ -90,6 +91,14 @@ class Refiner:
         self.device = self.model.device
         self.L = L
         self.P = prior_precision(prior, L).to(self.device)  # (2 (3 + L),)
+        self.P_grad = self.P.clone()  # the betas' normals: the only prior terms with a gradient inside the bounds
+        # R and sigma_R are uniform on their ranges: in the Laplace approximation their precision is
+        # 12 / width^2 (a uniform's variance). It keeps H invertible when two shells coincide (where
+        # the image cannot tell them apart) and is negligible wherever the image measures R.
+        for j in range(2):
+            for k, (a, b) in enumerate((prior.radius_range, prior.sigma_r_range)):
+                if b > a:
+                    self.P[j * (3 + L) + k] = 12.0 / (b - a) ** 2
         self.prior_mean = torch.tensor(prior.beta_mean, dtype=torch.float64, device=self.device)
         per_lo = [prior.radius_range[0], prior.sigma_r_range[0], 0.0] + list(prior.beta_low)
         per_hi = [prior.radius_range[1], prior.sigma_r_range[1], math.inf] + list(prior.beta_high)
@@ -154,7 +163,7 @@ class Refiner:
             mu, J = self._model(theta, True)
             keep = mu > 0
             Jk = J[:, keep]
-            g = Jk @ (1 - n[keep] / mu[keep]) + self.P * (theta - self.m_full)  # gradient of -(log L + log prior)
+            g = Jk @ (1 - n[keep] / mu[keep]) + self.P_grad * (theta - self.m_full)  # gradient of -(log L + log prior)
             H = (Jk / mu[keep]) @ Jk.T + torch.diag(self.P)
             held = ((theta <= self.lo) & (g > 0)) | ((theta >= self.hi) & (g < 0))
             free = (~held).nonzero().reshape(-1)
@@ -251,3 +260,45 @@ class Refiner:
         perm = np.concatenate([np.arange(3 + self.L) + j * (3 + self.L) for j in order])
         return FitResult(R[order], s[order], N[order], beta[order], sdn[order, 0], sdn[order, 1], sdn[order, 3:],
                          ll, -f, chi2 / dof, it, bool(conv), name, cov.cpu().numpy()[perm][:, perm])
+
+
+def choose_fit_grid(grid: int, preferred: int = 512) -> int:
+    """The grid an image of ``grid`` pixels is fitted on: ``preferred`` when it divides the grid
+    (an exact rebinning), else the image's own grid."""
+    return preferred if grid >= preferred and grid % preferred == 0 else grid
+
+
+def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config: FitConfig | None = None,
+                   progress: bool = True) -> tuple[dict, dict]:
+    """Refine a batch of regressor answers.
+
+    images: an iterable of (G, G) count images in the order of ``first``'s rows; first: the
+    regressor's answer (``sevi.predict.predict_images``: R, R_sd, sigma_R, sigma_R_sd (n, 2), beta,
+    beta_sd (n, 2, L)). Returns (refined answer with the same keys, diagnostics: log_likelihood,
+    log_posterior, chi2_dof (n,) float64, iterations (n,) int32, converged (n,) bool, start (n,) str).
+    """
+    from tqdm import tqdm
+
+    keys = ("R", "R_sd", "sigma_R", "sigma_R_sd", "beta", "beta_sd")
+    out = {k: np.array(first[k], dtype=np.float64, copy=True) for k in keys}
+    diag = {k: [] for k in ("log_likelihood", "log_posterior", "chi2_dof", "iterations", "converged", "start")}
+    refiners: dict[int, Refiner] = {}
+    n = len(first["R"])
+    for i, img in enumerate(tqdm(images, total=n, desc="refine", unit="image", disable=None if progress else True)):
+        G = np.shape(img)[-1]
+        fg = choose_fit_grid(G) if config is None else config.fit_grid
+        if fg not in refiners:
+            base = config or FitConfig()
+            refiners[fg] = Refiner(FitConfig(**{**base.__dict__, "fit_grid": fg}), prior, device)
+        f = refiners[fg](img, first["R"][i], first["sigma_R"][i], first["beta"][i], first["R_sd"][i])
+        for k, v in (("R", f.R), ("R_sd", f.R_sd), ("sigma_R", f.sigma_R), ("sigma_R_sd", f.sigma_R_sd),
+                     ("beta", f.beta), ("beta_sd", f.beta_sd)):
+            out[k][i] = v
+        for k in diag:
+            diag[k].append(getattr(f, k))
+    diag = {k: np.array(v) for k, v in diag.items()}
+    for k in keys:
+        if not np.isfinite(out[k]).all():
+            i = int(np.argmax(~np.isfinite(out[k].reshape(n, -1)).all(1)))
+            raise ValueError(f"the refinement's {k} for image {i} is not finite")
+    return out, diag

@@ -17,9 +17,16 @@ Output (``--out``, written atomically):
   * ``AnswerSigmaR``: (ImageId,) SphereId, sigma_R '<f8', sigma_R_sd '<f8' (the shell widths and
     their uncertainties, which the course's Answer has no field for).
 
-Uncertainties are the model's heteroscedastic head (a Gaussian log-variance per target trained by
-NLL; model.py / training.py). Their calibration (coverage of +-1 sigma, z-score spread) is
-measured on held-out simulated images by tools/eval_sevi.py (BENCHMARKS.md, section 2).
+Refinement (the default; ``--no-refine`` skips it): each image's answer is refined by the Poisson
+likelihood of the image under the exact forward model plus the training prior (sevi/fit.py), and
+the uncertainties are the curvature of that objective at its optimum. Then also:
+  * ``AnswerRegressor``: the regressor's own answer, laid out as ``Answer``;
+  * ``RefineDiagnostics``: (ImageId,) log_likelihood, log_posterior, chi2_dof, iterations,
+    converged (1 or 0), start (which starting point won) per image. A fit that did not converge is
+    named on stderr, never silent.
+Without refinement the uncertainties are the model's heteroscedastic head (a Gaussian log-variance
+per target trained by NLL; model.py / training.py). Calibration of both: tools/eval_sevi.py and
+tools/eval_refine.py (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--electron-tolerance", type=float, default=0.15,
                    help="relative slack on the trained electron range (default 0.15)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="the regressor's answer alone (default: refined by the likelihood fit, sevi/fit.py)")
     p.set_defaults(func=run)
 
 
@@ -172,10 +181,11 @@ def predict_images(model, cfg, batches, device, tolerance: float = 0.15,
     return out
 
 
-def write_answer(path, p: dict, ids, attrs: dict) -> None:
+def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None, diagnostics: dict | None = None) -> None:
     """Write ``Answer`` (the course's table; ImageId first when ``ids`` is given), beside it
     ``AnswerUncertainty`` (the same layout and rows, holding 1-sigma uncertainties) and
-    ``AnswerSigmaR`` (sigma_R and its 1-sigma), atomically. ``p``: ``predict_images``' output."""
+    ``AnswerSigmaR`` (sigma_R and its 1-sigma), atomically. ``p``: ``predict_images``' output (or
+    the refined answer, with ``regressor`` the first answer and ``diagnostics`` the fits')."""
     from sevi import io
 
     answer = io.answer_rows(p["R"], p["beta"], ids)
@@ -188,8 +198,46 @@ def write_answer(path, p: dict, ids, attrs: dict) -> None:
     if ids is not None:
         sig["ImageId"] = answer["ImageId"]
     sig["SphereId"], sig["sigma_R"], sig["sigma_R_sd"] = answer["SphereId"], p["sigma_R"].reshape(-1), p["sigma_R_sd"].reshape(-1)
-    io.write_tables(path, {"Answer": answer, "AnswerUncertainty": unc, "AnswerSigmaR": sig},
-                    attrs={**attrs, "uncertainty": "1-sigma, heteroscedastic Gaussian head, calibrated on validation"})
+    tables = {"Answer": answer, "AnswerUncertainty": unc, "AnswerSigmaR": sig}
+    how = "1-sigma, heteroscedastic Gaussian head, calibrated on validation"
+    if regressor is not None:
+        tables["AnswerRegressor"] = io.answer_rows(regressor["R"], regressor["beta"], ids)
+        how = "1-sigma, curvature of the log-likelihood plus log-prior at the refined optimum"
+    if diagnostics is not None:
+        n = len(diagnostics["chi2_dof"])
+        d = np.zeros(n, np.dtype(([("ImageId", "<i4")] if ids is not None else []) + [
+            ("log_likelihood", "<f8"), ("log_posterior", "<f8"), ("chi2_dof", "<f8"), ("iterations", "<i4"),
+            ("converged", "u1"), ("start", "S16")]))
+        if ids is not None:
+            d["ImageId"] = ids
+        for k in ("log_likelihood", "log_posterior", "chi2_dof", "iterations", "converged"):
+            d[k] = diagnostics[k]
+        d["start"] = [s.encode() for s in diagnostics["start"]]
+        tables["RefineDiagnostics"] = d
+    io.write_tables(path, tables, attrs={**attrs, "uncertainty": how, "refined": regressor is not None})
+
+
+def refine_or_explain(p: dict, cfg, device, source: str, images) -> tuple[dict, dict]:
+    """Refine predictions (sevi/fit.py) over the training prior of the model; name the images whose fit
+    did not converge on stderr. Direct-path models (spot_blur > 0) are refused: their images are not
+    Poisson counts, and the refinement has no forward model for them yet."""
+    import sys
+
+    from sevi.fit import refine_answers
+    from sevi.training import prior_config
+
+    if cfg.spot_blur > 0:
+        raise SystemExit(f"{source}: the refinement fits Poisson count images; this model reads blurred "
+                         f"summed frames (spot_blur {cfg.spot_blur}). Use --no-refine for the direct path")
+    try:
+        refined, diag = refine_answers(images, p, prior_config(cfg), device)
+    except ValueError as e:
+        raise SystemExit(f"{source}: refinement: {e}") from None
+    bad = np.flatnonzero(~diag["converged"])
+    if len(bad):
+        print(f"sevi: warning: {source}: the refinement did not converge for {len(bad)} image(s) (rows "
+              f"{', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''}); see RefineDiagnostics", file=sys.stderr)
+    return refined, diag
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,8 +262,13 @@ def run(args: argparse.Namespace) -> int:
                 p = predict_images(model, cfg, batches, device, args.electron_tolerance, nonnegative=True)
         except ValueError as e:
             raise SystemExit(f"sevi predict: {args.images}: {e}")
+        first, diag = p, None
+        if not args.no_refine:
+            p, diag = refine_or_explain(p, cfg, device, args.images,
+                                        (ds[()] if ids is None else ds[i] for i in range(ds.shape[0] if ids is not None else 1)))
     write_answer(args.out, p, ids, attrs={"model": str(args.model), "images": str(args.images),
-                                          "device": str(device), "model_grid": cfg.grid})
+                                          "device": str(device), "model_grid": cfg.grid},
+                 regressor=None if args.no_refine else first, diagnostics=diag)
     n = 1 if ids is None else len(ids)
     print(f"wrote Answer for {n} image{'s' * (n != 1)} to {args.out}")
     return 0

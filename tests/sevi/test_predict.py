@@ -149,3 +149,20 @@ def test_a_missing_model_is_named(tmp_path, capsys):
     path = float_images(tmp_path, lambda img: None)
     assert main(["predict", "--model", str(tmp_path / "run"), "--images", str(path), "--out", str(tmp_path / "a.h5")]) == 2
     assert f"{tmp_path / 'run'}: no such model file" in capsys.readouterr().err
+
+
+def test_refinement_is_the_default_and_records_the_first_answer(model_dir, tmp_path):
+    """Refined by default: Answer is the fit's, AnswerRegressor the model's, RefineDiagnostics per image."""
+    src = images(tmp_path, grid=64, n=2, electrons=4000)
+    out, raw = tmp_path / "refined.h5", tmp_path / "raw.h5"
+    assert main(["predict", "--model", str(model_dir), "--images", str(src), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["predict", "--model", str(model_dir), "--images", str(src), "--out", str(raw), "--device", "cpu",
+                 "--no-refine"]) == 0
+    with h5py.File(out) as f, h5py.File(raw) as g:
+        assert f.attrs["refined"] and not g.attrs["refined"]
+        assert "AnswerRegressor" not in g and "RefineDiagnostics" not in g
+        np.testing.assert_array_equal(f["AnswerRegressor"]["beta"], g["Answer"]["beta"])
+        d = f["RefineDiagnostics"][()]
+        assert d["ImageId"].tolist() == [10, 11] and d["converged"].all() and (d["iterations"] >= 1).all()
+        assert np.isfinite(d["chi2_dof"]).all() and np.isfinite(f["AnswerUncertainty"]["beta"]).all()
+        assert not np.array_equal(f["Answer"]["beta"], g["Answer"]["beta"])
