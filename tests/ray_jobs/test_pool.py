@@ -125,3 +125,23 @@ def test_a_dashboard_address_runs_the_command_as_a_job_on_the_cluster():
     assert job_entrypoint(["inspect", "--address", "http://localhost:8265", "--name", "a b"]) == \
         "python -m ray_jobs.pool inspect --name 'a b'"
     assert job_entrypoint(["stop", "--address=http://h:8265"]) == "python -m ray_jobs.pool stop"
+
+
+def test_a_pool_on_the_wrong_device_is_replaced(monkeypatch):
+    # CPU actors made before the GPU nodes joined: a job whose spec wants GPUs replaces them. (No
+    # GPU here, so the Ray calls are stood in for; what is checked is the decision and the line.)
+    import ray_jobs.pool as P
+
+    calls, lines = [], []
+    cpu_stats = [{"device": "cpu", "device_type": "cpu", "cpus": 1.0, "gpus": 0.0}] * 2
+    monkeypatch.setattr(P, "find_pool", lambda name: ["h0", "h1"])
+    monkeypatch.setattr(P, "pool_stats", lambda handles, timeout_s=None: cpu_stats if handles != "new" else [])
+    monkeypatch.setattr(P, "stop_pool", lambda name: calls.append(("stop", name)) or 2)
+    monkeypatch.setattr(P, "get_or_create_pool", lambda spec, timeout_s=None: calls.append(("create", spec)) or "new")
+    gpu_spec = P.pool_spec({"CPU": 96.0, "GPU": 8.0}, "gen")
+    P.ensure_pool(gpu_spec, 5, log=lines.append)
+    assert calls == [("stop", "gen"), ("create", gpu_spec)]
+    assert lines == ["pool 'gen': replacing actors on cpu with actors on cuda (8 x {CPU: 1, GPU: 0.25})"]
+    calls.clear()
+    P.ensure_pool(P.pool_spec({"CPU": 2.0}, "gen"), 5, log=lines.append)
+    assert calls[0][0] == "create" and len(calls) == 1, "a pool on the right device is kept"
