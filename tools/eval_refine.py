@@ -29,6 +29,7 @@ import argparse
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,9 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    # rBasex of order 20 inverts a nearly singular matrix on some images and warns per image
+    # (its noise at high orders is known); the Distance below shows its effect.
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="abel")
     from tqdm import tqdm
 
     from sevi.fit import FitConfig, Refiner

@@ -11,7 +11,7 @@ its traceback in the JSON, and the next step runs:
 1. environment: device name and memory, torch / CUDA / cuDNN versions;
 2. generator: images/s of ``SeviGenerator`` (ITM) at 1024^2 with 2 x 2e6 electrons, and the notes'
    numpy method timed in the same run for the ratio (``tools/bench_generate.py``);
-3. expected_renderer: a hook, "skipped: not available" until ``sevi.forward`` exists;
+3. expected_renderer: the Poisson renderer against ITM at the course's counts (1024^2 and 128^2);
 4. training: the a100 preset's model and batch, fed in-process by ``make_batch``, through
    ``sevi.training.train_loop`` for a fixed wall budget, with bf16 autocast and without: steps/s,
    images/s, peak GPU memory, the share of step time spent waiting for data, and the loss;
@@ -19,7 +19,7 @@ its traceback in the JSON, and the next step runs:
    ``centroid_frames`` (full, and without the joint cluster refit as ``sevi frames --fast``),
    recall and precision;
 6. optics: spectra/s of the batched TMM (``tools/bench_optics.py``), float32 and float64;
-7. refinement: a hook, "skipped: not available" until ``sevi.fit`` exists.
+7. refinement: seconds per image of the likelihood refinement at 1024^2, course counts.
 
 ``OUT/gpu_check.json`` is written atomically after every step (so a run killed from outside
 keeps what it measured; steps not reached say "not run"). A step is one line in ``STEPS``.
@@ -76,16 +76,6 @@ class StepTimeout(Exception):
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def optional_module(name: str):
-    """The module, or None when it does not exist (an import error inside it is raised)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
-            return None
-        raise
 
 
 # -- 1. environment ----------------------------------------------------------------------------
@@ -154,9 +144,30 @@ def step_generator(ck: Check, budget_s: float) -> dict:
 
 # -- 3. expected-image renderer (hook) ----------------------------------------------------------
 def step_expected_renderer(ck: Check, budget_s: float) -> dict:
-    if optional_module("sevi.forward") is None:
-        raise Skipped("not available")
-    raise Skipped("sevi.forward is present but this check has no measurement of it yet")
+    """Images/s of the Poisson renderer (sevi/expected_renderer.py) against the ITM generator, in the
+    same run and on the same parameters, at the course's counts: at 1024^2 and at the 128^2 the
+    cpu-course model reads (the renderer's cost is set by the pixels, ITM's by the electrons)."""
+    from sevi.expected_renderer import make_renderer
+    from sevi.generator import GeneratorConfig
+    from sevi.prior import PriorConfig
+    from tools.bench_generate import time_generator
+
+    electrons = 20_000 if ck.tiny else 2_200_000
+    grids = (64,) if ck.tiny else (1024, 128)
+    batch = 2 if ck.tiny or ck.device.type != "cuda" else 16
+    pc = PriorConfig().with_electrons(electrons)
+    out = {"electrons_per_shell": electrons, "batch": batch}
+    for g in grids:
+        itm = make_renderer("itm", GeneratorConfig(grid=g), ck.device, pc)
+        poi = make_renderer("poisson", GeneratorConfig(grid=g), ck.device, pc)
+        params = itm.prior(batch * 3, seed=0).params
+        t_itm = time_generator(itm, params, batch, 2)
+        t_poi = time_generator(poi, params, batch, 2)
+        out[f"grid{g}"] = {"itm_images_per_s": 1 / t_itm, "poisson_images_per_s": 1 / t_poi, "ratio": t_itm / t_poi}
+    out["summary"] = "; ".join(f"G {g}: poisson {out[f'grid{g}']['poisson_images_per_s']:.1f}/s, ITM "
+                               f"{out[f'grid{g}']['itm_images_per_s']:.1f}/s ({out[f'grid{g}']['ratio']:.1f}x)"
+                               for g in grids)
+    return out
 
 
 # -- 4. training -------------------------------------------------------------------------------
@@ -321,9 +332,35 @@ def step_optics(ck: Check, budget_s: float) -> dict:
 
 # -- 7. refinement (hook) ----------------------------------------------------------------------
 def step_refinement(ck: Check, budget_s: float) -> dict:
-    if optional_module("sevi.fit") is None:
-        raise Skipped("not available")
-    raise Skipped("sevi.fit is present but this check has no measurement of it yet")
+    """Seconds per image of the likelihood refinement (sevi/fit.py) at 1024^2 with the course's counts,
+    started from the truth's radii moved by 0.01 and the prior's mean betas: the fit's own cost."""
+    import numpy as np
+
+    from sevi.fit import FitConfig, Refiner, choose_fit_grid
+    from sevi.generator import GeneratorConfig, SeviGenerator
+    from sevi.prior import Prior, PriorConfig
+
+    grid, electrons, n = (64, 50_000, 1) if ck.tiny else (1024, 2_200_000, 4)
+    pc = PriorConfig().with_electrons(electrons)
+    params = Prior(pc)(n, seed=3).params
+    images = SeviGenerator(GeneratorConfig(grid=grid), ck.device, pc).render(params, seed=3).images
+    ref = Refiner(FitConfig(fit_grid=choose_fit_grid(grid)), pc, ck.device)
+    mean_beta = Prior(pc).mean_beta().numpy()
+    secs, iters, conv = [], [], []
+    for i in range(n):
+        sync(ck.device)
+        t0 = time.perf_counter()
+        f = ref(images[i], params.R[i].numpy() + np.array([0.01, -0.01]), params.sigma_R[i].numpy(),
+                np.stack([mean_beta, mean_beta]))
+        sync(ck.device)
+        secs.append(time.perf_counter() - t0)
+        iters.append(f.iterations)
+        conv.append(f.converged)
+    out = {"grid": grid, "fit_grid": ref.config.fit_grid, "electrons_per_shell": electrons, "images": n,
+           "seconds_per_image": float(np.mean(secs)), "iterations": iters, "converged": conv,
+           "target": "<= 0.2 s per image at 1024^2 on a GPU"}
+    out["summary"] = f"{out['seconds_per_image']:.2f} s/image at G {grid} (fit on {ref.config.fit_grid}), iterations {iters}"
+    return out
 
 
 # (name, function(check, budget_s) -> figures, budget in seconds on a GPU). Budgets sum to 395 s
