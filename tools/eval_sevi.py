@@ -1,6 +1,9 @@
 """Accuracy of a SEVI model on held-out images, against predicting the prior mean.
 
-    python tools/eval_sevi.py --model RUN/final [--n 200] [--grid 512] [--electrons 100000] [--seed 2024]
+    python tools/eval_sevi.py --model RUN/final [--n 200] [--grid 512] [--electrons 100000] [--seed 2024] [--render itm|poisson]
+
+``--render poisson`` draws the same held-out parameters with the Poisson renderer instead of ITM: a
+model should score the same on both (the two agree in distribution).
 
 A direct-path model (trained with ``spot_blur > 0``) gets the same images blurred by its spot_blur
 (``sevi.direct.blur_images``, at the rendering grid, which must sample the blur with >= 1.5 px).
@@ -35,13 +38,17 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared box; 0: default)")
     ap.add_argument("--json", default="", help="also write the figures to this JSON file")
+    ap.add_argument("--render", default="itm", choices=("itm", "poisson"),
+                    help="how the held-out images are drawn (sevi/expected_renderer.py); the same parameters either way")
+    ap.add_argument("--electrons-course", action="store_true", help="the prior's 1.8-2.5e6 electrons per shell "
+                                                                    "instead of --electrons")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from sevi.atomic import write_json
     from sevi.direct import blur_images
-    from sevi.generator import GeneratorConfig, SeviGenerator, pick_device
+    from sevi.generator import GeneratorConfig, pick_device
     from sevi.metric import distance
     from sevi.predict import predict_images
     from sevi.prior import Prior, PriorConfig
@@ -49,8 +56,9 @@ def main(argv=None) -> int:
 
     device = pick_device(args.device)
     model, cfg = load_model(args.model, device)
-    pc = PriorConfig().with_electrons(args.electrons)
-    gen = SeviGenerator(GeneratorConfig(grid=args.grid), device, pc)
+    pc = PriorConfig() if args.electrons_course else PriorConfig().with_electrons(args.electrons)
+    from sevi.expected_renderer import make_renderer
+    gen = make_renderer(args.render, GeneratorConfig(grid=args.grid), device, pc)
     params = Prior(pc)(args.n, 10**9 + args.seed).params  # a seed range no training stream uses
     t0 = time.perf_counter()
 
@@ -68,7 +76,8 @@ def main(argv=None) -> int:
     prior_mean = Prior(PriorConfig())(4000, 777).params.beta.mean(0)  # (2, L), empirical, valid draws
     d_prior = distance(prior_mean.expand_as(params.beta), params.beta).numpy()
     sep = ((params.R[:, 1] - params.R[:, 0]).abs() >= SEPARATION).numpy()
-    res = {"n": args.n, "grid": args.grid, "electrons_per_shell": args.electrons, "seed": args.seed,
+    res = {"n": args.n, "grid": args.grid, "render": args.render, "seed": args.seed,
+           "electrons_per_shell": "course (1.8-2.5e6)" if args.electrons_course else args.electrons,
            "distance_model": float(d_model.mean()), "distance_prior_mean": float(d_prior.mean()),
            "ratio": float(d_model.mean() / d_prior.mean()),
            "distance_model_separated": float(d_model[sep].mean()), "distance_model_overlapping": float(d_model[~sep].mean()),
@@ -86,7 +95,7 @@ def main(argv=None) -> int:
     res["calibration"] = cal
     res["per_coefficient_rmse"] = np.sqrt(((p["beta"] - beta) ** 2).mean(0)).round(5).tolist()
 
-    print(f"{args.n} held-out images {args.grid}x{args.grid}, {args.electrons} electrons/shell, seed {args.seed} "
+    print(f"{args.n} held-out images {args.grid}x{args.grid} ({args.render}), {res['electrons_per_shell']} electrons/shell, seed {args.seed} "
           f"({res['n_overlapping']} with |R1-R2| < {SEPARATION})")
     print(f"mean Distance  model: {res['distance_model']:.4f}   prior mean: {res['distance_prior_mean']:.4f}   "
           f"ratio: {res['ratio']:.3f}")
