@@ -9,7 +9,8 @@ Frame file (docs/formats.md):
     '<f8' detector units.
 
 Events file (the output of centroiding):
-    ``DetectedElectrons``: ``ImageId`` '<i4', ``x`` '<f8', ``z`` '<f8' (detector units).
+    ``DetectedElectrons``: ``ImageId`` '<i4', ``x`` '<f8', ``z`` '<f8' (detector units): the
+    course's table (sevi.io.DETECTED_ELECTRONS_DTYPE) less ``ElectronId``, which a found spot lacks.
     ``AccumulatedImage``: '<i8' (grid, grid) counts of the events, the binning of
     ``np.histogram2d(x, z, bins=grid, range=[[-1, 1], [-1, 1]])``; attrs ``grid``, ``n_frames``.
 
@@ -27,17 +28,18 @@ import h5py
 import numpy as np
 
 from sevi.atomic import atomic_path
+from sevi.io import DETECTED_ELECTRONS_DTYPE, FINAL_IMAGE_DTYPE, FRAME_SHAPE
 
 __all__ = [
     "FRAME_SHAPE", "FRAME_DTYPE", "TRUTH_DTYPE", "EVENT_DTYPE", "FrameFileError",
     "frame_count", "read_frames", "iter_frame_chunks", "FrameWriter", "write_frames",
-    "read_truth", "write_events", "read_events", "atomic_path", "accumulate",
+    "read_truth", "event_rows", "EventsWriter", "write_events", "read_events", "atomic_path", "accumulate",
 ]
 
-FRAME_SHAPE = (1024, 1024)
-FRAME_DTYPE = np.dtype([("ImageId", "<i4"), ("Image", "u1", FRAME_SHAPE)])
-TRUTH_DTYPE = np.dtype([("ImageId", "<i4"), ("ElectronId", "<i8"), ("x", "<f8"), ("z", "<f8")])
-EVENT_DTYPE = np.dtype([("ImageId", "<i4"), ("x", "<f8"), ("z", "<f8")])
+# The table layouts are defined once, in sevi.io; these are their names in the frame and events files.
+FRAME_DTYPE = FINAL_IMAGE_DTYPE
+TRUTH_DTYPE = DETECTED_ELECTRONS_DTYPE
+EVENT_DTYPE = np.dtype([(name, DETECTED_ELECTRONS_DTYPE.fields[name][0]) for name in ("ImageId", "x", "z")])
 
 
 class FrameFileError(ValueError):
@@ -189,22 +191,62 @@ def accumulate(x: np.ndarray, z: np.ndarray, grid: int) -> np.ndarray:
     return h.astype(np.int64)
 
 
+def event_rows(image_id, x, z) -> np.ndarray:
+    """``DetectedElectrons`` rows (EVENT_DTYPE) of an events file."""
+    rows = np.empty(len(x), EVENT_DTYPE)
+    rows["ImageId"], rows["x"], rows["z"] = image_id, x, z
+    return rows
+
+
+class EventsWriter:
+    """Stream events into a new events file, atomically published when the ``with`` ends.
+
+    ``DetectedElectrons`` grows by :meth:`append` (chunks of 65536 rows), and ``image`` counts the
+    events as :func:`accumulate` does; on a clean exit ``AccumulatedImage`` is written from
+    ``image`` (replace it first to store another), with attrs ``grid``, ``n_frames`` and ``axes``,
+    and ``attrs`` become file attributes. An exception inside the ``with`` leaves no file behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, grid: int, n_frames: int, attrs: dict | None = None):
+        self.grid, self.n_frames, self.attrs = grid, n_frames, dict(attrs or {})
+        self.image = np.zeros((grid, grid), np.int64)
+        self.count = 0
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(path))
+        self._f = self._stack.enter_context(h5py.File(tmp, "w"))
+        self._rows = self._f.create_dataset("DetectedElectrons", shape=(0,), maxshape=(None,),
+                                            dtype=EVENT_DTYPE, chunks=(65536,))
+
+    def append(self, image_id, x, z) -> None:
+        rows = event_rows(image_id, x, z)
+        self._rows.resize((self.count + len(rows),))
+        self._rows[self.count:] = rows
+        self.count += len(rows)
+        self.image += accumulate(rows["x"], rows["z"], self.grid)
+
+    def __enter__(self) -> "EventsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            d = self._f.create_dataset("AccumulatedImage", data=self.image.astype("<i8"), compression="gzip",
+                                       compression_opts=4)
+            d.attrs["grid"] = self.grid
+            d.attrs["n_frames"] = self.n_frames
+            d.attrs["axes"] = "axis 0 = x, axis 1 = z, bins of [-1, 1]"
+            for k, v in self.attrs.items():
+                self._f.attrs[k] = v
+        return self._stack.__exit__(exc_type, exc, tb)  # closes the file, then publishes or deletes it
+
+
 def write_events(path: str | os.PathLike, image_id: np.ndarray, x: np.ndarray, z: np.ndarray,
                  *, grid: int, n_frames: int, image: np.ndarray | None = None,
                  attrs: dict | None = None) -> None:
-    """Write an events file (atomically). ``image`` defaults to :func:`accumulate` of x, z."""
-    rows = np.empty(len(x), EVENT_DTYPE)
-    rows["ImageId"], rows["x"], rows["z"] = image_id, x, z
-    image = accumulate(rows["x"], rows["z"], grid) if image is None else image
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("DetectedElectrons", data=rows)
-        d = f.create_dataset("AccumulatedImage", data=image.astype("<i8"), compression="gzip",
-                             compression_opts=4)
-        d.attrs["grid"] = grid
-        d.attrs["n_frames"] = n_frames
-        d.attrs["axes"] = "axis 0 = x, axis 1 = z, bins of [-1, 1]"
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v
+    """Write an events file at once (atomically). ``image`` defaults to :func:`accumulate` of x, z."""
+    with EventsWriter(path, grid=grid, n_frames=n_frames, attrs=attrs) as w:
+        w.append(image_id, x, z)
+        if image is not None:
+            w.image = np.asarray(image)
 
 
 def read_events(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ Every table is a one-dimensional HDF5 dataset of a compound (structured) dtype. 
   SimTruth           ImageId '<i4', SphereId '<u1', R, sigma_R '<f8', n_electrons '<i8', beta (L,)
                      (stored under the name 'Truth': the course's Truth plus two fields)
   GeneratedElectrons SphereId '<u1', ElectronId '<i4', r '<f8', cos_theta '<f8'
-  DetectedElectrons  ImageId '<i4', ElectronId '<i4', x '<f8', z '<f8'
+  DetectedElectrons  ImageId '<i4', ElectronId '<i8', x '<f8', z '<f8'
 
 The course names the fields of GeneratedElectrons and DetectedElectrons but not their dtypes;
 the dtypes and the spelling 'cos_theta' above are our choice.
@@ -49,7 +49,10 @@ def sim_truth_dtype(n_terms: int) -> np.dtype:
 
 FINAL_IMAGE_DTYPE = np.dtype([("ImageId", "<i4"), ("Image", "u1", FRAME_SHAPE)])
 GENERATED_ELECTRONS_DTYPE = np.dtype([("SphereId", "<u1"), ("ElectronId", "<i4"), ("r", "<f8"), ("cos_theta", "<f8")])
-DETECTED_ELECTRONS_DTYPE = np.dtype([("ImageId", "<i4"), ("ElectronId", "<i4"), ("x", "<f8"), ("z", "<f8")])
+# The one definition of DetectedElectrons: a simulated frame file's truth table has this layout, and
+# an events file's is it less ElectronId (sevi.frames_io.EVENT_DTYPE). ElectronId (the row of the
+# input hit list) is '<i8', as `sevi simulate-frames` has always written it; the course leaves it open.
+DETECTED_ELECTRONS_DTYPE = np.dtype([("ImageId", "<i4"), ("ElectronId", "<i8"), ("x", "<f8"), ("z", "<f8")])
 
 
 class TableError(ValueError):
