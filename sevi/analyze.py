@@ -27,6 +27,7 @@ file's attrs record ``path`` and, for the direct path, ``n_frames``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -129,6 +130,9 @@ def run_direct(args, model, cfg, device) -> int:
             p = predict_images(model, cfg, [(0, image[None])], device, args.electron_tolerance)
     except ValueError as e:
         raise SystemExit(f"sevi analyze: {args.frames} (direct path, {n} frames summed): {e}")
+    if not args.no_refine:  # said, never silent: the fit has no forward model of summed frames yet
+        print("sevi analyze: note: the direct path's answer is the regressor's; the likelihood refinement "
+              "fits count images (the events path)", file=sys.stderr)
     write_answer(args.out, p, None, attrs={"model": str(args.model), "frames": str(args.frames), "device": str(device),
                                            "path": "direct", "n_frames": n, "spot_blur": cfg.spot_blur})
     print(f"wrote {args.out} (direct path, {n} frames, ~{image.sum():.0f} electrons): "
