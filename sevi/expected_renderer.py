@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from sevi.forward import ExpectedImage, ForwardConfig
-from sevi.generator import GeneratorConfig, RenderResult, SeviGenerator, normalise_images, pick_device
+from sevi.generator import GeneratorConfig, RenderResult, SeviGenerator, draw_and_render, normalise_images, pick_device
 from sevi.prior import Prior, PriorConfig, ShellParams
 
 RENDER_BACKENDS = ("itm", "poisson", "expected")
@@ -66,10 +66,7 @@ class ExpectedRenderer:
             images = normalise_images(images)
         return RenderResult(images, out)
 
-    def __call__(self, seed: int, n: int) -> tuple[RenderResult, ShellParams]:
-        """Draw n parameter sets from the prior with ``seed`` and render them with the same seed."""
-        params = self.prior(n, seed).params
-        return self.render(params, seed), params
+    __call__ = draw_and_render
 
 
 def make_renderer(backend: str, config: GeneratorConfig = GeneratorConfig(), device: str | torch.device = "auto",

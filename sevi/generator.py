@@ -83,6 +83,13 @@ def normalise_images(counts: torch.Tensor, total: float = 255.0) -> torch.Tensor
     return counts.to(torch.float32) * (total / s.to(torch.float32))
 
 
+def draw_and_render(renderer, seed: int, n: int) -> tuple[RenderResult, ShellParams]:
+    """Draw n parameter sets from ``renderer.prior`` with ``seed`` and render them with the same seed
+    (every renderer's ``__call__``: SeviGenerator here, ExpectedRenderer in sevi/expected_renderer.py)."""
+    params = renderer.prior(n, seed).params
+    return renderer.render(params, seed), params
+
+
 class SeviGenerator:
     """Configure once, call many.
 
@@ -205,7 +212,4 @@ class SeviGenerator:
             images = normalise_images(images)
         return RenderResult(images, out_of_view)
 
-    def __call__(self, seed: int, n: int) -> tuple[RenderResult, ShellParams]:
-        """Draw n parameter sets from the prior with ``seed`` and render them with the same seed."""
-        params = self.prior(n, seed).params
-        return self.render(params, seed), params
+    __call__ = draw_and_render
