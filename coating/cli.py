@@ -200,21 +200,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The flag of each RecommendConfig field, for messages in the user's terms.
+_RECOMMEND_FLAGS = {"robust_draws": "--robust", "spectral_weight": "--spectral-weight",
+                    "bound_rel": "--bound-rel", "max_step_rel": "--max-step-rel"}
+
+
+def recommend_config(args):
+    """The ``RecommendConfig`` of ``coating recommend``'s flags; a value out of range is named by
+    its flag."""
+    from .recommend_config import RecommendConfig, RecommendConfigError
+    try:
+        return RecommendConfig(robust_draws=args.robust, spectral_weight=args.spectral_weight,
+                               bound_rel=args.bound_rel, max_step_rel=args.max_step_rel,
+                               fine_tune=not args.no_fine_tune, refit=not args.no_refit)
+    except RecommendConfigError as e:
+        raise ValueError(f"{_RECOMMEND_FLAGS[e.field]} {e.value}: expected {e.expected}") from None
+
+
 def _cmd_recommend(args) -> int:
     from coating.recommend import run_recommend  # torch and the models load only when used
-    return run_recommend(args)
-
-
-ROBUST_DRAWS_DEFAULT = 32  # measured: tools/coating_closed_loop.py, BENCHMARKS.md section 5
-# Weight of the spectral distance against dE00^2 in the recommender's objective (coating.recommend).
-# Lower values let the robust design trade curve shape for colour consistency. Measured in closed
-# loop (BENCHMARKS.md section 5): 0.01 against the earlier 0.05 lowered the p90 of next-run dE00
-# on held-out plants at the same median; the measured curves sit further from the standard's.
-SPECTRAL_WEIGHT_DEFAULT = 0.01
+    return run_recommend(args.history, args.runs, args.standard, args.models, args.out, args.kind,
+                         recommend_config(args))
 
 
 def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``recommend`` to a ``coating`` sub-parser set (``argparse`` subparsers object)."""
+    """Add ``recommend`` to a ``coating`` sub-parser set (``argparse`` subparsers object); its
+    defaults are ``RecommendConfig``'s."""
+    from .recommend_config import RecommendConfig  # plain data: no torch
+    default = RecommendConfig()
     p = subparsers.add_parser("recommend", help="recommend the next thickness settings per furnace run")
     p.add_argument("--history", required=True, help="plant history, .csv or .h5")
     p.add_argument("--runs", required=True, help="NEW.csv: furnace_no [, cycle_id, run_in_cycle, date, measurements]")
@@ -227,14 +240,16 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-refit", action="store_true",
                    help="grey box: update the cycle model by filter steps (fine-tuning) instead of fitting it "
                         "again on all of the cycle's runs and the measured run (the default)")
-    p.add_argument("--bound-rel", type=float, default=0.15, help="bounds: median settings -+ this fraction")
-    p.add_argument("--max-step-rel", type=float, default=0.03, help="largest change per run, fraction")
-    p.add_argument("--robust", type=int, default=ROBUST_DRAWS_DEFAULT, metavar="N",
+    p.add_argument("--bound-rel", type=float, default=default.bound_rel,
+                   help="bounds: median settings -+ this fraction")
+    p.add_argument("--max-step-rel", type=float, default=default.max_step_rel,
+                   help="largest change per run, fraction")
+    p.add_argument("--robust", type=int, default=default.robust_draws, metavar="N",
                    help="robust design: minimise the expected dE00^2 over N draws of the run's own "
-                        f"deposition errors (grey box only; 0 = nominal; default {ROBUST_DRAWS_DEFAULT})")
-    p.add_argument("--spectral-weight", type=float, default=SPECTRAL_WEIGHT_DEFAULT, metavar="W",
+                        f"deposition errors (grey box only; 0 = nominal; default {default.robust_draws})")
+    p.add_argument("--spectral-weight", type=float, default=default.spectral_weight, metavar="W",
                    help="weight of the spectral distance to the standard against dE00^2 (default "
-                        f"{SPECTRAL_WEIGHT_DEFAULT}); lower trades curve shape for colour consistency")
+                        f"{default.spectral_weight}); lower trades curve shape for colour consistency")
     _add_debug(p)
     p.set_defaults(func=_cmd_recommend)
     return p

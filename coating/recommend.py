@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import SPECTRAL_WEIGHT_DEFAULT
 from .colour import Colorimeter, ciede2000
+from .recommend_config import RecommendConfig
 from .schema import WAVELENGTHS_NM
 
 __all__ = ["Limits", "Standard", "Recommendation", "default_limits", "recommend_settings",
@@ -55,12 +55,12 @@ class Limits:
     max_step_nm: np.ndarray
 
 
-def default_limits(reference_settings, bound_rel: float = 0.15, max_step_rel: float = 0.03) -> Limits:
+def default_limits(reference_settings, bound_rel: float = RecommendConfig.bound_rel,
+                   max_step_rel: float = RecommendConfig.max_step_rel) -> Limits:
     """Bounds ``reference * (1 -+ bound_rel)`` and a step of ``max_step_rel * reference`` per run.
 
-    ``reference_settings`` (10,) nm: e.g. the median settings of the cycle's history. 15 % and
-    3 % are our defaults (operators move settings by about 1 % a run; a cleaning moves the
-    calibration by a few percent).
+    ``reference_settings`` (10,) nm: e.g. the median settings of the cycle's history. The
+    defaults are ``RecommendConfig``'s (15 % and 3 %).
     """
     ref = np.asarray(reference_settings, dtype=np.float64).reshape(10)
     return Limits(ref * (1 - bound_rel), ref * (1 + bound_rel), ref * max_step_rel)
@@ -120,7 +120,8 @@ def predicted_delta_e(model, settings, run_in_cycle, standard: Standard) -> np.n
 
 
 def recommend_settings(model, current, run_in_cycle, standard: Standard, limits: Limits,
-                       n_starts: int = 3, spectral_weight: float = SPECTRAL_WEIGHT_DEFAULT, move_weight: float = 0.01,
+                       n_starts: int = 3, spectral_weight: float = RecommendConfig.spectral_weight,
+                       move_weight: float = 0.01,
                        seed: int = 0, max_iter: int = 20, robust_draws: int = 0) -> Recommendation:
     """Optimise the next settings (see the module docstring). ``model``: a cycle model with
     ``predict`` (model1 or greybox); ``current`` (10,) nm the settings of the last run;
@@ -359,8 +360,9 @@ def _latest_cycle_rows(history, cycle_id):
 
 
 def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: bool = True,
-             bound_rel: float = 0.15, max_step_rel: float = 0.03, n_starts: int = 4, robust_draws: int = 0,
-             spectral_weight: float = SPECTRAL_WEIGHT_DEFAULT, refit: bool = True):
+             bound_rel: float = RecommendConfig.bound_rel, max_step_rel: float = RecommendConfig.max_step_rel,
+             n_starts: int = 4, robust_draws: int = 0, spectral_weight: float = RecommendConfig.spectral_weight,
+             refit: bool = True):
     """Recommendation for one NEW.csv entry (see ``run_recommend``). Returns (cycle, Recommendation).
 
     The cycle model is brought up to date with the cycle's runs before planning: ``refit`` (grey
@@ -493,16 +495,18 @@ def format_table(rows) -> str:
     return buf.getvalue()
 
 
-def run_recommend(args) -> int:
+def run_recommend(history_path, runs_path, standard_path, models_dir, out, kind: str = "greybox",
+                  config: RecommendConfig = RecommendConfig()) -> int:
     """``coating recommend``: read everything, plan every NEW.csv row, write the outputs.
 
     For a row with a measurement (a run just made): the given cycle, or the cycle model with the
     lowest loss on it; the current settings are the run's. Otherwise: the given cycle (or the
     history's latest); the current settings are the cycle's latest run's. The grey box is then
     fitted again on all of the cycle's runs in the history and the measured run, with the
-    registry model's hyperparameters (``plan_run``; ``--no-refit``: filter steps instead, i.e.
-    fine-tuning on the runs after its training data and on the measured run; ``--no-fine-tune``:
-    the registry model as it is).
+    registry model's hyperparameters (``plan_run``; ``config.refit`` False: filter steps instead,
+    i.e. fine-tuning on the runs after its training data and on the measured run;
+    ``config.fine_tune`` False: the registry model as it is). ``config``: built by the CLI from
+    its flags (``coating.cli.recommend_config``).
 
     Output, all or nothing: ``OUT/<furnace_no>.txt`` per row and ``OUT/recommendations.csv``,
     written into a temporary folder beside ``OUT`` and swapped in only when every row was
@@ -513,34 +517,26 @@ def run_recommend(args) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     from . import registry, schema
     from .atomic import atomic_folder
-    if getattr(args, "robust", 0) < 0:
-        raise ValueError(f"--robust {args.robust}: expected 0 (nominal design) or a number of draws >= 1")
-    for flag, v, lo, hi in (("--bound-rel", args.bound_rel, 0.0, 1.0), ("--max-step-rel", args.max_step_rel, 0.0, 1.0),
-                            ("--spectral-weight", getattr(args, "spectral_weight", 0.0), 0.0, float("inf"))):
-        if not (lo <= v < hi):  # also refuses NaN
-            raise ValueError(f"{flag} {v}: expected a number >= {lo:g}" + (f" and < {hi:g}" if hi < float("inf") else ""))
-    out = Path(args.out)
+    out = Path(out)
     check_out_folder(out)
-    history = schema.read_history(args.history)
-    std = schema.read_standard(args.standard)
+    history = schema.read_history(history_path)
+    std = schema.read_standard(standard_path)
     standard = Standard.from_curves(std.R_F, std.R_B)
-    entries = read_runs(args.runs)
-    names = report_file_names([e["furnace_no"] for e in entries], args.runs)
-    cycle_models = registry.load_all(args.models, args.kind, history=history)
+    entries = read_runs(runs_path)
+    names = report_file_names([e["furnace_no"] for e in entries], runs_path)
+    cycle_models = registry.load_all(models_dir, kind, history=history)
     if not cycle_models:
-        raise ValueError(f"{args.models}: no {args.kind} models in the registry")
-    if getattr(args, "robust", 0) and args.kind != "greybox":
-        print(f"coating recommend: --robust {args.robust} ignored: {args.kind} has no noise model "
+        raise ValueError(f"{models_dir}: no {kind} models in the registry")
+    if config.robust_draws and kind != "greybox":
+        print(f"coating recommend: --robust {config.robust_draws} ignored: {kind} has no noise model "
               f"(nominal design)")
     files, table = {}, []
     for e in entries:
-        cycle, rec = plan_run(e, history, cycle_models, standard, fine_tune=not args.no_fine_tune,
-                              refit=not getattr(args, "no_refit", False),
-                              bound_rel=args.bound_rel, max_step_rel=args.max_step_rel,
-                              robust_draws=getattr(args, "robust", 0),
-                              spectral_weight=getattr(args, "spectral_weight", SPECTRAL_WEIGHT_DEFAULT))
+        cycle, rec = plan_run(e, history, cycle_models, standard, fine_tune=config.fine_tune,
+                              refit=config.refit, bound_rel=config.bound_rel, max_step_rel=config.max_step_rel,
+                              robust_draws=config.robust_draws, spectral_weight=config.spectral_weight)
         check_finite(e["furnace_no"], rec)
-        files[names[e["furnace_no"]]] = format_report(e["furnace_no"], cycle, rec, args.kind).encode("utf-8")
+        files[names[e["furnace_no"]]] = format_report(e["furnace_no"], cycle, rec, kind).encode("utf-8")
         table.append((e["furnace_no"], rec))
         print(f"{e['furnace_no']}: cycle {cycle}, predicted dE00 F {rec.dE00[0]:.3f} B {rec.dE00[1]:.3f}")
     files[TABLE_NAME] = format_table(table).encode("utf-8")

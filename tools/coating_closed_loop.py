@@ -55,14 +55,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from coating import models, plant, recommend, schema  # noqa: E402
 from coating.atomic import atomic_path, atomic_text  # noqa: E402
 from coating.colour import ciede2000  # noqa: E402
-from coating.cli import ROBUST_DRAWS_DEFAULT, SPECTRAL_WEIGHT_DEFAULT  # noqa: E402
+from coating.recommend_config import RecommendConfig  # noqa: E402
 from coating.stacks import settings_of_recipe  # noqa: E402
 from sevi.overrides import apply_overrides, parse_value, split_assignments  # noqa: E402
 
 METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
            "oracle_last", "oracle_robust", "oracle_lagged")
-ROBUST_DRAWS = ROBUST_DRAWS_DEFAULT  # what `coating recommend` uses by default
-SPECTRAL_WEIGHT = SPECTRAL_WEIGHT_DEFAULT
+ROBUST_DRAWS = RecommendConfig.robust_draws  # what `coating recommend` uses by default
+SPECTRAL_WEIGHT = RecommendConfig.spectral_weight
 
 
 def physics_ls_settings(meas: plant.Measurement, params: plant.PlantParams) -> np.ndarray:
