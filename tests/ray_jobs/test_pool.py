@@ -91,11 +91,18 @@ def test_one_pool_spec_from_the_cluster_leaves_room_for_the_jobs():
 def test_idle_actors_exit_free_their_cpus_and_come_back_on_demand(pool_name):
     from ray_jobs.pool import ensure_pool, pool_spec
 
-    spec = pool_spec({"CPU": 2.0}, pool_name, idle_timeout_s=1.0, device="cpu")
+    spec = pool_spec({"CPU": 2.0}, pool_name, idle_timeout_s=2.0, device="cpu")
     free = lambda: ray.available_resources().get("CPU", 0)  # noqa: E731
-    before = free()
+    before = ray.cluster_resources()["CPU"]
+    # Actors killed by earlier tests give their CPUs back a moment after they end.
+    assert wait_until(lambda: free() == before, 15), "CPUs still held before the test began"
     client = PoolClient.connect(spec, timeout_s=60)
-    assert wait_until(lambda: free() == pytest.approx(before - 1.0), 10), "the pool holds 2 x 0.5 CPU"
+
+    def held_while_pinged():  # a ping restarts the idle clock, so the actors stay while we look
+        ray.get([h.ping.remote() for h in client.handles])
+        return free() == pytest.approx(before - 1.0)
+
+    assert wait_until(held_while_pinged, 10), "the pool holds 2 x 0.5 CPU"
     first = client.batch("sevi-counts", PARAMS, 7)
     assert wait_until(lambda: not find_pool(pool_name), 30), "idle actors did not exit"
     assert wait_until(lambda: free() == pytest.approx(before), 10), "the pool's CPUs were not freed"
