@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import h5py
     import torch
 
-    from ray_jobs.frames_job import run_frames
+    from sevi.frames_pipeline import centroid_file, chunk_runner
     from sevi.generator import pick_device
     from sevi.paths import refuse_output_over_input
     from sevi.predict import electron_window, load_model_file, predict_images, write_answer
@@ -70,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
     path = choose_path(args.path, cfg)
     if path == "direct":
         return run_direct(args, model, cfg, device)
-    frames_args = argparse.Namespace(frames=args.frames, out=str(events), chunk=args.chunk, grid=1024,
-                                     no_ray=args.no_ray, device=None if args.device == "auto" else args.device,
-                                     gpus_per_task=0.25, max_in_flight=None, fast=args.fast)
-    code = run_frames(frames_args)
+    code = centroid_file(args.frames, events, chunk=args.chunk, fast=args.fast,
+                         device=None if args.device == "auto" else args.device,
+                         runner=chunk_runner(not args.no_ray))
     if code:
         return code
     with h5py.File(events, "r") as f:

@@ -10,13 +10,13 @@ else (a defect of ours) still raises with its traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# "module:function" that adds a subcommand parser setting ``func`` (function default: add_parser).
-# Frame processing lives in ray_jobs/ because it fans chunks out as Ray tasks (--no-ray runs in-process).
-SUBCOMMANDS = ("sevi.simulate", "ray_jobs.frames_job:add_simulate_frames_parser",
-               "ray_jobs.frames_job:add_frames_parser", "sevi.predict", "sevi.analyze")
+from sevi import analyze, frames_pipeline, predict, simulate, simulate_frames
+
+# Each subcommand's module has add_parser(subparsers), which sets ``func``; their heavy imports
+# (torch, h5py; Ray only for `sevi frames` without --no-ray) happen inside ``func``.
+SUBCOMMANDS = (simulate, simulate_frames, frames_pipeline, predict, analyze)
 
 EXIT_USAGE = 2  # bad input or options: argparse's own status for a usage error
 
@@ -31,9 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sevi", description="SEVI / velocity-map imaging tools")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for entry in SUBCOMMANDS:
-        module, _, function = entry.partition(":")
-        getattr(importlib.import_module(module), function or "add_parser")(sub)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
     for p in sub.choices.values():  # --debug also after the subcommand; SUPPRESS keeps the global value
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
