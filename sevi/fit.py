@@ -19,8 +19,9 @@ first answer; when the shells are closer than ``multi_start_separation`` also th
 shells' (sigma_R, N, betas) swapped, and the first answer with its radii moved apart and together
 by the regressor's 1-sigma (``R_sd``). The best objective wins.
 
-Error bars: H^-1 at the optimum (the Laplace approximation of the posterior, likelihood plus
-prior); ``tools/eval_refine.py`` measures their calibration on held-out images.
+Answer and error bars: the Laplace approximation of the posterior (H^-1 around the optimum), each
+parameter's marginal truncated to its prior bounds; its mean is the answer and its sd the error bar
+(``FitResult``); ``tools/eval_refine.py`` measures their calibration on held-out images.
 
 Conventions: images (G, G), axis 0 = x, axis 1 = z over [-1, 1] (docs/conventions.md); shells
 sorted by radius, smaller first, in the result.
@@ -35,7 +36,6 @@ import numpy as np
 import torch
 
 from sevi.forward import ExpectedImage, ForwardConfig, fold_image
-from sevi.information import prior_precision
 from sevi.legendre import ValidityCheck
 from sevi.prior import PriorConfig
 
@@ -90,11 +90,14 @@ class Refiner:
         self.model = ExpectedImage(fwd, device)
         self.device = self.model.device
         self.L = L
-        self.P = prior_precision(prior, L).to(self.device)  # (2 (3 + L),)
-        self.P_grad = self.P.clone()  # the betas' normals: the only prior terms with a gradient inside the bounds
-        # R and sigma_R are uniform on their ranges: in the Laplace approximation their precision is
-        # 12 / width^2 (a uniform's variance). It keeps H invertible when two shells coincide (where
-        # the image cannot tell them apart) and is negligible wherever the image measures R.
+        # The betas' prior inside their boxes is a normal of the untruncated (beta_mean, beta_sigma):
+        # the truncated normal's own log-density. R and sigma_R are uniform on their ranges: no
+        # gradient, but in the curvature their variance (12 / width^2) keeps H invertible when two
+        # shells coincide (where the image cannot tell them apart); negligible wherever the image
+        # measures R.
+        per = [0.0, 0.0, 0.0] + [1.0 / sd**2 for sd in prior.beta_sigma]
+        self.P_grad = torch.tensor(per * 2, dtype=torch.float64, device=self.device)  # (2 (3 + L),)
+        self.P = self.P_grad.clone()
         for j in range(2):
             for k, (a, b) in enumerate((prior.radius_range, prior.sigma_r_range)):
                 if b > a:
@@ -131,7 +134,7 @@ class Refiner:
     def _prior_term(self, theta: torch.Tensor) -> torch.Tensor:
         """-log prior inside the bounds (the betas' normals; constants dropped)."""
         _, _, _, beta = self._unpack(theta)
-        P = self.P.reshape(2, -1)[:, 3:]
+        P = self.P_grad.reshape(2, -1)[:, 3:]
         return 0.5 * ((beta - self.prior_mean) ** 2 * P).sum()
 
     def objective(self, theta: torch.Tensor, n: torch.Tensor) -> float:
@@ -244,19 +247,39 @@ class Refiner:
         return self._result(theta, f, it, conv, name, n)
 
     def _result(self, theta, f, it, conv, name, n) -> FitResult:
+        """The answer: per parameter the mean and sd of the Laplace posterior's marginal truncated to
+        the prior's bounds. Its centre is one unbounded Newton step from the (bounded) optimum, so a
+        coefficient the image hardly measures gets the mean of its prior box, not the box's edge;
+        for a well-measured one this is the optimum itself and H^-1's error bar."""
+        from scipy.stats import truncnorm
+
+        from sevi.information import covariance
         mu, J = self._model(theta, True)
         keep = mu > 0
-        H = (J[:, keep] / mu[keep]) @ J[:, keep].T + torch.diag(self.P)
-        from sevi.information import covariance
+        Jk = J[:, keep]
+        H = (Jk / mu[keep]) @ Jk.T + torch.diag(self.P)
+        g = Jk @ (1 - n[keep] / mu[keep]) + self.P_grad * (theta - self.m_full)
         cov = covariance(H)
-        sd = cov.diagonal().clamp_min(0).sqrt().reshape(2, -1)
-        R, s, N, beta = (t.cpu().numpy() for t in self._unpack(theta))
+        centre = (theta - cov @ g).cpu().numpy()
+        sd_lap = np.sqrt(np.clip(cov.diagonal().cpu().numpy(), 0, None))
+        lo, hi = self.lo.cpu().numpy(), self.hi.cpu().numpy()
+        est, sd = theta.cpu().numpy().copy(), sd_lap.copy()
+        bounded = np.isfinite(hi) & (sd_lap > 0) & np.isfinite(sd_lap)
+        a, b = (lo[bounded] - centre[bounded]) / sd_lap[bounded], (hi[bounded] - centre[bounded]) / sd_lap[bounded]
+        a, b = np.minimum(a, b - 1e-9), np.maximum(b, a + 1e-9)
+        est[bounded], var = truncnorm.stats(a, b, loc=centre[bounded], scale=sd_lap[bounded], moments="mv")
+        sd[bounded] = np.sqrt(np.clip(var, 0, None))
+        est = np.clip(est, lo, hi)
+        t = torch.as_tensor(est, dtype=torch.float64)
+        if not bool(self.valid(self._unpack(t)[3]).all()):  # the mean left the valid densities: keep the optimum
+            est, sd = theta.cpu().numpy(), sd_lap
+        per_shell, sdn = est.reshape(2, -1), sd.reshape(2, -1)  # columns: R, sigma_R, N, beta_2 .. beta_2L
+        R, s, N, beta = per_shell[:, 0], per_shell[:, 1], per_shell[:, 2], per_shell[:, 3:]
         order = np.argsort(R, kind="stable")
         bright = mu >= 5  # Pearson's chi^2 is biased low on pixels of a few counts: those are left out
         chi2 = float((((n - mu) ** 2)[bright] / mu[bright]).sum())
         dof = max(int(bright.sum()) - theta.numel(), 1)
         ll = float((n[keep] * torch.log(mu[keep]) - mu[keep]).sum())
-        sdn = sd.cpu().numpy()
         perm = np.concatenate([np.arange(3 + self.L) + j * (3 + self.L) for j in order])
         return FitResult(R[order], s[order], N[order], beta[order], sdn[order, 0], sdn[order, 1], sdn[order, 3:],
                          ll, -f, chi2 / dof, it, bool(conv), name, cov.cpu().numpy()[perm][:, perm])
