@@ -1,6 +1,6 @@
 """Fit every cleaning cycle's models locally and sequentially (no Ray), into the registry.
 
-``ray_jobs/coating_tune.py`` runs one Tune sweep per cycle around ``coating.models.fit``; this
+``ray_jobs/coating_tune.py`` runs one Tune sweep per cycle around ``coating.fitting.fit``; this
 is the plain path used by tests and the closed-loop tool, and the reference the sweep must
 agree with.
 """
@@ -10,7 +10,10 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from . import models, registry
+from . import registry
+from .fitting import fit
+from .history_rows import time_split
+from .hparams import KINDS
 from .schema import History
 
 __all__ = ["fit_all"]
@@ -22,13 +25,13 @@ def fit_all(history: History, models_dir, kinds: Iterable[str] = ("greybox", "mo
     """Fit ``kinds`` for every cycle of ``history`` (or ``cycles``) on a time split (the latest
     ``val_fraction`` of each cycle's runs validate), save each to the registry.
 
-    ``hparams``: kind -> overrides of ``models.DEFAULTS[kind]``. Cycles with fewer than
+    ``hparams``: kind -> overrides of ``coating.hparams.DEFAULTS[kind]``. Cycles with fewer than
     ``min_runs`` runs are skipped (logged). Returns ``{(cycle_id, kind): metrics}``.
     """
     hparams = dict(hparams or {})
-    unknown = set(hparams) - set(models.KINDS)
+    unknown = set(hparams) - set(KINDS)
     if unknown:
-        raise ValueError(f"hparams for unknown model kinds {sorted(unknown)}; kinds: {models.KINDS}")
+        raise ValueError(f"hparams for unknown model kinds {sorted(unknown)}; kinds: {KINDS}")
     todo = sorted(set(int(c) for c in history.cycle_id)) if cycles is None else [int(c) for c in cycles]
     out = {}
     for c in todo:
@@ -36,9 +39,9 @@ def fit_all(history: History, models_dir, kinds: Iterable[str] = ("greybox", "mo
         if n < min_runs:
             log(f"cycle {c}: {n} runs, fewer than {min_runs}; skipped")
             continue
-        train, val = models.time_split(history, c, val_fraction)
+        train, val = time_split(history, c, val_fraction)
         for kind in kinds:
-            res = models.fit(kind, hparams.get(kind), train, val)
+            res = fit(kind, hparams.get(kind), train, val)
             registry.save_fit(models_dir, c, res, train)
             out[(c, kind)] = res.metrics
             log(f"cycle {c} {kind}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items()))

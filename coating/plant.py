@@ -334,7 +334,7 @@ class MachineTwin:
         return 100 * R
 
     def _prediction(self, R: torch.Tensor):
-        from .models import Prediction
+        from .normaliser import Prediction
         return Prediction(R, _model().colorimeter.lab(R / 100))
 
     def predict(self, settings=None, std=None, run_in_cycle=None):

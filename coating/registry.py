@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import models
 from .atomic import atomic_bytes
+from .fitting import build_model_from_state
+from .hparams import resolve_hparams
 from .schema import History, SET_COLS, STD_COLS, WAVELENGTHS_NM
 
 __all__ = ["SCHEMA_VERSION", "schema_descriptor", "data_sha256", "save", "save_fit", "load", "load_all",
@@ -73,7 +74,7 @@ def save(models_dir, cycle_id: int, kind: str, model, hparams, metrics, train_ro
     data = buf.getvalue()
     atomic_bytes(d / "model.pt", data, fsync=True)
     meta = {
-        "kind": kind, "cycle_id": int(cycle_id), "hparams": models.resolve_hparams(kind, hparams),
+        "kind": kind, "cycle_id": int(cycle_id), "hparams": resolve_hparams(kind, hparams),
         "metrics": {k: float(v) for k, v in dict(metrics).items() if isinstance(v, (int, float, np.number))},
         "schema": schema_descriptor(), "data_sha256": data_sha256(train_rows),
         "n_train": len(train_rows), "last_run_in_cycle": int(np.max(train_rows.run_in_cycle)),
@@ -85,7 +86,7 @@ def save(models_dir, cycle_id: int, kind: str, model, hparams, metrics, train_ro
 
 
 def save_fit(models_dir, cycle_id: int, fit_result, train_rows: History) -> Path:
-    """``save`` for a ``models.FitResult``."""
+    """``save`` for a ``fitting.FitResult``."""
     return save(models_dir, cycle_id, fit_result.model.kind, fit_result.model, fit_result.hparams,
                 fit_result.metrics, train_rows)
 
@@ -134,7 +135,7 @@ def load(models_dir, cycle_id: int, kind: str, history: History | None = None):
                          f"(a partial or foreign write); refit or restore the pair")
     try:
         state = torch.load(io.BytesIO(data), weights_only=True)
-        model = models.build_model_from_state(kind, meta["hparams"], state)
+        model = build_model_from_state(kind, meta["hparams"], state)
     except Exception as e:  # noqa: BLE001 - any failure here means the pair is not ours
         # torch's own message advises weights_only=False, i.e. running the file's code: never that.
         raise ValueError(f"{d}/model.pt: not a model file written by coating ({type(e).__name__}); "

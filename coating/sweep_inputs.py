@@ -7,7 +7,7 @@ on its inputs, not on its name:
 
 - ``inputs``: ``rows_sha256`` (``registry.data_sha256`` of that cycle's own rows, in run
   order, so runs added to other cycles do not change it), ``cycle_id``, ``kind``, the search
-  ``space`` (plain data, as in ``coating.models.SEARCH_SPACE``), ``num_samples``, and any
+  ``space`` (plain data, as in ``coating.hparams.SEARCH_SPACE``), ``num_samples``, and any
   ``extra`` setting that changes the fit (e.g. model1's pretraining sample count);
 - ``key``: the first 12 hex digits of the SHA-256 of the inputs as canonical JSON. The
   experiment's name carries the key, so changed inputs give a new experiment (the old one is
@@ -40,7 +40,7 @@ KEY_HEX = 12  # 48 bits: a chance collision among a site's few hundred sweeps is
 def sweep_inputs(history: History, cycle_id: int, kind: str, space: dict, num_samples: int,
                  **extra) -> dict:
     """The inputs of the sweep of (``cycle_id``, ``kind``) on ``history``: plain JSON data."""
-    from .models import select_rows
+    from .history_rows import select_rows
     from .registry import data_sha256
 
     idx = np.flatnonzero(history.cycle_id == cycle_id)

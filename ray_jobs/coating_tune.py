@@ -5,9 +5,9 @@
 
 Why one Tuner per cycle (docs/ray.md): cycles' losses differ in scale, so one ASHA over a cycle
 grid dimension would compare trials across cycles and cut the wrong ones. Each (cycle, kind) gets
-its own Tuner, ASHA scheduler, search space (``coating.models.SEARCH_SPACE``) and unique name;
+its own Tuner, ASHA scheduler, search space (``coating.hparams.SEARCH_SPACE``) and unique name;
 they run concurrently from ``num_cpus=0`` Ray tasks in this job. Validation is the latest runs of
-each cycle (``coating.models.time_split``), never a random split. model1 is pretrained on spectra
+each cycle (``coating.history_rows.time_split``), never a random split. model1 is pretrained on spectra
 from the shared generator pool's "coating-spectra" recipe.
 
 Re-running the same command resumes a sweep only when its inputs are the ones it started with
@@ -37,7 +37,7 @@ REPORT_EVERY = 10  # epochs between Tune reports (every report costs a round tri
 
 
 def to_tune_space(space: dict):
-    """``coating.models.SEARCH_SPACE`` entries (plain data) -> ray.tune samplers."""
+    """``coating.hparams.SEARCH_SPACE`` entries (plain data) -> ray.tune samplers."""
     from ray import tune
 
     make = {"loguniform": lambda lo, hi: tune.loguniform(lo, hi), "uniform": lambda lo, hi: tune.uniform(lo, hi),
@@ -51,11 +51,11 @@ def to_tune_space(space: dict):
 
 
 def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
-    """One trial: ``coating.models.fit`` with Tune's sampled hyperparameters."""
+    """One trial: ``coating.fitting.fit`` with Tune's sampled hyperparameters."""
     import torch
     from ray import tune
 
-    from coating.models import fit
+    from coating.fitting import fit
 
     torch.set_num_threads(1)  # many trials share a node (docs/ray.md)
     last = {}
@@ -73,9 +73,9 @@ def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
 
 
 def plain_space(kind: str, smoke_test: bool) -> dict:
-    """The search space of ``kind`` as plain data (``coating.models.SEARCH_SPACE``), with the
+    """The search space of ``kind`` as plain data (``coating.hparams.SEARCH_SPACE``), with the
     smoke test's tiny epochs; recorded with the sweep's inputs."""
-    from coating.models import SEARCH_SPACE
+    from coating.hparams import SEARCH_SPACE
 
     space = dict(SEARCH_SPACE[kind])
     if smoke_test:
@@ -89,7 +89,8 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from coating.models import resolve_hparams, time_split
+    from coating.history_rows import time_split
+    from coating.hparams import resolve_hparams
 
     train_rows, val_rows = time_split(history, cycle_id)
     storage = args_dict["storage_path"]
@@ -121,7 +122,7 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name
     import torch
 
     from coating import registry
-    from coating.models import build_model_from_state
+    from coating.fitting import build_model_from_state
 
     with best.checkpoint.as_directory() as d:
         ck = torch.load(Path(d) / "model.pt", map_location="cpu", weights_only=True)
@@ -286,7 +287,7 @@ def run(argv=None) -> list[dict]:
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import ray
 
-    from coating.models import KINDS
+    from coating.hparams import KINDS
     from coating.schema import read_history
     from ray_jobs.pool import (ResourcesUnavailable, ensure_pool, find_pool, pool_spec, pool_stats, shortage,
                                wait_for_resources)
