@@ -27,7 +27,7 @@ from .schema import History, WAVELENGTHS_NM
 from .stacks import settings_of_recipe
 
 __all__ = ["FitResult", "build_model", "build_model_from_state", "run_loss", "evaluate", "fit", "fit_best",
-           "refit", "fine_tune"]
+           "refit", "fine_tune", "update_cycle_model"]
 
 
 def build_model(kind: str, hparams: Mapping, normaliser: Normaliser, extra: Mapping | None = None) -> nn.Module:
@@ -264,3 +264,21 @@ def fine_tune(model, rows: History) -> nn.Module:
         p.requires_grad_(False)
     new.eval()
     return new
+
+
+def update_cycle_model(model, cycle_rows: History, new_rows: Sequence[History], full_refit: bool = True) -> nn.Module:
+    """A cycle model brought up to date before the next run is planned: the one rule that
+    ``coating recommend`` and the closed-loop benchmark (``coating.closed_loop``) share.
+
+    ``cycle_rows``: all of the cycle's runs so far, the just-measured ones included; ``new_rows``:
+    batches of runs the model has not seen, oldest first. A grey box with ``full_refit`` (and at
+    least 2 runs) is fitted again from scratch on ``cycle_rows`` (``refit``: every run's
+    information at once); otherwise (an MLP, or ``full_refit`` False) each batch of ``new_rows``
+    is one filter step (``fine_tune``).
+    """
+    if full_refit and getattr(model, "kind", None) == "greybox" and len(cycle_rows) >= 2:
+        return refit(model, cycle_rows)
+    for rows in new_rows:
+        if len(rows):
+            model = fine_tune(model, rows)
+    return model

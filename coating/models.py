@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from .colour import ciede2000
 from .fitting import (FitResult, build_model, build_model_from_state, evaluate, fine_tune, fit, fit_best,
-                      refit, run_loss)
+                      refit, run_loss, update_cycle_model)
 from .greybox import GreyBox
 from .history_rows import concat_rows, rows_to_tensors, select_rows, time_split
 from .hparams import DEFAULTS, KINDS, SEARCH_SPACE, resolve_hparams
@@ -34,4 +34,4 @@ from .normaliser import DTYPE, N_WL, Normaliser, Prediction
 __all__ = ["KINDS", "DEFAULTS", "SEARCH_SPACE", "Normaliser", "Prediction", "MLPModel", "GreyBox",
            "FitResult", "fit", "fit_best", "resolve_hparams", "build_model", "time_split", "select_rows",
            "rows_to_tensors", "evaluate", "fine_tune", "refit", "run_loss", "build_model_from_state",
-           "concat_rows", "ciede2000", "DTYPE", "N_WL"]
+           "concat_rows", "update_cycle_model", "ciede2000", "DTYPE", "N_WL"]

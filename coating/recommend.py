@@ -268,7 +268,7 @@ def _check(x, x0, lo, hi, tol=1e-9) -> None:
 def select_cycle_model(models: dict, run_rows) -> tuple[int, float]:
     """The cycle whose model has the lowest curve loss (MSE, %^2) on measured ``run_rows``;
     ``models``: cycle_id -> model. Returns (cycle_id, loss)."""
-    from .models import run_loss
+    from .fitting import run_loss
     if not models:
         raise ValueError("no cycle models to choose from")
     losses = {c: float(run_loss(m, run_rows).mean()) for c, m in models.items()}
@@ -354,7 +354,7 @@ def read_runs(path):
 
 
 def _latest_cycle_rows(history, cycle_id):
-    from .models import select_rows
+    from .history_rows import select_rows
     idx = np.flatnonzero(history.cycle_id == cycle_id)
     return select_rows(history, idx[np.argsort(history.run_in_cycle[idx], kind="stable")])
 
@@ -365,13 +365,15 @@ def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: 
              refit: bool = True):
     """Recommendation for one NEW.csv entry (see ``run_recommend``). Returns (cycle, Recommendation).
 
-    The cycle model is brought up to date with the cycle's runs before planning: ``refit`` (grey
-    box): fitted again, with the registry model's hyperparameters, on all of the cycle's runs in
-    the history and the measured run (a smoother: every run's information, per-layer tooling
-    included, is used at once); otherwise filter steps on the runs after its training data and
-    on the measured run. ``fine_tune`` False: the registry model as it is (neither).
+    The cycle model is brought up to date with the cycle's runs before planning
+    (``fitting.update_cycle_model``, the rule the closed-loop benchmark runs too): ``refit``
+    (grey box): fitted again, with the registry model's hyperparameters, on all of the cycle's
+    runs in the history and the measured run (a smoother: every run's information, per-layer
+    tooling included, is used at once); otherwise filter steps on the runs after its training
+    data and on the measured run. ``fine_tune`` False: the registry model as it is (neither).
     """
-    from .models import concat_rows, fine_tune as _fine_tune, refit as _refit, select_rows
+    from .fitting import update_cycle_model
+    from .history_rows import concat_rows, select_rows
     meas = entry["measured"]
     cycle = entry["cycle_id"]
     if cycle is not None and cycle not in cycle_models:
@@ -394,14 +396,9 @@ def plan_run(entry, history, cycle_models: dict, standard: Standard, fine_tune: 
         last = int(others.run_in_cycle.max()) if len(others) else last_seen
         meas = dataclasses.replace(meas, run_in_cycle=np.array([last + 1]))
     seen = others if meas is None else concat_rows(others, meas)
-    if fine_tune and refit and getattr(model, "kind", None) == "greybox" and len(seen) >= 2:
-        model = _refit(model, seen)
-    elif fine_tune:
+    if fine_tune:
         newer = select_rows(others, others.run_in_cycle > last_seen) if len(others) else others
-        if len(newer):
-            model = _fine_tune(model, newer)
-        if meas is not None:
-            model = _fine_tune(model, meas)
+        model = update_cycle_model(model, seen, [newer] + ([meas] if meas is not None else []), full_refit=refit)
     if meas is not None:
         current = meas.settings[0]
         run = int(meas.run_in_cycle[0]) + 1

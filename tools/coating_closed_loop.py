@@ -179,11 +179,10 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
             spec.append(tuple(np.sqrt(((np.stack([meas.R_F, meas.R_B]) - std_R) ** 2).mean(-1))))
             last, cur = meas, np.array(meas.settings)
             made.append(meas)
-            if model is not None and refit_every and model.kind == "greybox" and len(made) % refit_every == 0:
-                # As `coating recommend` does by default: fit again on every run of the cycle so far.
-                model = models.refit(model, schema.history_from_measurements(rows + made))
-            elif model is not None:
-                model = models.fine_tune(model, schema.history_from_measurements([meas]))
+            if model is not None:  # the rule `coating recommend` runs before each plan
+                model = models.update_cycle_model(model, schema.history_from_measurements(rows + made),
+                                                  [schema.history_from_measurements([meas])],
+                                                  full_refit=bool(refit_every) and len(made) % refit_every == 0)
         results[method] = des
         aims[method] = aim
         specs[method] = spec

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from coating import cli, fit_cycles, models, plant, recommend, schema
+from coating import cli, fit_cycles, fitting, models, plant, recommend, schema
 
 P = plant.PlantParams()
 
@@ -214,8 +214,9 @@ def test_plan_run_refits_the_grey_box_on_the_cycles_runs_and_the_measured_run(se
     grey = models.fit("greybox", {"epochs": 2, "inner_steps": 8, "width": 0}, tr, va).model
     seen, tuned = [], []
     real_refit, real_ft = models.refit, models.fine_tune
-    monkeypatch.setattr(models, "refit", lambda m, rows: seen.append(rows) or real_refit(m, rows))
-    monkeypatch.setattr(models, "fine_tune", lambda m, rows: tuned.append(rows) or real_ft(m, rows))
+    # update_cycle_model (the rule coating recommend and the closed loop share) calls these.
+    monkeypatch.setattr(fitting, "refit", lambda m, rows: seen.append(rows) or real_refit(m, rows))
+    monkeypatch.setattr(fitting, "fine_tune", lambda m, rows: tuned.append(rows) or real_ft(m, rows))
     meas = models.select_rows(hist, [len(hist) - 1])
     meas = dataclasses.replace(meas, furnace_no=np.array(["NEW"], dtype=object), run_in_cycle=np.array([1]))
     entry = {"furnace_no": "NEW", "cycle_id": 1, "run_in_cycle": None, "date": None, "measured": meas}
