@@ -1,8 +1,9 @@
 """Batch feeds for a training loop: ``feed(step) -> batch``, from the pool or in-process.
 
 Both feeds serve the same recipe with the same seeds, so they give identical batches: the seed of
-a step is ``stream_seed(base, step, rank, world)``, a pure function, which is also what makes a
-resumed run continue the same stream of data.
+a step is ``sevi.training.stream_seed(base, step, rank, world)``, a pure function (the one the
+training loop's own batches use), which is also what makes a resumed run continue the same stream
+of data.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-
-def stream_seed(base: int, step: int, rank: int, world: int) -> int:
-    """Seed of the batch that ``rank`` trains on at ``step``: distinct across steps and ranks."""
-    return (int(base) << 32) + step * world + rank
+from sevi.training import stream_seed
 
 
 def to_torch(batch: dict) -> dict[str, torch.Tensor]:

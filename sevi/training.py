@@ -175,9 +175,16 @@ def make_generator(cfg: TrainConfig, device: str | torch.device = "auto"):
     return make_renderer(cfg.render, GeneratorConfig(grid=render_grid(cfg)), device, prior_config(cfg))
 
 
+def stream_seed(base: int, step: int, rank: int = 0, world_size: int = 1) -> int:
+    """Seed of the batch that ``rank`` trains on at ``step`` of the stream ``base``: distinct across
+    steps and ranks, and the same in every feed (in-process or the pool), so a resumed run continues
+    the same data. Validation seeds lie at val_seed * 2^32 + 2^31 + i, apart from these."""
+    return int(base) * 2**32 + step * world_size + rank
+
+
 def batch_seed(cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1) -> int:
-    """Seed of the training batch of (step, rank). Validation seeds lie at val_seed * 2^32 + 2^31 + i."""
-    return cfg.seed * 2**32 + step * world_size + rank
+    """Seed of the training batch of (step, rank): :func:`stream_seed` of ``cfg.seed``."""
+    return stream_seed(cfg.seed, step, rank, world_size)
 
 
 def make_batch(generator, cfg: TrainConfig, seed: int) -> dict[str, Tensor]:
