@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
+from sevi.generator import pick_device
+
 __all__ = [
     "FrameModel",
-    "default_device",
     "render_frames",
     "simulate_frames",
     "draw_disc_hits",
@@ -75,11 +76,6 @@ class FrameModel:
     def px_per_unit(self) -> float:
         """Pixels per detector unit, ``G / 2``."""
         return self.grid / 2.0
-
-
-def default_device() -> torch.device:
-    """``cuda`` when available, else ``cpu``: the suite never hard-codes a device."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def to_pixel(coord: torch.Tensor, grid: int) -> torch.Tensor:
@@ -185,8 +181,8 @@ def simulate_frames(
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`render_frames` with a fresh generator seeded with ``seed`` on ``device``
-    (default: :func:`default_device`)."""
-    device = torch.device(device) if device is not None else default_device()
+    (default: cuda when available, else cpu)."""
+    device = torch.device(device) if device is not None else pick_device()
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     return render_frames(x, z, frame, n_frames, model, generator=gen)

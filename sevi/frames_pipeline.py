@@ -49,7 +49,7 @@ class Chunk:
     stop: int              # one past the last frame
     part: str              # the part file to write
     config: dict           # CentroidConfig fields
-    device: str | None     # torch device; None: sevi.frames.default_device()
+    device: str | None     # torch device; None: sevi.generator.pick_device()
 
 
 # (chunks, finished) -> (first FrameFileError or None, chunks run at once)
@@ -140,10 +140,10 @@ def process_chunk(frames_path: str, start: int, stop: int, part_path: str,
 
     from sevi.atomic import atomic_path
     from sevi.centroid import CentroidConfig, centroid_frames
-    from sevi.frames import default_device
     from sevi.frames_io import event_rows, read_frames
+    from sevi.generator import pick_device
 
-    dev = torch.device(device) if device else default_device()
+    dev = torch.device(device) if device else pick_device()
     cfg = CentroidConfig(**(config or {}))
     ids, imgs = read_frames(frames_path, start, stop)
     res = centroid_frames(torch.from_numpy(imgs).to(dev), cfg)
@@ -290,7 +290,7 @@ def centroid_file(frames, out, *, chunk: int = DEFAULT_CHUNK, grid: int = DEFAUL
     """Centroid the frame file ``frames`` into the events file ``out``, the chunks run by ``runner``.
 
     ``chunk`` frames per chunk; ``grid`` the AccumulatedImage side; ``device`` a torch device name
-    (None: sevi.frames.default_device()); ``fast`` the joint cluster refit off; ``quiet`` no
+    (None: sevi.generator.pick_device()); ``fast`` the joint cluster refit off; ``quiet`` no
     progress bar. Returns the exit status of `sevi frames` (0 ok, 2 input error, 130 interrupted);
     errors and the summary go to stderr and stdout."""
     from tqdm import tqdm

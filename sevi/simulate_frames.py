@@ -82,11 +82,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from sevi.frames import FrameModel, default_device, draw_disc_hits, draw_prior_hits, draw_shell_hits, render_frames
+    from sevi.frames import FrameModel, draw_disc_hits, draw_prior_hits, draw_shell_hits, render_frames
     from sevi.frames_io import FrameWriter
-    from sevi.paths import refuse_output_over_input
-
     from sevi.generator import pick_device
+    from sevi.paths import refuse_output_over_input
 
     given = args.hits not in ("disc", "shells", "prior") and not args.hits.startswith("disc:")
     refuse_output_over_input({"OUT": args.out}, {"--hits": args.hits if given else None})
@@ -96,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                       (args.batch < 1, f"--batch: got {args.batch}; expected >= 1 frames")):
         if bad:
             raise ValueError(text)
-    dev = pick_device(args.device) if args.device else default_device()
+    dev = pick_device(args.device)  # None: cuda when available, else cpu
     model = FrameModel()
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)

@@ -38,7 +38,8 @@ from scipy.optimize import linear_sum_assignment
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sevi.centroid import CentroidConfig, centroid_frames, map_cost, refine_positions
-from sevi.frames import FrameModel, default_device, draw_disc_hits, draw_prior_hits, draw_shell_hits, render_frames
+from sevi.frames import FrameModel, draw_disc_hits, draw_prior_hits, draw_shell_hits, render_frames
+from sevi.generator import pick_device
 from tools.recall_ceiling import NN_BINS_PX, cluster_recall_ceiling, nearest_neighbour, recall_ceiling
 
 
@@ -222,7 +223,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.hits not in ("prior", "shells", "disc") and not args.hits.startswith(("pairs:", "disc:")):
         ap.error(f"--hits {args.hits!r}: expected prior, shells, disc, disc:R (R in detector units) or pairs:D (D in px)")
-    device = torch.device(args.device) if args.device else default_device()
+    device = torch.device(args.device) if args.device else pick_device()
     if args.threads:
         torch.set_num_threads(args.threads)
     model = FrameModel()
