@@ -1,5 +1,6 @@
 """Closed-loop evaluation of thickness recommendations on simulated plants: the cycle runner,
-its baselines and oracles, and the summary. ``tools/coating_closed_loop.py`` is its command line.
+its baselines and oracles, and the summary. ``tools/coating_closed_loop.py`` is its command
+line.
 
 For each simulated plant (``coating.plant``, seed ``s``) and each of its first cycles: the
 operators' rule runs the first ``fit_runs`` runs of the cycle; the models are fitted on them
@@ -14,9 +15,9 @@ they are compared on the same runs. Methods:
   just-measured run by ``fitting.update_cycle_model``, the rule ``coating recommend`` runs
   (``refit_every=1``: fitted again on all the cycle's runs each time; ``0``: filter steps);
   settings by ``coating.recommend.recommend_settings``;
-- ``ours_robust``: the same model, recommender with robust design (``robust_draws`` = ``RecommendConfig.robust_draws``, 32: the
-  expected dE00^2 over the model's antithetic draws of the run's own deposition errors): what
-  ``coating recommend`` does by default;
+- ``ours_robust``: the same model, recommender with robust design (``robust_draws`` =
+  ``RecommendConfig.robust_draws``, 32: the expected dE00^2 over the model's antithetic draws of
+  the run's own deposition errors): what ``coating recommend`` does by default;
 - ``unchanged``: the settings of the last fitted run, kept;
 - ``notes_model1``: the notes' approach: the model1 MLP of the cycle, fine-tuned on each
   just-measured run, input optimisation by the same recommender;

@@ -315,7 +315,7 @@ class MachineTwin:
     ``noise_draws``, ``predict_draws``) on the plant's own physics and noise (hidden truth).
 
     For evaluation only: a planner with perfect knowledge of the machine and of the
-    distribution of a run's own deposition errors (``tools/coating_closed_loop.py``'s
+    distribution of a run's own deposition errors (``coating.closed_loop``'s
     ``oracle_robust``). ``walk_sd`` > 0 makes the tooling uncertain by one common random-walk
     step (``state`` then holds the tooling expected for the run, e.g. the last run's times the
     trend): a planner that knew the machine exactly as it was at the last run
