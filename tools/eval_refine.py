@@ -166,8 +166,12 @@ def main(argv=None) -> dict:
     L = pc.n_terms
     groups = {"beta_2..6": np.r_[0:3, L:L + 3], "beta_8..24": np.r_[3:L, L + 3:2 * L],
               "R": np.r_[2 * L:2 * L + 2], "sigma_R": np.r_[2 * L + 2:2 * L + 4]}
-    calib = {g: {"z_std": float(z[:, idx].std()), "within_68": float((np.abs(z[:, idx]) <= 1).mean()),
-                 "within_95": float((np.abs(z[:, idx]) <= 1.959964).mean())} for g, idx in groups.items()}
+    def calibration(rows):
+        return {g: {"z_std": float(z[rows][:, idx].std()), "within_68": float((np.abs(z[rows][:, idx]) <= 1).mean()),
+                    "within_95": float((np.abs(z[rows][:, idx]) <= 1.959964).mean())} for g, idx in groups.items()}
+
+    calib = calibration(np.ones(len(z), bool))
+    calib_split = {"separated": calibration(sep), "overlapping": calibration(~sep) if (~sep).any() else None}
     fb_med = float(np.median(floor_bayes))
     res = {"n": a.n, "grid": a.grid, "electrons_per_shell": a.electrons, "seed": a.seed, "model": a.model,
            "fit_grid": refiner.config.fit_grid, "device": str(device), "threads": torch.get_num_threads(),
@@ -180,7 +184,8 @@ def main(argv=None) -> dict:
            "landed_fraction": float(np.mean(landed)) if landed else None,
            "landed_fraction_overlapping": float(np.mean(np.array(landed)[~sep])) if landed and (~sep).any() else None,
            "chi2_dof_median": float(np.median([f.chi2_dof for f in fits])),
-           "calibration": calib, "per_image": {k: v.tolist() for k, v in dist.items()},
+           "calibration": calib, "calibration_split": calib_split, "z_scores": z.tolist(),
+           "per_image": {k: v.tolist() for k, v in dist.items()},
            "separated": sep.tolist()}
 
     print(f"\n{a.n} held-out images {a.grid}^2, {a.electrons} electrons/shell, seed {a.seed} "
@@ -193,7 +198,9 @@ def main(argv=None) -> dict:
           f"{res['converged_fraction']:.3f}, landed in the truth-start optimum {res['landed_fraction']}, "
           f"median chi2/dof {res['chi2_dof_median']:.3f}")
     for g, c in calib.items():
-        print(f"  calibration {g:10s} z_std {c['z_std']:.2f}  within 68%: {c['within_68']:.3f}  within 95%: {c['within_95']:.3f}")
+        cs = calib_split["separated"][g]
+        print(f"  calibration {g:10s} z_std {c['z_std']:.2f}  within 68%: {c['within_68']:.3f}  within 95%: {c['within_95']:.3f}"
+              f"   (separated only: z_std {cs['z_std']:.2f}, {cs['within_68']:.3f} / {cs['within_95']:.3f})")
     write_json(out_dir / "eval_refine.json", res)
     try:
         import matplotlib
