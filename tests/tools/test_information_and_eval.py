@@ -35,3 +35,15 @@ def test_eval_refine_runs_every_predictor_it_can(tmp_path):
     # the refinement starts from the (untrained) regressor and must end closer to the truth
     assert s["refined"]["all"]["mean"] < s["regressor"]["all"]["mean"]
     assert (tmp_path / "ev" / "eval_refine.json").exists()
+
+
+def test_compare_renderers_pairs_the_same_parameters(tmp_path):
+    from tools import compare_renderers
+    cfg = PRESETS["tiny"]
+    m = build_model(cfg)
+    m.set_target_stats(*target_stats(cfg))
+    save_final_model(m.eval(), cfg, tmp_path / "model")
+    out = compare_renderers.main(["--model", str(tmp_path / "model"), "--n", "4", "--grid", "32", "--electrons", "3000",
+                                  "--device", "cpu"])
+    assert set(out["mean"]) == {"itm_a", "itm_b", "poisson"}
+    assert all(math.isfinite(v["se"]) for k, v in out.items() if k.endswith("_minus_itm_a"))
