@@ -21,15 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tools.held_out import add_held_out_args, held_out_params  # noqa: E402
+
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--grid", type=int, default=512)
-    ap.add_argument("--electrons", default="100000", help="per shell, or 'course' (1.8-2.5e6)")
-    ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--device", default="auto")
+    add_held_out_args(ap, grid=512, electrons="100000")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
     from sevi.atomic import write_json
@@ -37,13 +34,11 @@ def main(argv=None) -> dict:
     from sevi.generator import GeneratorConfig, pick_device
     from sevi.metric import distance
     from sevi.predict import predict_images
-    from sevi.prior import Prior, PriorConfig
     from sevi.training import load_model
 
     device = pick_device(a.device)
     model, cfg = load_model(a.model, device)
-    pc = PriorConfig() if a.electrons == "course" else PriorConfig().with_electrons(int(float(a.electrons)))
-    params = Prior(pc)(a.n, 10**9 + a.seed).params
+    pc, params = held_out_params(a)
     d = {}
     for name, backend, seed in (("itm_a", "itm", 1), ("itm_b", "itm", 2), ("poisson", "poisson", 3)):
         r = make_renderer(backend, GeneratorConfig(grid=a.grid), device, pc)

@@ -38,8 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sevi.atomic import write_json  # noqa: E402
-
-HELD_OUT_OFFSET = 10**9
+from tools.held_out import HELD_OUT_OFFSET, add_held_out_args, held_out_params  # noqa: E402
 SEPARATION = 0.03
 
 
@@ -85,15 +84,10 @@ def summarise(d: np.ndarray, sep: np.ndarray) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--grid", type=int, default=1024)
-    ap.add_argument("--electrons", default="course", help="electrons per shell, or 'course' (1.8-2.5e6)")
-    ap.add_argument("--seed", type=int, default=2024)
+    add_held_out_args(ap, grid=1024, electrons="course")
     ap.add_argument("--fit-grid", type=int, default=512, help="the refinement's grid (the image rebinned exactly)")
     ap.add_argument("--no-classical", action="store_true", help="skip PyAbel (needs the 'abel' extra)")
     ap.add_argument("--no-truth-start", action="store_true", help="skip the fits started from the truth")
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -110,14 +104,12 @@ def main(argv=None) -> dict:
     from sevi.information import fisher_information, image_floors, prior_precision
     from sevi.metric import distance
     from sevi.predict import predict_images
-    from sevi.prior import Prior, PriorConfig
     from sevi.training import load_model
 
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(a.device)
-    pc = PriorConfig() if a.electrons == "course" else PriorConfig().with_electrons(int(float(a.electrons)))
-    params = Prior(pc)(a.n, HELD_OUT_OFFSET + a.seed).params
+    pc, params = held_out_params(a)
     gen = SeviGenerator(GeneratorConfig(grid=a.grid), device, pc)
     images = []
     for s in tqdm(range(0, a.n, 8), desc="render (ITM)", disable=None):

@@ -32,9 +32,9 @@ from sevi.atomic import write_json  # noqa: E402
 from sevi.forward import ExpectedImage, ForwardConfig  # noqa: E402
 from sevi.information import DETECTORS, fisher_information, floors_table, image_floors, prior_precision  # noqa: E402
 from sevi.prior import Prior, PriorConfig  # noqa: E402
+from tools.held_out import HELD_OUT_OFFSET  # noqa: E402
 
 SEED = 2024  # the held-out seed of tools/eval_sevi.py and tools/eval_refine.py
-HELD_OUT_OFFSET = 10**9  # prior seeds no training stream or validation set reaches (tools/eval_sevi.py)
 
 
 def parse_setting(text: str) -> tuple[int, int | None]:

@@ -3,7 +3,7 @@
 import json
 import math
 
-import torch
+import pytest
 
 from sevi.training import PRESETS, build_model, save_final_model, target_stats
 from tools import eval_refine, information_limit
@@ -22,12 +22,19 @@ def test_information_limit_writes_floors_per_detector(tmp_path):
     assert (tmp_path / "information_limit.png").stat().st_size > 1000
 
 
-def test_eval_refine_runs_every_predictor_it_can(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained model of the tiny preset, saved as a final model: (directory)."""
     cfg = PRESETS["tiny"]
     m = build_model(cfg)
     m.set_target_stats(*target_stats(cfg))
-    save_final_model(m.eval(), cfg, tmp_path / "model")
-    res = eval_refine.main(["--model", str(tmp_path / "model"), "--n", "2", "--grid", "64", "--electrons", "3000",
+    d = tmp_path_factory.mktemp("model")
+    save_final_model(m.eval(), cfg, d)
+    return d
+
+
+def test_eval_refine_runs_every_predictor_it_can(tmp_path, tiny_model):
+    res = eval_refine.main(["--model", str(tiny_model), "--n", "2", "--grid", "64", "--electrons", "3000",
                             "--no-classical", "--out", str(tmp_path / "ev"), "--device", "cpu"])
     s = res["summary"]
     assert set(s) == {"regressor", "refined", "truth_start", "floor_crb", "floor_bayes"}
@@ -37,13 +44,9 @@ def test_eval_refine_runs_every_predictor_it_can(tmp_path):
     assert (tmp_path / "ev" / "eval_refine.json").exists()
 
 
-def test_compare_renderers_pairs_the_same_parameters(tmp_path):
+def test_compare_renderers_pairs_the_same_parameters(tiny_model):
     from tools import compare_renderers
-    cfg = PRESETS["tiny"]
-    m = build_model(cfg)
-    m.set_target_stats(*target_stats(cfg))
-    save_final_model(m.eval(), cfg, tmp_path / "model")
-    out = compare_renderers.main(["--model", str(tmp_path / "model"), "--n", "4", "--grid", "32", "--electrons", "3000",
+    out = compare_renderers.main(["--model", str(tiny_model), "--n", "4", "--grid", "32", "--electrons", "3000",
                                   "--device", "cpu"])
     assert set(out["mean"]) == {"itm_a", "itm_b", "poisson"}
     assert all(math.isfinite(v["se"]) for k, v in out.items() if k.endswith("_minus_itm_a"))
