@@ -179,10 +179,12 @@ def steady_rates(t_call: list[float], wait: list[float], batch: int, eval_every:
     """Step cadence from the feed's call times. Interval k (call k to call k + 1) holds the wait for
     batch k and training step k, plus the validation when (k + 1) % eval_every == 0: those, and the
     first ``warmup`` (kernel selection, allocations), are left out, so the rate is the steady one."""
-    n = len(wait)
+    n = min(len(wait), len(t_call) - 1)  # a run stopped by the wall budget may end between the two records
     keep = [k for k in range(warmup, n) if (k + 1) % eval_every]
     if not keep:  # too few steps for a steady window: every interval
         keep = list(range(n))
+    if not keep:
+        raise RuntimeError("the training run ended before a single step was timed; give it a larger wall budget")
     span = sum(t_call[k + 1] - t_call[k] for k in keep)
     return {"steady_steps": len(keep), "steps_per_s": len(keep) / span, "images_per_s": len(keep) * batch / span,
             "step_s": span / len(keep), "data_wait_s_per_step": sum(wait[k] for k in keep) / len(keep),
