@@ -201,7 +201,7 @@ class ExpectedImage:
         c = self.config
         R = torch.as_tensor(R, dtype=torch.float64, device=self.device)
         s = torch.as_tensor(sigma_R, dtype=torch.float64, device=self.device)
-        grid = RadialGrid.make(float(R), float(s) if resolution is None else resolution, c)
+        grid = RadialGrid.make(float(R.detach()), float(s.detach()) if resolution is None else resolution, c)
         dev = self.device
         # Inner nodes: (1/pi) E_zeta[ r^(-k-1) / sqrt(r^2 - rho^2) ], r = R + sigma zeta, zeta ~ N(0, 1).
         rho_in = torch.arange(grid.n_inner, dtype=torch.float64, device=dev)[:, None] * grid.h_inner  # (Ni, 1)
