@@ -9,19 +9,13 @@ from sevi.cli import main
 from sevi.generator import GeneratorConfig, SeviGenerator
 from sevi.io import answer_dtype, read_answer
 from sevi.prior import PriorConfig
-from sevi.training import PRESETS, build_model, save_final_model, target_stats
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    cfg = PRESETS["tiny"]
-    m = build_model(cfg)
-    m.set_target_stats(*target_stats(cfg))
-    d = tmp_path_factory.mktemp("model")
-    save_final_model(m.eval(), cfg, d)
-    return d
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 def images(tmp_path, grid=64, n=3, electrons=3000, name="counts"):

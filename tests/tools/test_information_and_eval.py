@@ -5,7 +5,6 @@ import math
 
 import pytest
 
-from sevi.training import PRESETS, build_model, save_final_model, target_stats
 from tools import eval_refine, information_limit
 
 
@@ -23,14 +22,8 @@ def test_information_limit_writes_floors_per_detector(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """An untrained model of the tiny preset, saved as a final model: (directory)."""
-    cfg = PRESETS["tiny"]
-    m = build_model(cfg)
-    m.set_target_stats(*target_stats(cfg))
-    d = tmp_path_factory.mktemp("model")
-    save_final_model(m.eval(), cfg, d)
-    return d
+def tiny_model(tiny_model_dir):
+    return tiny_model_dir
 
 
 def test_eval_refine_runs_every_predictor_it_can(tmp_path, tiny_model):
