@@ -250,7 +250,8 @@ class ExpectedImage:
         """
         c = self.config
         tables, grid = self.radial_tables(R, sigma_R, derivatives, resolution)  # (C, K, Nn)
-        Rf, sf = float(R), float(sigma_R) if resolution is None else resolution
+        Rf = float(torch.as_tensor(R).detach())
+        sf = float(torch.as_tensor(sigma_R).detach()) if resolution is None else resolution
         half, d = c.grid // 2, self.pixel
         lo_band, hi_band = Rf - c.width_sigmas * sf, Rf + c.width_sigmas * sf
         out = torch.zeros(tables.shape[0], tables.shape[1], half, half, dtype=torch.float64, device=self.device)
