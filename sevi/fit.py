@@ -29,6 +29,7 @@ sorted by radius, smaller first, in the result.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from sevi.forward import ExpectedImage, ForwardConfig, fold_image
+from sevi.information import covariance, poisson_fisher
 from sevi.legendre import ValidityCheck
 from sevi.prior import PriorConfig
 
@@ -86,7 +88,7 @@ class Refiner:
         self.config = config
         self.prior = prior
         L = prior.n_terms
-        fwd = ForwardConfig(**{**config.forward.__dict__, "grid": config.fit_grid, "n_terms": L})
+        fwd = dataclasses.replace(config.forward, grid=config.fit_grid, n_terms=L)
         self.model = ExpectedImage(fwd, device)
         self.device = self.model.device
         self.L = L
@@ -119,17 +121,7 @@ class Refiner:
     def _model(self, theta: torch.Tensor, jacobian: bool):
         """Folded-quadrant mu (H W,) and, with ``jacobian``, J (P, H W)."""
         R, s, N, beta = self._unpack(theta)
-        mus, Js = [], []
-        for j in range(2):
-            if jacobian:
-                mu, J = self.model.jacobian_quadrant(float(R[j]), float(s[j]), N[j], beta[j])
-                Js.append(4 * J.reshape(J.shape[0], -1))
-            else:
-                M = self.model.shell_moments(float(R[j]), float(s[j]))[0]
-                mu = N[j] * torch.einsum("k,khw->hw", self.model._coefficients(beta[j]), M)
-            mus.append(mu)
-        mu = (4 * (mus[0] + mus[1])).reshape(-1)
-        return mu, (torch.cat(Js) if jacobian else None)
+        return self.model.folded(R, s, N, beta, jacobian)
 
     def _prior_term(self, theta: torch.Tensor) -> torch.Tensor:
         """-log prior inside the bounds (the betas' normals; constants dropped)."""
@@ -148,6 +140,12 @@ class Refiner:
         ll = (n * torch.log(mu.clamp_min(1e-300)) - mu).sum()
         return float(-ll + self._prior_term(theta))
 
+    def _gradient_and_curvature(self, theta, mu, J, n):
+        """Gradient of -(log L + log prior) and the Fisher scoring matrix H = J diag(1/mu) J^T + P."""
+        keep = mu > 0
+        g = J[:, keep] @ (1 - n[keep] / mu[keep]) + self.P_grad * (theta - self.m_full)
+        return g, poisson_fisher(mu, J) + torch.diag(self.P)
+
     # -- one start ------------------------------------------------------------------------------
     def _fit_one(self, theta: torch.Tensor, n: torch.Tensor):
         """Bounded Levenberg-Marquardt from one start: (theta, objective, iterations, converged).
@@ -164,10 +162,7 @@ class Refiner:
         lam = c.lambda_init
         for it in range(1, c.max_iterations + 1):
             mu, J = self._model(theta, True)
-            keep = mu > 0
-            Jk = J[:, keep]
-            g = Jk @ (1 - n[keep] / mu[keep]) + self.P_grad * (theta - self.m_full)  # gradient of -(log L + log prior)
-            H = (Jk / mu[keep]) @ Jk.T + torch.diag(self.P)
+            g, H = self._gradient_and_curvature(theta, mu, J, n)
             held = ((theta <= self.lo) & (g > 0)) | ((theta >= self.hi) & (g < 0))
             free = (~held).nonzero().reshape(-1)
             Hf, gf = H[free][:, free], g[free]
@@ -253,12 +248,9 @@ class Refiner:
         for a well-measured one this is the optimum itself and H^-1's error bar."""
         from scipy.stats import truncnorm
 
-        from sevi.information import covariance
         mu, J = self._model(theta, True)
+        g, H = self._gradient_and_curvature(theta, mu, J, n)
         keep = mu > 0
-        Jk = J[:, keep]
-        H = (Jk / mu[keep]) @ Jk.T + torch.diag(self.P)
-        g = Jk @ (1 - n[keep] / mu[keep]) + self.P_grad * (theta - self.m_full)
         cov = covariance(H)
         centre = (theta - cov @ g).cpu().numpy()
         sd_lap = np.sqrt(np.clip(cov.diagonal().cpu().numpy(), 0, None))
@@ -270,7 +262,7 @@ class Refiner:
         est[bounded], var = truncnorm.stats(a, b, loc=centre[bounded], scale=sd_lap[bounded], moments="mv")
         sd[bounded] = np.sqrt(np.clip(var, 0, None))
         est = np.clip(est, lo, hi)
-        t = torch.as_tensor(est, dtype=torch.float64)
+        t = torch.as_tensor(est, dtype=torch.float64, device=self.device)
         if not bool(self.valid(self._unpack(t)[3]).all()):  # the mean left the valid densities: keep the optimum
             est, sd = theta.cpu().numpy(), sd_lap
         per_shell, sdn = est.reshape(2, -1), sd.reshape(2, -1)  # columns: R, sigma_R, N, beta_2 .. beta_2L
@@ -312,7 +304,7 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
         fg = choose_fit_grid(G) if config is None else config.fit_grid
         if fg not in refiners:
             base = config or FitConfig()
-            refiners[fg] = Refiner(FitConfig(**{**base.__dict__, "fit_grid": fg}), prior, device)
+            refiners[fg] = Refiner(dataclasses.replace(base, fit_grid=fg), prior, device)
         f = refiners[fg](img, first["R"][i], first["sigma_R"][i], first["beta"][i], first["R_sd"][i])
         for k, v in (("R", f.R), ("R_sd", f.R_sd), ("sigma_R", f.sigma_R), ("sigma_R_sd", f.sigma_R_sd),
                      ("beta", f.beta), ("beta_sd", f.beta_sd)):

@@ -316,15 +316,29 @@ class ExpectedImage:
             raise ValueError(f"beta has {params.beta.shape[-1]} terms per shell, the forward model {self.config.n_terms}")
         if check:
             check_params(params.R, params.sigma_R, params.beta)
-        half = self.config.grid // 2
-        out = torch.zeros(len(params), half, half, dtype=torch.float64, device=self.device)
-        for i in range(len(params)):
-            for j in range(2):
-                M = self.shell_moments(params.R[i, j], params.sigma_R[i, j])[0]  # (K, H, W)
-                coef = self._coefficients(params.beta[i, j].to(self.device)) * params.n_electrons[i, j].to(
-                    self.device, torch.float64)
-                out[i] = out[i] + torch.einsum("k,khw->hw", coef, M)
-        return out
+        return torch.stack([sum(self.shell_quadrant(params.R[i, j], params.sigma_R[i, j], params.n_electrons[i, j],
+                                                    params.beta[i, j]) for j in range(2))
+                            for i in range(len(params))])
+
+    def shell_quadrant(self, R, sigma_R, n_electrons, beta) -> torch.Tensor:
+        """One shell's expected counts of one quadrant, per pixel (not folded): (G/2, G/2) float64."""
+        M = self.shell_moments(R, sigma_R)[0]  # (K, H, W)
+        n = torch.as_tensor(n_electrons, dtype=torch.float64, device=self.device)
+        return n * torch.einsum("k,khw->hw", self._coefficients(torch.as_tensor(beta, device=self.device)), M)
+
+    def folded(self, R, sigma_R, n_electrons, beta, jacobian: bool = False):
+        """Both shells on the folded quadrant (the four mirror pixels summed), flattened: mu (H W,) and,
+        with ``jacobian``, J (2 (3 + L), H W) in ``sevi.information.parameter_names`` order, else None.
+        R, sigma_R, n_electrons (2,); beta (2, L)."""
+        mus, Js = [], []
+        for j in range(2):
+            if jacobian:
+                mu, J = self.jacobian_quadrant(float(R[j]), float(sigma_R[j]), n_electrons[j], beta[j])
+                Js.append(4 * J.reshape(J.shape[0], -1))
+            else:
+                mu = self.shell_quadrant(float(R[j]), float(sigma_R[j]), n_electrons[j], beta[j])
+            mus.append(mu)
+        return (4 * (mus[0] + mus[1])).reshape(-1), (torch.cat(Js) if jacobian else None)
 
     def __call__(self, params: ShellParams, check: bool = True, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Expected counts per pixel of the full image: (n, G, G), computed in float64, returned as ``dtype``."""

@@ -56,19 +56,20 @@ def beta_indices(n_terms: int) -> torch.Tensor:
     return torch.stack([torch.arange(3, per) + j * per for j in range(2)])
 
 
+def poisson_fisher(mu: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+    """sum over pixels of J J^T / mu for Poisson pixels of mean mu (n,), derivatives J (P, n);
+    pixels with mu = 0 carry no information (and no counts)."""
+    keep = mu > 0
+    Jk = J[:, keep]
+    return (Jk / mu[keep]) @ Jk.T
+
+
 def fisher_information(fm: ExpectedImage, R, sigma_R, n_electrons, beta) -> torch.Tensor:
     """F (2 (3 + L), 2 (3 + L)) float64 of one image's Poisson pixels, for one parameter set:
     R, sigma_R, n_electrons (2,), beta (2, L)."""
-    mus, Js = [], []
-    for j in range(2):
-        mu, J = fm.jacobian_quadrant(float(R[j]), float(sigma_R[j]), float(n_electrons[j]), torch.as_tensor(beta[j]))
-        mus.append(mu)
-        Js.append(J)
-    mu = 4 * (mus[0] + mus[1])  # folded quadrant: the four mirror pixels summed
-    J = 4 * torch.cat(Js).reshape(len(Js[0]) * 2, -1)  # (P, pixels)
-    keep = mu.reshape(-1) > 0
-    Jk = J[:, keep]
-    return (Jk / mu.reshape(-1)[keep]) @ Jk.T
+    mu, J = fm.folded(R, sigma_R, torch.as_tensor(n_electrons, dtype=torch.float64), torch.as_tensor(beta),
+                      jacobian=True)
+    return poisson_fisher(mu, J)
 
 
 def prior_precision(prior_config, n_terms: int) -> torch.Tensor:

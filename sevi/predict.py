@@ -264,8 +264,8 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"sevi predict: {args.images}: {e}")
         first, diag = p, None
         if not args.no_refine:
-            p, diag = refine_or_explain(p, cfg, device, args.images,
-                                        (ds[()] if ids is None else ds[i] for i in range(ds.shape[0] if ids is not None else 1)))
+            images = [ds[()]] if ids is None else (ds[i] for i in range(ds.shape[0]))
+            p, diag = refine_or_explain(p, cfg, device, args.images, images)
     write_answer(args.out, p, ids, attrs={"model": str(args.model), "images": str(args.images),
                                           "device": str(device), "model_grid": cfg.grid},
                  regressor=None if args.no_refine else first, diagnostics=diag)
