@@ -13,7 +13,7 @@ from sevi.cli import main as sevi_main
 from sevi.expected_renderer import RENDER_ACCURACY, ExpectedRenderer, make_renderer
 from sevi.forward import ExpectedImage, ForwardConfig
 from sevi.generator import GeneratorConfig, SeviGenerator
-from sevi.prior import Prior, PriorConfig
+from sevi.prior import Prior, PriorConfig, ShellParams
 
 
 def test_render_accuracy_is_close_to_the_default_model():
@@ -33,15 +33,14 @@ def ring_groups(G: int, n_r: int = 24, n_t: int = 6) -> np.ndarray:
     return (r * n_t + t).ravel()
 
 
-def test_poisson_and_itm_agree_in_distribution():
-    """Two-sample test: the same parameters rendered by both backends at fixed seeds; per
-    (radius, angle) group, sums a and b of independent Poisson counts with equal means give
-    (a - b)^2 / (a + b) ~ chi^2(1)."""
-    G = 64
+def two_sample_chi2(params, shift_R: float = 0.0, G: int = 64) -> tuple[float, int]:
+    """Two-sample test: the same parameters rendered by both backends at fixed seeds (the Poisson
+    draw with its radii moved by ``shift_R``); per (radius, angle) group, sums a and b of independent
+    Poisson counts with equal means give (a - b)^2 / (a + b) ~ chi^2(1). Returns (chi2, dof)."""
     prior = PriorConfig().with_electrons(200_000)
-    params = Prior(prior)(6, seed=3).params
+    moved = ShellParams(params.R + shift_R, params.sigma_R, params.beta, params.n_electrons)
     itm = SeviGenerator(GeneratorConfig(grid=G), "cpu", prior).render(params, seed=1).images.double()
-    poi = ExpectedRenderer(GeneratorConfig(grid=G), "cpu", prior).render(params, seed=2).images.double()
+    poi = ExpectedRenderer(GeneratorConfig(grid=G), "cpu", prior).render(moved, seed=2).images.double()
     groups = ring_groups(G)
     chi2, dof = 0.0, 0
     for i in range(len(params)):
@@ -50,9 +49,18 @@ def test_poisson_and_itm_agree_in_distribution():
         use = a + b > 50
         chi2 += float(((a - b)[use] ** 2 / (a + b)[use]).sum())
         dof += int(use.sum())
+    return chi2, dof
+
+
+def test_poisson_and_itm_agree_in_distribution():
+    params = Prior(PriorConfig().with_electrons(200_000))(6, seed=3).params
+    chi2, dof = two_sample_chi2(params)
     p = stats.chi2.sf(chi2, dof)
     assert p > 1e-3, f"chi2 {chi2:.1f} on {dof} groups, p = {p:.2g}"
     assert 0.8 < chi2 / dof < 1.25
+    # ... and the same test sees a radius shift of 0.002 (a quarter of a pixel at G = 64)
+    chi2, dof = two_sample_chi2(params, shift_R=0.002)
+    assert stats.chi2.sf(chi2, dof) < 1e-10, f"a 0.002 shift passed: chi2/dof {chi2 / dof:.2f}"
 
 
 def test_poisson_renderer_is_seeded_and_counts_all_electrons():
