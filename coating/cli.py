@@ -1,10 +1,14 @@
-"""``coating`` command line: ``simulate`` a plant history, compute the ``spectrum`` of a design.
+"""``coating`` command line: ``simulate`` a plant history, compute the ``spectrum`` of a design,
+``recommend`` the next thickness settings per furnace run.
 
-Heavy imports (torch) live inside the subcommands so ``coating --help`` is instant. A later
-``recommend`` subcommand adds itself in ``build_parser``.
+Heavy imports (torch) live inside the subcommands so ``coating --help`` is instant.
+``build_parser`` adds ``simulate`` and ``spectrum`` itself and ``recommend`` through
+``add_recommend_parser`` (its defaults are ``RecommendConfig``'s, coating/recommend_config.py;
+the command is ``coating.recommend.run_recommend``).
 
     coating simulate --cycles N --seed S --out history.csv|.h5 [--standard-out STD.csv]
     coating spectrum --stack STACK.json [--angle DEG] [--out R.csv]
+    coating recommend --history H.csv --runs NEW.csv --standard STD.csv --models DIR --out OUT
 
 STACK.json: ``{"incident": n, "substrate": n, "layers": [{"n": [re, im]} or
 {"material": NAME}, each with "thickness_nm": t, ...]}`` listed from the incident side to the
