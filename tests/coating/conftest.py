@@ -37,3 +37,26 @@ def _operator_runs(state_seed: int, rng_seed: int, n_runs: int, params=None):
         runs.append(m)
         s = plant.operator_settings(m, std, wl, params)
     return state, rng, runs, std
+
+
+# --- the cycle models (test_history_rows, test_normaliser, test_fitting) ------------------------
+# Short fits: enough to test the loop and the predictions, not the models' quality.
+FAST = {"model1": {"epochs": 40}, "model2": {"epochs": 40},
+        "greybox": {"epochs": 2, "inner_steps": 8, "width": 8}}
+
+
+@pytest.fixture(scope="session")
+def cycle_rows(operator_runs):
+    """One cycle of 20 operator runs (plant state seed 7, rng seed 8) as history rows."""
+    from coating import plant, schema
+    _, _, runs, _ = operator_runs(7, 8, 20, plant.PlantParams())
+    return schema.history_from_measurements(runs)
+
+
+@pytest.fixture(scope="session")
+def fitted(cycle_rows):
+    """Every model kind fitted (``FAST``) on ``cycle_rows`` with its latest run held out;
+    session-wide, as the fits are deterministic (seeded) and no test changes them."""
+    from coating import models
+    tr, va = models.time_split(cycle_rows, 1)
+    return {k: models.fit(k, FAST[k], tr, va) for k in models.KINDS}
