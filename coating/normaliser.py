@@ -3,7 +3,7 @@
 A ``Normaliser`` (frozen dataclass of tensors) is computed ONCE from the training rows and stored
 with the model as buffers (so ``state_dict()`` carries it); prediction never looks at the
 statistics of the batch it predicts. That is the notes' single-sample bug designed out: a sample
-predicted alone gives the same output as inside a batch (tests/coating/test_models.py).
+predicted alone gives the same output as inside a batch (tests/coating/test_normaliser.py).
 All tensors are float64 (``DTYPE``) on the CPU.
 """
 from __future__ import annotations
