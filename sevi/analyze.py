@@ -20,8 +20,10 @@ says so otherwise).
 frames at a time (``--chunk`` MB of memory, one process, no Ray, no events file); the camera
 background's expected mean after rounding and clipping (21.67 counts per pixel for N(20, 20^2)) is
 subtracted once per frame; the sum is block-summed to the model's grid and divided by the mean spot
-flux, so the image is in electron units and the same electron-count check applies. The answer
-file's attrs record ``path`` and, for the direct path, ``n_frames``.
+flux, so the image is in electron units and the same electron-count check applies. The refinement
+(default; ``--no-refine`` skips it) reads the same frame sum at 256^2 and fits it with the direct
+image's own forward model and noise (sevi/fit_direct.py). The answer file's attrs record ``path``
+and, for the direct path, ``n_frames``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                        "of 3+ spots (as sevi frames --fast)")
     p.add_argument("--device", default="auto")
     p.add_argument("--electron-tolerance", type=float, default=0.15)
-    p.add_argument("--no-refine", action="store_true", help="events path: the regressor's answer alone "
-                                                            "(default: refined by the likelihood fit, as sevi predict)")
+    p.add_argument("--no-refine", action="store_true", help="the regressor's answer alone (default: refined by "
+                                                            "the likelihood fit, as sevi predict)")
     p.set_defaults(func=run)
 
 
@@ -129,11 +131,15 @@ def run_direct(args, model, cfg, device) -> int:
             p = predict_images(model, cfg, [(0, image[None])], device, args.electron_tolerance)
     except ValueError as e:
         raise SystemExit(f"sevi analyze: {args.frames} (direct path, {n} frames summed): {e}")
-    if not args.no_refine:  # said, never silent: the fit has no forward model of summed frames yet
-        print("sevi analyze: note: the direct path's answer is the regressor's; the likelihood refinement "
-              "fits count images (the events path)", file=sys.stderr)
+    first, diag = p, None
+    if not args.no_refine:  # the fit reads the frame sum at its own grid (256^2: pixels of half a spot sigma)
+        from sevi.fit_direct import REFINE_GRID
+        from sevi.predict import refine_or_explain
+        p, diag = refine_or_explain(p, cfg, device, f"{args.frames} (direct path)",
+                                    [direct_image(total, n, REFINE_GRID)], n_frames=n)
     write_answer(args.out, p, None, attrs={"model": str(args.model), "frames": str(args.frames), "device": str(device),
-                                           "path": "direct", "n_frames": n, "spot_blur": cfg.spot_blur})
+                                           "path": "direct", "n_frames": n, "spot_blur": cfg.spot_blur},
+                 regressor=None if args.no_refine else first, diagnostics=diag)
     print(f"wrote {args.out} (direct path, {n} frames, ~{image.sum():.0f} electrons): "
           f"R = {p['R'][0].round(4).tolist()}, beta_2 = {p['beta'][0, :, 0].round(3).tolist()}")
     return 0

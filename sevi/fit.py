@@ -17,11 +17,16 @@ Optimiser: Levenberg-Marquardt on the Fisher scoring matrix H = J diag(1/mu) J^T
 d theta in closed form, P the prior's precision), with steps clipped into the bounds. Starts: the
 first answer; when the shells are closer than ``multi_start_separation`` also the answer with the
 shells' (sigma_R, N, betas) swapped, and the first answer with its radii moved apart and together
-by the regressor's 1-sigma (``R_sd``). The best objective wins.
+by the regressor's 1-sigma (``R_sd``). The best objective wins; where other starts end in distinct
+optima of comparable evidence, the answer is the mixture of them (``mix_modes``).
 
 Answer and error bars: the Laplace approximation of the posterior (H^-1 around the optimum), each
 parameter's marginal truncated to its prior bounds; its mean is the answer and its sd the error bar
 (``FitResult``); ``tools/eval_refine.py`` measures their calibration on held-out images.
+
+Direct (summed-frame) images are not Poisson counts: ``sevi.fit_direct.DirectRefiner`` subclasses
+``Refiner`` with their forward model (the hit image blurred by the camera's mean spot) and
+quasi-likelihood error bars.
 
 Conventions: images (G, G), axis 0 = x, axis 1 = z over [-1, 1] (docs/conventions.md); shells
 sorted by radius, smaller first, in the result.
@@ -52,6 +57,11 @@ class FitConfig:
     step_tolerance: float = 1e-2  # the step was shorter than this many standard deviations (H's metric)
     lambda_init: float = 1e-3  # initial Levenberg-Marquardt damping (relative to diag(H))
     multi_start_separation: float = 0.05  # |R1 - R2| below which the extra starts are tried
+    # Overlapping shells can leave the posterior with several modes (the shells trading betas): the
+    # answer is then the mixture of the distinct optima's Laplace approximations, each weighted by
+    # its evidence; modes more than ``mode_window`` below the best in log posterior are dropped.
+    mix_modes: bool = True
+    mode_window: float = 15.0
     forward: ForwardConfig = field(default_factory=ForwardConfig)  # accuracy of the model (grid is set)
 
     def __post_init__(self):
@@ -77,7 +87,7 @@ class FitResult:
     chi2_dof: float  # sum (n - mu)^2 / mu over the folded pixels with mu >= 5, per degree of freedom
     iterations: int
     converged: bool
-    start: str  # which start won
+    start: str  # which start won; with several modes, each mode's start and weight ("answer 0.70 + swapped 0.30")
     cov: np.ndarray = field(repr=False)
 
 
@@ -112,6 +122,10 @@ class Refiner:
         self.valid = ValidityCheck(L, device=self.device)
         per_m = torch.cat([torch.zeros(3, dtype=torch.float64), self.prior_mean.cpu()])
         self.m_full = per_m.repeat(2).to(self.device)  # the prior's centre (only the betas' entries matter)
+        # A constant added to every folded pixel of both the data and the model: 0 for count images;
+        # the direct path's background variance (sevi.fit_direct), which keeps its quasi-likelihood
+        # finite where background noise makes a pixel negative.
+        self.offset = 0.0
 
     # -- the objective ----------------------------------------------------------------------------
     def _unpack(self, theta: torch.Tensor):
@@ -205,7 +219,7 @@ class Refiner:
                              f"use an image grid that is a multiple of {g}, or set FitConfig.fit_grid")
         k = G // g
         img = img.reshape(g, k, g, k).sum(dim=(1, 3))
-        return fold_image(img).reshape(-1)
+        return fold_image(img).reshape(-1) + self.offset
 
     def starts(self, R, sigma_R, beta, n_total: float, R_sd=None) -> list[tuple[str, torch.Tensor]]:
         """The starting points (name, theta) for a first answer."""
@@ -230,16 +244,29 @@ class Refiner:
     def __call__(self, image, R, sigma_R, beta, R_sd=None) -> FitResult:
         """Refine one image's answer. image (G, G) counts; R, sigma_R (2,), beta (2, L) the first answer."""
         n = self.fold(image)
-        total = float(n.sum())
+        total = float(n.sum()) - self.offset * n.numel()
         if not total > 0:
             raise ValueError("the image has no counts; nothing to fit")
-        best = None
+        fits = []
         for name, th in self.starts(R, sigma_R, beta, total, R_sd):
             theta, f, it, conv = self._fit_one(th, n)
-            if best is None or f < best[1]:
-                best = (theta, f, it, conv, name)
-        theta, f, it, conv, name = best
-        return self._result(theta, f, it, conv, name, n)
+            fits.append((theta, f, it, conv, name))
+        fits.sort(key=lambda r: r[1])  # the best objective first
+        best = self._result(*fits[0], n)
+        if not self.config.mix_modes or len(fits) == 1:
+            return best
+        return mix_modes([best] + [self._result(*r, n) for r in fits[1:]
+                                   if math.isfinite(r[1]) and r[1] - fits[0][1] < self.config.mode_window])
+
+    def _error_curvature(self, theta, mu, J, n, g, H):
+        """The gradient and curvature the error bars are built from: for Poisson pixels the
+        objective's own (the Laplace approximation). ``sevi.fit_direct`` replaces them where the
+        pixels are not independent Poisson counts."""
+        return g, H
+
+    def _pixel_variance(self, mu: torch.Tensor) -> torch.Tensor:
+        """Each folded pixel's variance under the model (for chi^2): mu for Poisson counts."""
+        return mu
 
     def _result(self, theta, f, it, conv, name, n) -> FitResult:
         """The answer: per parameter the mean and sd of the Laplace posterior's marginal truncated to
@@ -250,6 +277,7 @@ class Refiner:
 
         mu, J = self._model(theta, True)
         g, H = self._gradient_and_curvature(theta, mu, J, n)
+        g, H = self._error_curvature(theta, mu, J, n, g, H)
         keep = mu > 0
         cov = covariance(H)
         centre = (theta - cov @ g).cpu().numpy()
@@ -268,13 +296,61 @@ class Refiner:
         per_shell, sdn = est.reshape(2, -1), sd.reshape(2, -1)  # columns: R, sigma_R, N, beta_2 .. beta_2L
         R, s, N, beta = per_shell[:, 0], per_shell[:, 1], per_shell[:, 2], per_shell[:, 3:]
         order = np.argsort(R, kind="stable")
-        bright = mu >= 5  # Pearson's chi^2 is biased low on pixels of a few counts: those are left out
-        chi2 = float((((n - mu) ** 2)[bright] / mu[bright]).sum())
+        bright = mu - self.offset >= 5  # Pearson's chi^2 is biased low on pixels of a few counts: left out
+        chi2 = float((((n - mu) ** 2)[bright] / self._pixel_variance(mu)[bright]).sum())
         dof = max(int(bright.sum()) - theta.numel(), 1)
         ll = float((n[keep] * torch.log(mu[keep]) - mu[keep]).sum())
         perm = np.concatenate([np.arange(3 + self.L) + j * (3 + self.L) for j in order])
         return FitResult(R[order], s[order], N[order], beta[order], sdn[order, 0], sdn[order, 1], sdn[order, 3:],
                          ll, -f, chi2 / dof, it, bool(conv), name, cov.cpu().numpy()[perm][:, perm])
+
+
+def _vector(r: FitResult) -> tuple[np.ndarray, np.ndarray]:
+    """A result's answer and sds as vectors in its ``cov`` order: per shell R, sigma_R, N, beta_2 .. beta_2L."""
+    v = np.concatenate([np.r_[r.R[j], r.sigma_R[j], r.n_electrons[j], r.beta[j]] for j in range(2)])
+    sd = np.concatenate([np.r_[r.R_sd[j], r.sigma_R_sd[j], math.sqrt(max(r.cov[j * (len(v) // 2) + 2,
+                                                                           j * (len(v) // 2) + 2], 0.0)), r.beta_sd[j]]
+                         for j in range(2)])
+    return v, sd
+
+
+def mix_modes(results: list[FitResult]) -> FitResult:
+    """The posterior as a mixture of distinct optima (results[0] the best), each a Gaussian of its
+    Laplace covariance weighted by its evidence ``exp(log posterior) sqrt(det 2 pi cov)``.
+
+    Two optima are the same mode when no parameter differs by more than one sd of the best (the
+    shells are sorted by radius in every result, so the same configuration reached from two starts
+    compares equal). The answer is the mixture's mean; each error bar the mixture's sd, the modes'
+    spread included, so an image whose shells may trade betas gets error bars that say so. With
+    one distinct mode this is results[0] unchanged."""
+    best = results[0]
+    v0, sd0 = _vector(best)
+    modes = [best]
+    for r in results[1:]:
+        v, _ = _vector(r)
+        if all(np.max(np.abs(v - _vector(m)[0]) / np.maximum(sd0, 1e-12)) > 1.0 for m in modes):
+            modes.append(r)
+    if len(modes) == 1:
+        return best
+    logz = []
+    for m in modes:
+        sign, logdet = np.linalg.slogdet(m.cov)
+        if sign <= 0 or not np.isfinite(logdet):
+            return best  # a singular mode: its weight is undefined; keep the best optimum alone
+        logz.append(m.log_posterior + 0.5 * logdet)
+    w = np.exp(np.array(logz) - max(logz))
+    w /= w.sum()
+    vs = np.array([_vector(m)[0] for m in modes])
+    sds = np.array([_vector(m)[1] for m in modes])
+    mean = w @ vs
+    var = w @ (sds ** 2 + (vs - mean) ** 2)
+    cov = sum(wk * (m.cov + np.outer(vk - mean, vk - mean)) for wk, m, vk in zip(w, modes, vs))
+    P = len(mean) // 2
+    per, sd = mean.reshape(2, P), np.sqrt(var).reshape(2, P)
+    others = ", ".join(f"{m.start} {wk:.2f}" for m, wk in zip(modes[1:], w[1:]))
+    return dataclasses.replace(best, R=per[:, 0], sigma_R=per[:, 1], n_electrons=per[:, 2], beta=per[:, 3:],
+                               R_sd=sd[:, 0], sigma_R_sd=sd[:, 1], beta_sd=sd[:, 3:], cov=cov,
+                               start=f"{best.start} {w[0]:.2f} + {others}")
 
 
 def choose_fit_grid(grid: int, preferred: int = 512) -> int:
@@ -284,28 +360,42 @@ def choose_fit_grid(grid: int, preferred: int = 512) -> int:
 
 
 def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config: FitConfig | None = None,
-                   progress: bool = True) -> tuple[dict, dict]:
+                   progress: bool = True, noise=None) -> tuple[dict, dict]:
     """Refine a batch of regressor answers.
 
-    images: an iterable of (G, G) count images in the order of ``first``'s rows; first: the
-    regressor's answer (``sevi.predict.predict_images``: R, R_sd, sigma_R, sigma_R_sd (n, 2), beta,
-    beta_sd (n, 2, L)). Returns (refined answer with the same keys, diagnostics: log_likelihood,
+    images: an iterable of (G, G) images in the order of ``first``'s rows: counts, or with ``noise``
+    (a ``sevi.fit_direct.DirectNoise`` whose ``background_var`` is per pixel of these images) direct
+    images in electron units, fitted by ``sevi.fit_direct.DirectRefiner``; first: the regressor's
+    answer (``sevi.predict.predict_images``: R, R_sd, sigma_R, sigma_R_sd (n, 2), beta, beta_sd
+    (n, 2, L)). Returns (refined answer with the same keys, diagnostics: log_likelihood,
     log_posterior, chi2_dof (n,) float64, iterations (n,) int32, converged (n,) bool, start (n,) str).
+    Count images are fitted at 512^2 (``choose_fit_grid``), direct ones at 256^2, where the grid divides.
     """
     from tqdm import tqdm
 
     keys = ("R", "R_sd", "sigma_R", "sigma_R_sd", "beta", "beta_sd")
     out = {k: np.array(first[k], dtype=np.float64, copy=True) for k in keys}
     diag = {k: [] for k in ("log_likelihood", "log_posterior", "chi2_dof", "iterations", "converged", "start")}
-    refiners: dict[int, Refiner] = {}
+    refiners: dict[tuple[int, int], Refiner] = {}
     n = len(first["R"])
     for i, img in enumerate(tqdm(images, total=n, desc="refine", unit="image", disable=None if progress else True)):
         G = np.shape(img)[-1]
-        fg = choose_fit_grid(G) if config is None else config.fit_grid
-        if fg not in refiners:
-            base = config or FitConfig()
-            refiners[fg] = Refiner(dataclasses.replace(base, fit_grid=fg), prior, device)
-        f = refiners[fg](img, first["R"][i], first["sigma_R"][i], first["beta"][i], first["R_sd"][i])
+        if config is not None:
+            fg = config.fit_grid
+        elif noise is None:
+            fg = choose_fit_grid(G)
+        else:
+            from sevi.fit_direct import REFINE_GRID
+            fg = choose_fit_grid(G, REFINE_GRID)
+        if (fg, G) not in refiners:
+            cfg = dataclasses.replace(config or FitConfig(), fit_grid=fg)
+            if noise is None:
+                refiners[fg, G] = Refiner(cfg, prior, device)
+            else:
+                from sevi.fit_direct import DirectRefiner
+                per_fitted_pixel = dataclasses.replace(noise, background_var=noise.background_var * (G // fg) ** 2)
+                refiners[fg, G] = DirectRefiner(cfg, prior, device, per_fitted_pixel)
+        f = refiners[fg, G](img, first["R"][i], first["sigma_R"][i], first["beta"][i], first["R_sd"][i])
         for k, v in (("R", f.R), ("R_sd", f.R_sd), ("sigma_R", f.sigma_R), ("sigma_R_sd", f.sigma_R_sd),
                      ("beta", f.beta), ("beta_sd", f.beta_sd)):
             out[k][i] = v

@@ -19,11 +19,14 @@ Output (``--out``, written atomically):
 
 Refinement (the default; ``--no-refine`` skips it): each image's answer is refined by the Poisson
 likelihood of the image under the exact forward model plus the training prior (sevi/fit.py), and
-the uncertainties are the curvature of that objective at its optimum. Then also:
+the uncertainties are the curvature of that objective at its optimum. A direct-path model's images
+(summed frames, electron units, with an ``n_frames`` attribute) are fitted with their own forward
+model and noise (sevi/fit_direct.py). Then also:
   * ``AnswerRegressor``: the regressor's own answer, laid out as ``Answer``;
   * ``RefineDiagnostics``: (ImageId,) log_likelihood, log_posterior, chi2_dof, iterations,
-    converged (1 or 0), start (which starting point won) per image. A fit that did not converge is
-    named on stderr, never silent.
+    converged (1 or 0), start (which starting point won; where overlapping shells leave several
+    optima, each one's start and weight in the mixture, e.g. "answer 0.70 + swapped 0.30") per
+    image. A fit that did not converge is named on stderr, never silent.
 Without refinement the uncertainties are the model's heteroscedastic head (a Gaussian log-variance
 per target trained by NLL; model.py / training.py). Calibration of both: tools/eval_sevi.py and
 tools/eval_refine.py (BENCHMARKS.md).
@@ -207,7 +210,7 @@ def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None,
         n = len(diagnostics["chi2_dof"])
         d = np.zeros(n, np.dtype(([("ImageId", "<i4")] if ids is not None else []) + [
             ("log_likelihood", "<f8"), ("log_posterior", "<f8"), ("chi2_dof", "<f8"), ("iterations", "<i4"),
-            ("converged", "u1"), ("start", "S16")]))
+            ("converged", "u1"), ("start", "S64")]))
         if ids is not None:
             d["ImageId"] = ids
         for k in ("log_likelihood", "log_posterior", "chi2_dof", "iterations", "converged"):
@@ -217,20 +220,30 @@ def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None,
     io.write_tables(path, tables, attrs={**attrs, "uncertainty": how, "refined": regressor is not None})
 
 
-def refine_or_explain(p: dict, cfg, device, source: str, images) -> tuple[dict, dict]:
+def refine_or_explain(p: dict, cfg, device, source: str, images, n_frames: int | None = None) -> tuple[dict, dict]:
     """Refine predictions (sevi/fit.py) over the training prior of the model; name the images whose fit
-    did not converge on stderr. Direct-path models (spot_blur > 0) are refused: their images are not
-    Poisson counts, and the refinement has no forward model for them yet."""
+    did not converge on stderr. A direct-path model (spot_blur > 0) reads direct images (summed
+    frames in electron units): they are fitted with their own forward model and noise
+    (sevi/fit_direct.py), which needs ``n_frames``, the number of frames summed (the background's
+    share of the noise); without it the refinement is refused with a clear message."""
     import sys
 
     from sevi.fit import refine_answers
     from sevi.training import prior_config
 
+    noise = None
     if cfg.spot_blur > 0:
-        raise SystemExit(f"{source}: the refinement fits Poisson count images; this model reads blurred "
-                         f"summed frames (spot_blur {cfg.spot_blur}). Use --no-refine for the direct path")
+        if n_frames is None:
+            raise SystemExit(f"{source}: the direct-path refinement needs the number of frames summed (an "
+                             f"n_frames attribute on the image, as sevi analyze and sevi.direct.write_direct_image "
+                             f"write it); add it, or use --no-refine")
+        from sevi.fit_direct import direct_noise
+        try:
+            noise = direct_noise(int(n_frames), int(np.shape(images[0])[-1]))
+        except ValueError as e:
+            raise SystemExit(f"{source}: direct-path refinement: {e}") from None
     try:
-        refined, diag = refine_answers(images, p, prior_config(cfg), device)
+        refined, diag = refine_answers(images, p, prior_config(cfg), device, noise=noise)
     except ValueError as e:
         raise SystemExit(f"{source}: refinement: {e}") from None
     bad = np.flatnonzero(~diag["converged"])
@@ -259,13 +272,14 @@ def run(args: argparse.Namespace) -> int:
             batches = ((s, ds[s:s + args.batch]) for s in range(0, ds.shape[0], args.batch))
         try:
             with torch.inference_mode():
-                p = predict_images(model, cfg, batches, device, args.electron_tolerance, nonnegative=True)
+                p = predict_images(model, cfg, batches, device, args.electron_tolerance,
+                                   nonnegative=cfg.spot_blur == 0)  # direct images may dip below 0
         except ValueError as e:
             raise SystemExit(f"sevi predict: {args.images}: {e}")
         first, diag = p, None
         if not args.no_refine:
-            images = [ds[()]] if ids is None else (ds[i] for i in range(ds.shape[0]))
-            p, diag = refine_or_explain(p, cfg, device, args.images, images)
+            images = [ds[()]] if ids is None else [ds[i] for i in range(ds.shape[0])]
+            p, diag = refine_or_explain(p, cfg, device, args.images, images, ds.attrs.get("n_frames"))
     write_answer(args.out, p, ids, attrs={"model": str(args.model), "images": str(args.images),
                                           "device": str(device), "model_grid": cfg.grid},
                  regressor=None if args.no_refine else first, diagnostics=diag)

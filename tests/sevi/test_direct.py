@@ -155,10 +155,43 @@ def test_analyze_direct_path_writes_an_answer(tiny_direct_model, tmp_path, capsy
         assert f.attrs["path"] == "direct" and f.attrs["n_frames"] == 40
     assert (unc["beta"] > 0).all() and (unc["R"] > 0).all()
     assert not (tmp_path / "answer.events.h5").exists(), "the direct path centroids nothing"
+    with h5py.File(out) as f:  # refined by default, with the direct image's own fit (sevi/fit_direct.py)
+        assert f.attrs["refined"] and "RefineDiagnostics" in f and "AnswerRegressor" in f
+        first = f["AnswerRegressor"][()]
+        assert np.isfinite(f["RefineDiagnostics"]["chi2_dof"]).all()
     out2 = tmp_path / "answer2.h5"
     assert main(["analyze", str(frames), "--model", model, "--out", str(out2), "--path", "direct",
-                 "--chunk", "7", "--device", "cpu"]) == 0
-    np.testing.assert_allclose(io.read_answer(out2)["beta"], answer["beta"], rtol=1e-5, atol=1e-6)
+                 "--chunk", "7", "--device", "cpu", "--no-refine"]) == 0
+    # another chunking of the same sum: the same regressor answer
+    np.testing.assert_allclose(io.read_answer(out2)["beta"], first["beta"], rtol=1e-5, atol=1e-6)
+
+
+def test_predict_refines_a_direct_image_only_with_its_frame_count(tiny_direct_model, tmp_path, capsys):
+    """sevi predict on a direct image (electron units, may dip below 0): refined with the direct fit
+    when the file says how many frames were summed; refused with one clear line when it does not."""
+    from sevi.direct import write_direct_image
+
+    model, cfg = tiny_direct_model
+    frames = tmp_path / "frames.h5"
+    assert main(["simulate-frames", str(frames), "--frames", "40", "--hits", "shells", "--seed", "2"]) == 0
+    total, n = sum_frames(frames)
+    image = direct_image(total, n, 256)
+    assert image.min() < 0, "background noise: some pixels below 0, which a direct image may have"
+    good, bare = tmp_path / "direct.h5", tmp_path / "bare.h5"
+    write_direct_image(good, image, n)
+    with h5py.File(bare, "w") as f:
+        f["image"] = image
+    assert main(["predict", "--model", model, "--images", str(good), "--out", str(tmp_path / "a.h5"),
+                 "--device", "cpu"]) == 0
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert f.attrs["refined"] and bool(f["RefineDiagnostics"]["converged"][0]) in (True, False)
+    assert main(["predict", "--model", model, "--images", str(bare), "--out", str(tmp_path / "b.h5"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "n_frames" in err and "--no-refine" in err and "Traceback" not in err
+    assert not (tmp_path / "b.h5").exists()
+    assert main(["predict", "--model", model, "--images", str(bare), "--out", str(tmp_path / "b.h5"),
+                 "--device", "cpu", "--no-refine"]) == 0
 
 
 def test_analyze_direct_path_refuses_a_short_measurement(tiny_direct_model, tmp_path, capsys):

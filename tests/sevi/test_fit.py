@@ -1,5 +1,7 @@
 """sevi/fit.py: the refinement finds the truth's optimum, stays a distribution, and its error bars mean what they say."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -83,3 +85,31 @@ def test_bad_images_are_refused():
         ref(np.ones((64, 32)), *args)
     with pytest.raises(ValueError, match="rebin exactly"):
         ref(np.ones((96, 96)), *args)
+
+
+def _result(R, beta, log_post, sd=0.01, L=2):
+    from sevi.fit import FitResult
+    P = 2 * (3 + L)
+    return FitResult(np.array(R, float), np.array([0.006, 0.006]), np.array([1e5, 1e5]), np.array(beta, float),
+                     np.full(2, sd), np.full(2, sd), np.full((2, L), sd), 0.0, log_post, 1.0, 3, True, "s",
+                     np.eye(P) * sd ** 2)
+
+
+def test_mixture_of_modes_weights_by_evidence_and_widens_the_error_bars():
+    """Two distinct optima of equal evidence: the answer is their mean and each error bar holds both
+    (sd^2 + half the gap squared); an optimum 1e-3 sd from the best is the same mode; a far worse one
+    gets a negligible weight."""
+    from sevi.fit import mix_modes
+
+    a = _result([0.50, 0.51], [[0.2, 0.1], [0.8, 0.3]], -100.0)
+    b = _result([0.50, 0.51], [[0.8, 0.3], [0.2, 0.1]], -100.0)  # the shells traded betas
+    m = mix_modes([a, b])
+    np.testing.assert_allclose(m.beta, [[0.5, 0.2], [0.5, 0.2]])
+    np.testing.assert_allclose(m.beta_sd[0], np.sqrt(0.01 ** 2 + np.array([0.3, 0.1]) ** 2))
+    assert "0.50" in m.start
+    same = _result([0.50, 0.51], [[0.2 + 1e-5, 0.1], [0.8, 0.3]], -90.0)
+    assert mix_modes([a, same]) is a, "the same optimum reached twice is one mode"
+    worse = mix_modes([a, dataclasses.replace(b, log_posterior=-130.0)])
+    np.testing.assert_allclose(worse.beta, a.beta, atol=1e-9)
+    narrow = dataclasses.replace(b, cov=b.cov / 100)  # same height, 10x narrower in each of 10 parameters
+    np.testing.assert_allclose(mix_modes([a, narrow]).beta, a.beta, atol=1e-6)
