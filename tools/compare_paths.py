@@ -2,6 +2,7 @@
 
     python tools/compare_paths.py --events-model runs/sevi-cpu-smoke/final --direct-model runs/sevi-direct/final \\
         --measurements 12 --frames 900 [--per-frame 100] [--seed 4242] [--chunk 30] [--out runs/compare_paths]
+        [--no-refine] [--render-only]
 
 For each of M measurements (parameters drawn from the default prior with a fixed seed range no
 training stream uses): the generator samples the electrons of both shells (``sample_electrons``;
@@ -17,7 +18,16 @@ default ``FrameModel``), ``chunk`` frames at a time, never all in memory. From t
 * direct oracle: the true detected hits, histogrammed, blurred by the direct model's spot_blur
            -> direct model (the direct model on noise-free camera physics).
 
-Prints mean and median Distance (sevi.metric) per path and each one's ratio to the oracle's; writes
+Each path's image is read by its regressor and then, unless ``--no-refine``, refined by the likelihood
+fit with that image's own forward model (``sevi.fit``: count images, fitted at 512^2;
+``sevi.fit_direct``: the frame sum read at 256^2, blurred correlated noise; the direct oracle's
+image is the hits at 256^2 blurred by the direct model's spot_blur, fitted with that spot and
+pure Poisson hits). ``--render-only`` renders and centroids the measurements into the cache (no
+models needed), so the slow part can run before the models exist.
+
+Prints mean and median Distance (sevi.metric) per path and each one's ratio to the oracle's (the
+refined ones to the refined oracle), and the refined answers' calibration (z-scores of the betas and
+R against their error bars); writes
 ``OUT/compare_paths.json`` (rewritten after every measurement, so an interrupted run keeps what it
 measured) and ``OUT/compare_paths.png``, both atomically. One torch thread by default.
 """
@@ -42,21 +52,40 @@ def _atomic_png(fig, path: Path) -> None:
 
 
 def summarise(per: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """Mean / median Distance per path and their ratios to the oracle's."""
+    """Mean / median Distance per path (and per refined path, ``PATH+refined``) and their ratios to the
+    oracle's of the same kind; the paired direct - events differences."""
     out = {}
-    o_mean, o_med = float(np.mean(per["oracle"])), float(np.median(per["oracle"]))
-    for k in PATHS:
-        d = np.asarray(per[k], dtype=np.float64)
+    for k, v in per.items():
+        d = np.asarray(v, dtype=np.float64)
         if len(d) == 0:
             continue
+        o = np.asarray(per["oracle+refined" if k.endswith("+refined") else "oracle"], dtype=np.float64)
         out[k] = {"mean": float(d.mean()), "median": float(np.median(d)), "n": int(len(d)),
-                  "ratio_mean_to_oracle": float(d.mean() / o_mean), "ratio_median_to_oracle": float(np.median(d) / o_med),
+                  "ratio_mean_to_oracle": float(d.mean() / o.mean()), "ratio_median_to_oracle": float(np.median(d) / np.median(o)),
                   "sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")}
     # the same measurements on both paths: the paired difference is the figure that decides
-    diff = np.asarray(per["direct"]) - np.asarray(per["events"])
-    out["direct_minus_events"] = {"mean": float(diff.mean()),
-                                  "sem": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan"),
-                                  "direct_better_in": int((diff < 0).sum()), "n": int(len(diff))}
+    for suffix in ("", "+refined"):
+        if not per.get("direct" + suffix):
+            continue
+        diff = np.asarray(per["direct" + suffix]) - np.asarray(per["events" + suffix])
+        out["direct_minus_events" + suffix] = {
+            "mean": float(diff.mean()), "sem": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan"),
+            "direct_better_in": int((diff < 0).sum()), "n": int(len(diff))}
+    return out
+
+
+def calibration(zs: dict[str, list]) -> dict[str, dict[str, float]]:
+    """Per path, the refined answers' z-scores pooled over measurements: std and 68 % / 95 % coverage,
+    beta_2..6 (the measured ones), beta_8..24 and R."""
+    out = {}
+    for k, v in zs.items():
+        if not v:
+            continue
+        zb = np.array([b for b, _ in v]).reshape(len(v), 2, -1)
+        zr = np.array([r for _, r in v]).ravel()
+        groups = {"beta_2..6": zb[:, :, :3].ravel(), "beta_8..24": zb[:, :, 3:].ravel(), "R": zr}
+        out[k] = {g: {"z_std": float(np.std(z)), "cover68": float(np.mean(np.abs(z) < 1)),
+                      "cover95": float(np.mean(np.abs(z) < 1.96)), "n": int(len(z))} for g, z in groups.items()}
     return out
 
 
@@ -64,20 +93,26 @@ def table(summary: dict) -> str:
     lines = ["| path | mean Distance (+- s.e.) | median Distance | mean / oracle | median / oracle |",
              "|---|---|---|---|---|"]
     for k, s in summary.items():
-        if k not in PATHS:
+        if k.replace("+refined", "") not in PATHS:
             continue
         lines.append(f"| {k} | {s['mean']:.4f} (+- {s['sem']:.4f}) | {s['median']:.4f} | "
                      f"{s['ratio_mean_to_oracle']:.3f} | {s['ratio_median_to_oracle']:.3f} |")
-    d = summary["direct_minus_events"]
-    lines.append(f"\npaired, direct - events: {d['mean']:+.4f} +- {d['sem']:.4f} (s.e.); direct better in "
-                 f"{d['direct_better_in']} of {d['n']} measurements")
+    for suffix in ("", "+refined"):
+        d = summary.get("direct_minus_events" + suffix)
+        if d:
+            lines.append(f"\npaired, direct{suffix} - events{suffix}: {d['mean']:+.4f} +- {d['sem']:.4f} (s.e.); "
+                         f"direct better in {d['direct_better_in']} of {d['n']} measurements")
+    for k, groups in summary.get("calibration", {}).items():
+        lines.append(f"calibration {k}+refined: " + "; ".join(
+            f"{g} z std {c['z_std']:.2f}, 68% {100 * c['cover68']:.0f}%, 95% {100 * c['cover95']:.0f}% (n={c['n']})"
+            for g, c in groups.items()))
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events-model", required=True)
-    ap.add_argument("--direct-model", required=True)
+    ap.add_argument("--events-model", default=None)
+    ap.add_argument("--direct-model", default=None)
     ap.add_argument("--measurements", type=int, default=12)
     ap.add_argument("--frames", type=int, default=900)
     ap.add_argument("--per-frame", type=float, default=100.0, help="mean detected electrons per frame")
@@ -85,7 +120,13 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=30, help="frames rendered and centroided at a time")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/compare_paths")
+    ap.add_argument("--no-refine", action="store_true", help="the regressors' answers alone")
+    ap.add_argument("--render-only", action="store_true", help="render and centroid into the cache, then stop")
+    ap.add_argument("--first", type=int, default=0, help="with --render-only: start at this measurement (so "
+                                                         "two processes can share the work)")
     args = ap.parse_args(argv)
+    if not args.render_only and not (args.events_model and args.direct_model):
+        raise SystemExit("compare_paths: --events-model and --direct-model are needed (or --render-only)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if min(args.measurements, args.frames, args.chunk) < 1 or args.per_frame <= 0:
@@ -93,35 +134,34 @@ def main(argv=None) -> int:
 
     from sevi.atomic import write_json
     from sevi.centroid import centroid_frames
-    from sevi.direct import blur_images, blur_render_grid, direct_image
+    from sevi.direct import blur_images, direct_image
     from sevi.frames import FrameModel, render_frames
     from sevi.frames_io import accumulate
     from sevi.generator import GeneratorConfig, SeviGenerator
     from sevi.metric import distance
-    from sevi.predict import predict_images
     from sevi.prior import Prior, PriorConfig
-    from sevi.training import load_model
 
     device = torch.device("cpu")
-    ev_model, ev_cfg = load_model(args.events_model, device)
-    di_model, di_cfg = load_model(args.direct_model, device)
-    if di_cfg.spot_blur <= 0:
-        raise SystemExit(f"compare_paths: {args.direct_model} has spot_blur = 0: not a direct-path model")
-    if ev_cfg.spot_blur > 0:
-        raise SystemExit(f"compare_paths: {args.events_model} has spot_blur = {ev_cfg.spot_blur}: not an events model")
     cam = FrameModel()
     per_shell = int(round(args.frames * args.per_frame / cam.detect_prob / 2))
-    for name, cfg in (("events", ev_cfg), ("direct", di_cfg)):
-        if not cfg.electrons[0] <= per_shell <= cfg.electrons[1]:
-            raise SystemExit(f"compare_paths: {per_shell} electrons per shell ({args.frames} frames x {args.per_frame} "
-                             f"/ {cam.detect_prob} / 2) is outside the {name} model's training range {cfg.electrons}")
+    if not args.render_only:
+        from sevi.training import load_model
+        ev_model, ev_cfg = load_model(args.events_model, device)
+        di_model, di_cfg = load_model(args.direct_model, device)
+        if di_cfg.spot_blur <= 0:
+            raise SystemExit(f"compare_paths: {args.direct_model} has spot_blur = 0: not a direct-path model")
+        if ev_cfg.spot_blur > 0:
+            raise SystemExit(f"compare_paths: {args.events_model} has spot_blur = {ev_cfg.spot_blur}: not an events model")
+        for name, cfg in (("events", ev_cfg), ("direct", di_cfg)):
+            if not cfg.electrons[0] <= per_shell <= cfg.electrons[1]:
+                raise SystemExit(f"compare_paths: {per_shell} electrons per shell ({args.frames} frames x {args.per_frame} "
+                                 f"/ {cam.detect_prob} / 2) is outside the {name} model's training range {cfg.electrons}")
     pc = PriorConfig().with_electrons(per_shell)
     base = 10**9 + 7 * 10**7 + args.seed * 1000  # a seed range no training stream or eval_sevi uses
     params = Prior(pc)(args.measurements, base).params
     gen = SeviGenerator(GeneratorConfig(grid=1024), device, pc)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    blur_grid = blur_render_grid(di_cfg.grid, di_cfg.spot_blur)
 
     def render_and_centroid(p, m):
         """Render measurement m's frames chunk by chunk; returns the frame sum (1024, 1024) int64, the
@@ -152,55 +192,97 @@ def main(argv=None) -> int:
             tr_x.append(x[a:b][det].double().numpy()), tr_z.append(z[a:b][det].double().numpy())
         return (fsum, *(np.concatenate(v) for v in (ev_x, ev_z, tr_x, tr_z)), t_render, t_cent)
 
-    per = {k: [] for k in PATHS}
+    def measurement(m):
+        """Measurement m's frame sum, centroided and true hits, timings: from the cache, or rendered."""
+        cache = out / "cache" / f"m{m:03d}_seed{args.seed}_f{args.frames}_pf{args.per_frame:g}.npz"
+        if cache.exists():  # frames already rendered and centroided by an earlier (interrupted) run
+            c = np.load(cache)
+            return (*(c[k] for k in ("fsum", "ev_x", "ev_z", "tr_x", "tr_z")), float(c["t_render"]), float(c["t_cent"]))
+        r = render_and_centroid(params[m], m)
+        from sevi.atomic import atomic_path
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:   # a file object: no ".npz" appended
+            np.savez_compressed(f, **dict(zip(("fsum", "ev_x", "ev_z", "tr_x", "tr_z", "t_render", "t_cent"), r)))
+        return r
+
+    if args.render_only:
+        for m in range(args.first, args.measurements):
+            t0 = time.perf_counter()
+            r = measurement(m)
+            print(f"[{m + 1}/{args.measurements}] cached: {len(r[3])} detected, {len(r[1])} centroided "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        return 0
+
+    from sevi.fit import refine_answers
+    from sevi.fit_direct import REFINE_GRID, DirectNoise, direct_noise
+    from sevi.predict import predict_images
+    from sevi.training import prior_config
+
+    variants = [k for k in PATHS] + ([] if args.no_refine else [f"{k}+refined" for k in PATHS])
+    per = {k: [] for k in variants}
+    zs = {k: [] for k in PATHS}  # refined: (beta z-scores (2 L,), R z-scores (2,)) per measurement
     rows = []
     t_all = time.perf_counter()
     for m in range(args.measurements):
         t0 = time.perf_counter()
         p = params[m]
-        cache = out / "cache" / f"m{m:03d}_seed{args.seed}_f{args.frames}_pf{args.per_frame:g}.npz"
-        if cache.exists():  # frames already rendered and centroided by an earlier (interrupted) run
-            c = np.load(cache)
-            fsum, ev_x, ev_z, tr_x, tr_z = (c[k] for k in ("fsum", "ev_x", "ev_z", "tr_x", "tr_z"))
-            t_render, t_cent = float(c["t_render"]), float(c["t_cent"])
-        else:
-            fsum, ev_x, ev_z, tr_x, tr_z, t_render, t_cent = render_and_centroid(p, m)
-            from sevi.atomic import atomic_path
-            with atomic_path(cache) as tmp, open(tmp, "wb") as f:   # a file object: no ".npz" appended
-                np.savez_compressed(f, fsum=fsum, ev_x=ev_x, ev_z=ev_z, tr_x=tr_x, tr_z=tr_z, t_render=t_render,
-                                    t_cent=t_cent)
+        fsum, ev_x, ev_z, tr_x, tr_z, t_render, t_cent = measurement(m)
         images = {
             "events": accumulate(ev_x, ev_z, 1024),
             "oracle": accumulate(tr_x, tr_z, 1024),
             "direct": direct_image(fsum.astype(np.float64), args.frames, di_cfg.grid, cam),
         }
-        hb = torch.as_tensor(accumulate(tr_x, tr_z, blur_grid)).double()
-        images["direct_oracle"] = blur_images(hb, di_cfg.spot_blur).double().numpy()
+        hb = torch.as_tensor(accumulate(tr_x, tr_z, REFINE_GRID)).double()
+        oracle_blurred = blur_images(hb, di_cfg.spot_blur).double().numpy()  # REFINE_GRID: spot >= 1.5 px
+        images["direct_oracle"] = oracle_blurred
+        fit_images = {"events": (images["events"], None), "oracle": (images["oracle"], None),
+                      "direct": (direct_image(fsum.astype(np.float64), args.frames, REFINE_GRID, cam),
+                                 direct_noise(args.frames, REFINE_GRID, cam)),
+                      "direct_oracle": (oracle_blurred, DirectNoise(spot_sigma=di_cfg.spot_blur, flux_scale=1.0,
+                                                                    flux_rel_var=0.0, background_var=0.0))}
         row = {"measurement": m, "R": p.R[0].tolist(), "sigma_R": p.sigma_R[0].tolist(),
                "n_emitted_per_shell": per_shell, "n_detected": int(len(tr_x)), "n_centroided": int(len(ev_x)),
                "direct_electrons_estimate": float(images["direct"].sum()),
                "seconds_render": t_render, "seconds_centroid": t_cent}
-        with torch.inference_mode():
-            for k in PATHS:
-                model, cfg = (di_model, di_cfg) if k.startswith("direct") else (ev_model, ev_cfg)
+        truth_b = p.beta[0].numpy().ravel()
+        for k in PATHS:
+            model, cfg = (di_model, di_cfg) if k.startswith("direct") else (ev_model, ev_cfg)
+            with torch.inference_mode():
                 pred = predict_images(model, cfg, [(0, images[k][None])], device)
-                d = float(distance(torch.as_tensor(pred["beta"]), p.beta)[0])
-                per[k].append(d)
-                row[f"distance_{k}"] = d
+            d = float(distance(torch.as_tensor(pred["beta"]), p.beta)[0])
+            per[k].append(d)
+            row[f"distance_{k}"] = d
+            if args.no_refine:
+                continue
+            img, noise = fit_images[k]
+            t1 = time.perf_counter()
+            ref, diag = refine_answers([img], pred, prior_config(cfg), device, progress=False, noise=noise)
+            d = float(distance(torch.as_tensor(ref["beta"]), p.beta)[0])
+            per[f"{k}+refined"].append(d)
+            row[f"distance_{k}+refined"] = d
+            row[f"refine_{k}"] = {"converged": bool(diag["converged"][0]), "chi2_dof": float(diag["chi2_dof"][0]),
+                                  "iterations": int(diag["iterations"][0]), "start": str(diag["start"][0]),
+                                  "seconds": time.perf_counter() - t1}
+            zb = (ref["beta"][0].ravel() - truth_b) / ref["beta_sd"][0].ravel()
+            zr = (ref["R"][0] - p.R[0].numpy()) / ref["R_sd"][0]
+            zs[k].append((zb.tolist(), zr.tolist()))
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         summary = summarise(per)
+        if not args.no_refine:
+            summary["calibration"] = calibration(zs)
         write_json(out / "compare_paths.json", {"command": " ".join(sys.argv), "complete": m + 1 == args.measurements,
                       "measurements_done": m + 1, "frames": args.frames, "per_frame": args.per_frame,
                       "electrons_per_shell": per_shell, "seed": args.seed, "events_model": args.events_model,
                       "direct_model": args.direct_model, "direct_spot_blur": di_cfg.spot_blur,
-                      "model_grid": [ev_cfg.grid, di_cfg.grid], "summary": summary, "rows": rows,
-                      "seconds_total": time.perf_counter() - t_all}, indent=2)
-        print(f"[{m + 1}/{args.measurements}] " + " ".join(f"{k}={row[f'distance_{k}']:.4f}" for k in PATHS)
+                      "model_grid": [ev_cfg.grid, di_cfg.grid], "refine_grid": {"events": 512, "direct": REFINE_GRID},
+                      "summary": summary, "rows": rows, "seconds_total": time.perf_counter() - t_all}, indent=2)
+        print(f"[{m + 1}/{args.measurements}] " + " ".join(f"{k}={row[f'distance_{k}']:.4f}" for k in variants)
               + f"  detected {row['n_detected']} centroided {row['n_centroided']} direct~{row['direct_electrons_estimate']:.0f}"
               + f"  ({row['seconds']:.0f} s: render {t_render:.0f}, centroid {t_cent:.0f})", flush=True)
 
     summary = summarise(per)
+    if not args.no_refine:
+        summary["calibration"] = calibration(zs)
     print(f"\n{args.measurements} measurements x {args.frames} frames (~{args.per_frame:g} detected/frame, "
           f"{per_shell} emitted per shell), seed {args.seed}\n")
     print(table(summary))
@@ -210,16 +292,18 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     idx = np.arange(args.measurements)
-    for j, k in enumerate(PATHS):
+    shown = [f"{k}+refined" for k in PATHS] if not args.no_refine else list(PATHS)
+    for j, k in enumerate(shown):
         ax[0].bar(idx + (j - 1.5) * 0.2, per[k], width=0.2, label=k)
     ax[0].set_xlabel("measurement")
     ax[0].set_ylabel("Distance")
     ax[0].legend(fontsize=8)
-    ax[1].scatter(per["events"], per["direct"], c="C0")
-    lim = max(max(per["events"]), max(per["direct"])) * 1.05
+    ev, di = shown[0], shown[1]
+    ax[1].scatter(per[ev], per[di], c="C0")
+    lim = max(max(per[ev]), max(per[di])) * 1.05
     ax[1].plot([0, lim], [0, lim], "k:", lw=1)
-    ax[1].set_xlabel("events path Distance")
-    ax[1].set_ylabel("direct path Distance")
+    ax[1].set_xlabel(f"{ev} Distance")
+    ax[1].set_ylabel(f"{di} Distance")
     ax[1].set_title("below the diagonal: direct wins")
     fig.suptitle(f"{args.measurements} x {args.frames} frames, ~{args.per_frame:g} e-/frame")
     fig.tight_layout()
