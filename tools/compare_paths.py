@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/compare_paths")
     ap.add_argument("--no-refine", action="store_true", help="the regressors' answers alone")
     ap.add_argument("--render-only", action="store_true", help="render and centroid into the cache, then stop")
+    ap.add_argument("--cached-only", action="store_true", help="score only the measurements already in the cache "
+                                                               "(rendered by --render-only runs), skip the others")
     ap.add_argument("--first", type=int, default=0, help="with --render-only: start at this measurement (so "
                                                          "two processes can share the work)")
     args = ap.parse_args(argv)
@@ -192,9 +194,12 @@ def main(argv=None) -> int:
             tr_x.append(x[a:b][det].double().numpy()), tr_z.append(z[a:b][det].double().numpy())
         return (fsum, *(np.concatenate(v) for v in (ev_x, ev_z, tr_x, tr_z)), t_render, t_cent)
 
+    def cache_file(m):
+        return out / "cache" / f"m{m:03d}_seed{args.seed}_f{args.frames}_pf{args.per_frame:g}.npz"
+
     def measurement(m):
         """Measurement m's frame sum, centroided and true hits, timings: from the cache, or rendered."""
-        cache = out / "cache" / f"m{m:03d}_seed{args.seed}_f{args.frames}_pf{args.per_frame:g}.npz"
+        cache = cache_file(m)
         if cache.exists():  # frames already rendered and centroided by an earlier (interrupted) run
             c = np.load(cache)
             return (*(c[k] for k in ("fsum", "ev_x", "ev_z", "tr_x", "tr_z")), float(c["t_render"]), float(c["t_cent"]))
@@ -222,7 +227,10 @@ def main(argv=None) -> int:
     zs = {k: [] for k in PATHS}  # refined: (beta z-scores (2 L,), R z-scores (2,)) per measurement
     rows = []
     t_all = time.perf_counter()
-    for m in range(args.measurements):
+    todo = [m for m in range(args.measurements) if not args.cached_only or cache_file(m).exists()]
+    if not todo:
+        raise SystemExit(f"compare_paths: no cached measurement in {out / 'cache'}")
+    for m in todo:
         t0 = time.perf_counter()
         p = params[m]
         fsum, ev_x, ev_z, tr_x, tr_z, t_render, t_cent = measurement(m)
@@ -270,20 +278,20 @@ def main(argv=None) -> int:
         summary = summarise(per)
         if not args.no_refine:
             summary["calibration"] = calibration(zs)
-        write_json(out / "compare_paths.json", {"command": " ".join(sys.argv), "complete": m + 1 == args.measurements,
-                      "measurements_done": m + 1, "frames": args.frames, "per_frame": args.per_frame,
+        write_json(out / "compare_paths.json", {"command": " ".join(sys.argv), "complete": m == todo[-1],
+                      "measurements_done": len(rows), "measurements": [r["measurement"] for r in rows], "frames": args.frames, "per_frame": args.per_frame,
                       "electrons_per_shell": per_shell, "seed": args.seed, "events_model": args.events_model,
                       "direct_model": args.direct_model, "direct_spot_blur": di_cfg.spot_blur,
                       "model_grid": [ev_cfg.grid, di_cfg.grid], "refine_grid": {"events": 512, "direct": REFINE_GRID},
                       "summary": summary, "rows": rows, "seconds_total": time.perf_counter() - t_all}, indent=2)
-        print(f"[{m + 1}/{args.measurements}] " + " ".join(f"{k}={row[f'distance_{k}']:.4f}" for k in variants)
+        print(f"[{len(rows)}/{len(todo)}] m{m} " + " ".join(f"{k}={row[f'distance_{k}']:.4f}" for k in variants)
               + f"  detected {row['n_detected']} centroided {row['n_centroided']} direct~{row['direct_electrons_estimate']:.0f}"
               + f"  ({row['seconds']:.0f} s: render {t_render:.0f}, centroid {t_cent:.0f})", flush=True)
 
     summary = summarise(per)
     if not args.no_refine:
         summary["calibration"] = calibration(zs)
-    print(f"\n{args.measurements} measurements x {args.frames} frames (~{args.per_frame:g} detected/frame, "
+    print(f"\n{len(todo)} measurements x {args.frames} frames (~{args.per_frame:g} detected/frame, "
           f"{per_shell} emitted per shell), seed {args.seed}\n")
     print(table(summary))
 
@@ -291,7 +299,7 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    idx = np.arange(args.measurements)
+    idx = np.arange(len(todo))
     shown = [f"{k}+refined" for k in PATHS] if not args.no_refine else list(PATHS)
     for j, k in enumerate(shown):
         ax[0].bar(idx + (j - 1.5) * 0.2, per[k], width=0.2, label=k)
@@ -305,7 +313,7 @@ def main(argv=None) -> int:
     ax[1].set_xlabel(f"{ev} Distance")
     ax[1].set_ylabel(f"{di} Distance")
     ax[1].set_title("below the diagonal: direct wins")
-    fig.suptitle(f"{args.measurements} x {args.frames} frames, ~{args.per_frame:g} e-/frame")
+    fig.suptitle(f"{len(todo)} x {args.frames} frames, ~{args.per_frame:g} e-/frame")
     fig.tight_layout()
     _atomic_png(fig, out / "compare_paths.png")
     print(f"\nwrote {out / 'compare_paths.json'} and {out / 'compare_paths.png'}")

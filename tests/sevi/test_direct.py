@@ -223,6 +223,12 @@ def test_compare_paths_tool_runs_end_to_end(tiny_direct_model, tmp_path):
     doc = json.loads((out / "compare_paths.json").read_text())
     assert set(compare_paths.PATHS) <= set(doc["summary"])
     assert all(np.isfinite(doc["summary"][p]["mean"]) for p in compare_paths.PATHS)
+    refined = [f"{p}+refined" for p in compare_paths.PATHS]  # each path refined with its own forward model
+    assert all(np.isfinite(doc["summary"][p]["mean"]) for p in refined)
+    assert set(doc["summary"]["calibration"]) == set(compare_paths.PATHS)
+    assert all(doc["rows"][0][f"refine_{p}"]["iterations"] >= 1 for p in compare_paths.PATHS)
+    # the frames are cached: a render-only run finds them and renders nothing
+    assert compare_paths.main(["--render-only", "--measurements", "1", "--frames", "54", "--out", str(out)]) == 0
     assert (out / "compare_paths.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="outside"):
         compare_paths.main(["--events-model", events, "--direct-model", direct, "--measurements", "1",
