@@ -53,6 +53,7 @@ def test_tiny_cpu_run_measures_every_step_without_ray(tmp_path):
         assert 0 <= s[name]["seconds"] <= s[name]["budget_s"], name
     assert s["expected_renderer"]["grid64"]["poisson_images_per_s"] > 0
     assert s["refinement"]["seconds_per_image"] > 0 and all(s["refinement"]["converged"])
+    assert s["refinement"]["direct"]["seconds_per_image"] > 0 and all(s["refinement"]["direct"]["converged"])
     for path, v in _finite_numbers(r):
         assert math.isfinite(v), path
     assert s["environment"]["torch"] == torch.__version__
