@@ -38,11 +38,12 @@ pixel), sampled at whole pixels and normalised; light falling past the centre li
 ``oversample`` times :func:`sevi.direct.blur_render_grid` of the image grid (pixels at most 1/3 of
 the spot sigma for oversample 2).
 
-Numbers this module uses (docs/camera.md; sevi/direct.py): the camera's mean spot, the flux-weighted
-mixture of its spots, has sigma 0.01524 detector units (:func:`direct_noise`); one spot's flux
+Numbers this module uses (docs/camera.md; sevi/direct.py): the camera's mean spot as a frame sum
+records it (the flux-weighted mixture of its spots, 0.01524 units, with the faint wings clipped by
+the camera) has sigma 0.01497 detector units and 95.1 % of the unclipped flux, so an electron's mean
+value in the image is ``flux_scale = 0.951`` electron units (:func:`recorded_spot`); one spot's flux
 ``A s^2 / sqrt(1 - rho^2)`` has relative variance ``(1 + 0.1^2)(1 + 4 (0.001/0.015)^2 + ...) - 1 =
-0.028``; the direct image is ~5% dimmer per electron than ``spot_flux`` (the camera clips its wings,
-sevi/direct.py), so an electron's mean value in the image is ``flux_scale = 0.95`` electron units;
+0.028``;
 the background's std per frame pixel is 17.34 counts (``sevi.direct.background_moments``), i.e.
 ``17.34 k sqrt(n_frames) / spot_flux`` electron units for an image pixel of ``k x k`` frame pixels.
 
@@ -55,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -75,8 +77,8 @@ REFINE_GRID = 256
 class DirectNoise:
     """The direct image's spot and noise, in the image's electron units (module docstring)."""
 
-    spot_sigma: float = 0.01524  # detector units: the camera's mean spot, flux-weighted (direct_noise)
-    flux_scale: float = 0.95  # mean value one detected electron adds to the image (electron units)
+    spot_sigma: float = 0.01497  # detector units: the camera's mean recorded spot (direct_noise)
+    flux_scale: float = 0.951  # mean value one detected electron adds to the image (electron units)
     flux_rel_var: float = 0.028  # Var(a) / E[a]^2 of one spot's flux
     background_var: float = 0.0  # per image pixel, electron units^2
 
@@ -92,16 +94,74 @@ class DirectNoise:
         return self.flux_scale * (1.0 + self.flux_rel_var)
 
 
-def direct_noise(n_frames: int, grid: int, camera=None) -> DirectNoise:
+@lru_cache(maxsize=8)
+def recorded_spot(camera) -> tuple[float, float]:
+    """The mean spot as the frame sum records it: (sigma per axis, detector units; its flux / the
+    unclipped spots' mean flux).
+
+    A spot adds ``v = A exp(-r^2 / (2 s^2))`` counts to a pixel whose background is
+    ``N(background_mean, background_std^2)``; the camera rounds and clips at 0 and 255, and the
+    direct image subtracts the clipped background's mean. What a pixel records is therefore
+    ``g(v) = E[clip(round(b + v + noise))] - E[clip(round(b + noise))]``, below ``v`` in the faint
+    wings (``g(v) ~ Phi(b / sd) v`` as v -> 0). Averaged over A ~ N(amp_mean, amp_std^2) and
+    s ~ N(sigma_mean, sigma_std^2) (Gauss-Hermite, 16 x 16) on a radial grid out to 8 spot sigmas,
+    the recorded mean spot's flux and second moment give the answer; the tilt rho widens the
+    variance by ``E[(1 - rho^2)^-3/2] / E[(1 - rho^2)^-1/2]`` as in the unclipped case. For the
+    course's camera: 4.9 % of the flux lost and sigma 0.01497 units (0.01524 unclipped). Isolated
+    spots: where spots overlap the wings are less clipped (sevi/direct.py measured 4.3 % lost on
+    crowded frames), so the truth lies slightly towards the unclipped values."""
+    px = 2.0 / camera.grid  # detector units per pixel
+    k = np.arange(1, 256, dtype=np.float64)
+
+    def mean_clipped(m: np.ndarray) -> np.ndarray:  # E[clip(round(X), 0, 255)], X ~ N(m, sd^2)
+        if camera.background_std == 0:
+            return np.clip(np.round(m), 0, 255)
+        from scipy.special import ndtr
+        return ndtr((m[:, None] - (k[None, :] - 0.5)) / camera.background_std).sum(1)
+
+    v_max = camera.amp_mean + 8 * camera.amp_std
+    v = np.linspace(0.0, v_max, 4001)
+    g = mean_clipped(camera.background_mean + v) - mean_clipped(np.array([camera.background_mean]))[0]
+    t, w = np.polynomial.hermite_e.hermegauss(16)
+    w = w / w.sum()
+    s_max = (camera.sigma_mean + 8 * camera.sigma_std) / px
+    r = np.linspace(0.0, 8.0 * s_max, 4001)  # px
+    ring = 2 * np.pi * r * (r[1] - r[0])
+    flux = flux_ideal = second = 0.0
+    for ta, wa in zip(t, w):
+        A = max(camera.amp_mean + camera.amp_std * ta, 0.0)
+        for ts, ws in zip(t, w):
+            sp = max(camera.sigma_mean + camera.sigma_std * ts, 1e-6) / px
+            ideal = A * np.exp(-0.5 * (r / sp) ** 2)
+            rec = np.interp(ideal, v, g)
+            flux += wa * ws * (rec * ring).sum()
+            flux_ideal += wa * ws * (ideal * ring).sum()
+            second += wa * ws * (rec * ring * r * r / 2).sum()  # per axis: E[dx^2] = E[r^2] / 2
+    tilt = _tilt_moments(camera.rho_std)
+    return math.sqrt(second / flux * tilt[1.5] / tilt[0.5]) * px, float(flux / flux_ideal)
+
+
+def _tilt_moments(rho_std: float) -> dict[float, float]:
+    """E[(1 - rho^2)^-p] for p = 1/2, 1, 3/2, rho ~ N(0, rho_std^2) clipped to +-0.999 (Gauss-Hermite)."""
+    if rho_std <= 0:
+        return {0.5: 1.0, 1.0: 1.0, 1.5: 1.0}
+    t, w = np.polynomial.hermite_e.hermegauss(64)
+    one = 1 - np.clip(rho_std * t, -0.999, 0.999) ** 2
+    return {p: float((w * one ** -p).sum() / w.sum()) for p in (0.5, 1.0, 1.5)}
+
+
+def direct_noise(n_frames: int, grid: int, camera=None, clipped: bool = True) -> DirectNoise:
     """The noise of a direct image summed from ``n_frames`` frames and rebinned to ``grid``.
 
     From the camera model (``sevi.frames.FrameModel``; docs/camera.md). A spot is
     ``A exp(-(dx^2 + dz^2 + 2 rho dx dz) / (2 s^2))``: its flux is ``a = 2 pi A s^2 / sqrt(1 - rho^2)``
-    and its variance along each axis ``s^2 / (1 - rho^2)``. The mean light of many spots is therefore
-    a mixture whose variance per axis is the *flux-weighted* one,
-    ``E[s^4] E[(1 - rho^2)^(-3/2)] / (E[s^2] E[(1 - rho^2)^(-1/2)])``: sigma 0.01524 units for the
-    course's camera, 1.4 % wider than ``sqrt(E[s^2])`` because a wider spot of the same peak carries
-    more light. ``flux_rel_var`` is Var(a) / E[a]^2 (A, s and rho independent), and the background's
+    and its variance along each axis ``s^2 / (1 - rho^2)``. The mean light of many spots is a
+    mixture whose variance per axis is the *flux-weighted* one,
+    ``E[s^4] E[(1 - rho^2)^(-3/2)] / (E[s^2] E[(1 - rho^2)^(-1/2)])`` (sigma 0.01524 units for the
+    course's camera: a wider spot of the same peak carries more light), narrowed and dimmed by the
+    camera's clipping of the faint wings (:func:`recorded_spot`: sigma 0.01497, 95.1 % of the
+    flux; ``clipped=False`` gives the unclipped spot and flux 1, for images of spots added without
+    a camera). ``flux_rel_var`` is Var(a) / E[a]^2 (A, s and rho independent), and the background's
     variance per image pixel follows from the clipped background's std (module docstring)."""
     from sevi.direct import background_moments, spot_flux
     from sevi.frames import FrameModel
@@ -114,17 +174,12 @@ def direct_noise(n_frames: int, grid: int, camera=None) -> DirectNoise:
     m, sd = cam.sigma_mean, cam.sigma_std
     s2 = m * m + sd * sd  # E[s^2], s ~ N(m, sd^2)
     s4 = m ** 4 + 6 * m * m * sd * sd + 3 * sd ** 4  # E[s^4]
-    if cam.rho_std > 0:  # E[(1 - rho^2)^(-p)], rho ~ N(0, rho_std^2): Gauss-Hermite, 64 nodes
-        t, w = np.polynomial.hermite_e.hermegauss(64)
-        one = 1 - np.clip(cam.rho_std * t, -0.999, 0.999) ** 2
-        tilt = {p: float((w * one ** -p).sum() / w.sum()) for p in (0.5, 1.0, 1.5)}
-    else:
-        tilt = {0.5: 1.0, 1.0: 1.0, 1.5: 1.0}
-    spot_var = s4 * tilt[1.5] / (s2 * tilt[0.5])
+    tilt = _tilt_moments(cam.rho_std)
     rel = max((1 + (cam.amp_std / cam.amp_mean) ** 2) * (s4 / (s2 * s2)) * (tilt[1.0] / tilt[0.5] ** 2) - 1, 0.0)
+    sigma, flux = recorded_spot(cam) if clipped else (math.sqrt(s4 * tilt[1.5] / (s2 * tilt[0.5])), 1.0)
     k = cam.grid // grid
     bg = background_moments(cam)[1] * k * math.sqrt(n_frames) / spot_flux(cam)
-    return DirectNoise(spot_sigma=math.sqrt(spot_var), flux_rel_var=rel, background_var=bg * bg)
+    return DirectNoise(spot_sigma=sigma, flux_scale=flux, flux_rel_var=rel, background_var=bg * bg)
 
 
 def fine_grid(grid: int, spot_sigma: float, oversample: int = 2) -> int:

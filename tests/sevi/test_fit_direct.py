@@ -158,7 +158,7 @@ def test_direct_refinement_recovers_the_truth_with_honest_error_bars():
     """Three spot-rendered images with the camera's spot spread (sizes, amplitudes), fitted from a start
     0.003 off in R: converged, chi^2/dof near 1, Distance small, beta_2..6 z-scores of plausible size."""
     cam = FrameModel(rho_std=0.0)
-    noise = dataclasses.replace(direct_noise(1, 64, cam), flux_scale=1.0, background_var=0.0)
+    noise = dataclasses.replace(direct_noise(1, 64, cam, clipped=False), background_var=0.0)
     pc = PriorConfig().with_electrons(150_000)
     params, h = hits(pc, 3, 10**9 + 4300)
     ref = DirectRefiner(FitConfig(fit_grid=64), pc, "cpu", noise)
@@ -198,7 +198,9 @@ def test_without_blur_the_adjusted_curvature_is_the_poisson_one():
 
 def test_direct_noise_from_the_camera():
     n = direct_noise(3600, 256)
-    assert abs(n.spot_sigma - 0.01524) < 5e-5, "the flux-weighted mean spot of the course's camera"
+    assert abs(n.spot_sigma - 0.01497) < 5e-5, "the mean recorded spot of the course's camera"
+    assert abs(direct_noise(3600, 256, clipped=False).spot_sigma - 0.01524) < 5e-5, "flux-weighted, unclipped"
+    assert abs(n.flux_scale - 0.951) < 0.002, "sevi/direct.py: an isolated spot loses 4.9 % to the clipping"
     assert 0.025 < n.flux_rel_var < 0.031
     # 17.34 counts x 4 px x 60 frames^0.5 / 37,400 counts per electron, squared
     assert abs(n.background_var - (17.34 * 4 * 60 / 37_400) ** 2) < 1e-4
@@ -206,6 +208,40 @@ def test_direct_noise_from_the_camera():
         direct_noise(10, 300)
     with pytest.raises(ValueError, match="n_frames"):
         direct_noise(0, 256)
+
+
+def test_recorded_spot_matches_the_camera_simulator():
+    """The mean spot of frames rendered by sevi.frames (the camera: noise, rounding, clipping), summed
+    and background-subtracted: its flux per electron and its sigma per axis are recorded_spot's
+    (0.951, 0.01497) and not the unclipped spot's (1, 0.01524). 640 isolated spots, +-32 px windows."""
+    from sevi.direct import background_mean, spot_flux
+    from sevi.fit_direct import recorded_spot
+    from sevi.frames import render_frames
+
+    cam = FrameModel(detect_prob=1.0)
+    n_frames, lattice = 40, np.array([-0.6, -0.2, 0.2, 0.6])
+    rng = np.random.default_rng(7)
+    gx, gz = np.meshgrid(lattice, lattice, indexing="ij")
+    x = np.tile(gx.ravel(), n_frames) + rng.uniform(-0.01, 0.01, 16 * n_frames)
+    z = np.tile(gz.ravel(), n_frames) + rng.uniform(-0.01, 0.01, 16 * n_frames)
+    frame = np.repeat(np.arange(n_frames), 16)
+    frames, _ = render_frames(torch.tensor(x), torch.tensor(z), torch.tensor(frame), n_frames, cam,
+                              generator=torch.Generator().manual_seed(7))
+    img = frames.double().numpy() - background_mean(cam)
+    G, h = cam.grid, 32
+    centre = -1 + (np.arange(G) + 0.5) * 2 / G  # pixel centres, detector units
+    flux = second = 0.0
+    for f, xi, zi in zip(frame, x, z):
+        i, k = int((xi + 1) * G / 2), int((zi + 1) * G / 2)
+        win = img[f, i - h:i + h + 1, k - h:k + h + 1]
+        dx, dz = centre[i - h:i + h + 1, None] - xi, centre[None, k - h:k + h + 1] - zi
+        flux += win.sum()
+        second += (win * (dx ** 2 + dz ** 2) / 2).sum()
+    sigma, scale = math.sqrt(second / flux), flux / len(x) / spot_flux(cam)
+    want_sigma, want_scale = recorded_spot(cam)
+    unclipped = direct_noise(1, 256, cam, clipped=False).spot_sigma
+    assert abs(scale - want_scale) < 0.01, (scale, want_scale)
+    assert abs(sigma - want_sigma) < 0.4 * (unclipped - want_sigma), (sigma, want_sigma, unclipped)
 
 
 def test_refine_answers_takes_direct_images():
