@@ -250,7 +250,19 @@ def refine_or_explain(p: dict, cfg, device, source: str, images, n_frames: int |
     if len(bad):
         print(f"sevi: warning: {source}: the refinement did not converge for {len(bad)} image(s) (rows "
               f"{', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''}); see RefineDiagnostics", file=sys.stderr)
+    misfit = np.flatnonzero(diag["chi2_dof"] > MISFIT_CHI2)
+    if len(misfit):
+        print(f"sevi: warning: {source}: the fitted image does not match the forward model for {len(misfit)} "
+              f"image(s) (chi^2/dof above {MISFIT_CHI2}: rows {', '.join(map(str, misfit[:10]))}"
+              f"{' ...' if len(misfit) > 10 else ''}); their answers and error bars are not to be trusted. "
+              f"See RefineDiagnostics", file=sys.stderr)
     return refined, diag
+
+
+# chi^2 per degree of freedom above which a refined image is named on stderr: a well-described image
+# gives 1.00 +- 0.05 (BENCHMARKS.md, SEVI refinement); 1.5 flags a wrong optimum or physics the
+# forward model lacks (e.g. saturated pixels where spots pile up on a direct image) without false alarms.
+MISFIT_CHI2 = 1.5
 
 
 def run(args: argparse.Namespace) -> int:

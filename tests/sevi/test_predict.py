@@ -160,3 +160,16 @@ def test_refinement_is_the_default_and_records_the_first_answer(model_dir, tmp_p
         assert d["ImageId"].tolist() == [10, 11] and d["converged"].all() and (d["iterations"] >= 1).all()
         assert np.isfinite(d["chi2_dof"]).all() and np.isfinite(f["AnswerUncertainty"]["beta"]).all()
         assert not np.array_equal(f["Answer"]["beta"], g["Answer"]["beta"])
+
+
+def test_a_refined_image_the_model_does_not_describe_is_named(monkeypatch, capsys):
+    """chi^2/dof far above 1 (a wrong optimum, or physics the forward model lacks) is said on stderr."""
+    import sevi.fit
+    from sevi.predict import MISFIT_CHI2, refine_or_explain
+    from sevi.training import PRESETS
+
+    diag = {"converged": np.array([True, True]), "chi2_dof": np.array([1.01, MISFIT_CHI2 + 1.4])}
+    monkeypatch.setattr(sevi.fit, "refine_answers", lambda *a, **k: ({"R": None}, diag))
+    refine_or_explain({}, PRESETS["tiny"], "cpu", "images.h5", [None, None])
+    err = capsys.readouterr().err
+    assert "images.h5" in err and "does not match the forward model for 1 image(s)" in err and "rows 1" in err
