@@ -27,7 +27,8 @@ models needed), so the slow part can run before the models exist.
 
 Prints mean and median Distance (sevi.metric) per path and each one's ratio to the oracle's (the
 refined ones to the refined oracle), and the refined answers' calibration (z-scores of the betas and
-R against their error bars); writes
+R against their error bars), over all fits and over those whose chi^2/dof sevi predict accepts
+without a warning (<= 1.5); writes
 ``OUT/compare_paths.json`` (rewritten after every measurement, so an interrupted run keeps what it
 measured) and ``OUT/compare_paths.png``, both atomically. One torch thread by default.
 """
@@ -102,10 +103,11 @@ def table(summary: dict) -> str:
         if d:
             lines.append(f"\npaired, direct{suffix} - events{suffix}: {d['mean']:+.4f} +- {d['sem']:.4f} (s.e.); "
                          f"direct better in {d['direct_better_in']} of {d['n']} measurements")
-    for k, groups in summary.get("calibration", {}).items():
-        lines.append(f"calibration {k}+refined: " + "; ".join(
-            f"{g} z std {c['z_std']:.2f}, 68% {100 * c['cover68']:.0f}%, 95% {100 * c['cover95']:.0f}% (n={c['n']})"
-            for g, c in groups.items()))
+    for key, what in (("calibration", "all fits"), ("calibration_chi2_ok", "fits with chi^2/dof <= 1.5")):
+        for k, groups in summary.get(key, {}).items():
+            lines.append(f"calibration {k}+refined ({what}): " + "; ".join(
+                f"{g} z std {c['z_std']:.2f}, 68% {100 * c['cover68']:.0f}%, 95% {100 * c['cover95']:.0f}% (n={c['n']})"
+                for g, c in groups.items()))
     return "\n".join(lines)
 
 
@@ -219,12 +221,13 @@ def main(argv=None) -> int:
 
     from sevi.fit import refine_answers
     from sevi.fit_direct import REFINE_GRID, DirectNoise, direct_noise
-    from sevi.predict import predict_images
+    from sevi.predict import MISFIT_CHI2, predict_images
     from sevi.training import prior_config
 
     variants = [k for k in PATHS] + ([] if args.no_refine else [f"{k}+refined" for k in PATHS])
     per = {k: [] for k in variants}
     zs = {k: [] for k in PATHS}  # refined: (beta z-scores (2 L,), R z-scores (2,)) per measurement
+    zs_kept = {k: [] for k in PATHS}  # the same, for the fits with chi^2/dof <= MISFIT_CHI2
     rows = []
     t_all = time.perf_counter()
     todo = [m for m in range(args.measurements) if not args.cached_only or cache_file(m).exists()]
@@ -273,11 +276,15 @@ def main(argv=None) -> int:
             zb = (ref["beta"][0].ravel() - truth_b) / ref["beta_sd"][0].ravel()
             zr = (ref["R"][0] - p.R[0].numpy()) / ref["R_sd"][0]
             zs[k].append((zb.tolist(), zr.tolist()))
+            row[f"refine_{k}"]["z_beta"], row[f"refine_{k}"]["z_R"] = zb.tolist(), zr.tolist()
+            if diag["chi2_dof"][0] <= MISFIT_CHI2:  # the fits sevi predict would not warn about
+                zs_kept[k].append((zb.tolist(), zr.tolist()))
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         summary = summarise(per)
         if not args.no_refine:
             summary["calibration"] = calibration(zs)
+            summary["calibration_chi2_ok"] = calibration(zs_kept)
         write_json(out / "compare_paths.json", {"command": " ".join(sys.argv), "complete": m == todo[-1],
                       "measurements_done": len(rows), "measurements": [r["measurement"] for r in rows], "frames": args.frames, "per_frame": args.per_frame,
                       "electrons_per_shell": per_shell, "seed": args.seed, "events_model": args.events_model,
@@ -291,6 +298,7 @@ def main(argv=None) -> int:
     summary = summarise(per)
     if not args.no_refine:
         summary["calibration"] = calibration(zs)
+        summary["calibration_chi2_ok"] = calibration(zs_kept)
     print(f"\n{len(todo)} measurements x {args.frames} frames (~{args.per_frame:g} detected/frame, "
           f"{per_shell} emitted per shell), seed {args.seed}\n")
     print(table(summary))
