@@ -88,6 +88,19 @@ def background_moments(model: FrameModel = FrameModel()) -> tuple[float, float]:
     return m1, math.sqrt(max(m2 - m1 * m1, 0.0))
 
 
+def clipped_means(means, model: FrameModel = FrameModel()) -> np.ndarray:
+    """``E[clip(round(X), 0, 255)]`` for ``X ~ N(m, background_std^2)``, for each ``m`` in ``means``
+    (counts): ``sum_{k=1}^{255} P(X >= k - 1/2)``, as in :func:`background_moments`. A pixel whose
+    spot adds ``v`` counts records ``clipped_means(background_mean + v) - background_mean(model)``."""
+    from scipy.special import ndtr
+
+    m = np.atleast_1d(np.asarray(means, dtype=np.float64))
+    if model.background_std == 0:
+        return np.clip(np.round(m), 0, 255)
+    k = np.arange(1, 256, dtype=np.float64)
+    return ndtr((m[:, None] - (k[None, :] - 0.5)) / model.background_std).sum(1)
+
+
 def background_mean(model: FrameModel = FrameModel()) -> float:
     """Expected per-pixel value (counts) of the camera background after rounding and clipping;
     see :func:`background_moments`. Subtract it ``N_frames`` times from a sum of ``N_frames``."""

@@ -306,11 +306,12 @@ class Refiner:
 
 
 def _vector(r: FitResult) -> tuple[np.ndarray, np.ndarray]:
-    """A result's answer and sds as vectors in its ``cov`` order: per shell R, sigma_R, N, beta_2 .. beta_2L."""
+    """A result's answer and sds as vectors in its ``cov`` order: per shell R, sigma_R, N, beta_2 .. beta_2L
+    (N's sd from ``cov``, the others the result's own)."""
+    P = len(r.cov) // 2
     v = np.concatenate([np.r_[r.R[j], r.sigma_R[j], r.n_electrons[j], r.beta[j]] for j in range(2)])
-    sd = np.concatenate([np.r_[r.R_sd[j], r.sigma_R_sd[j], math.sqrt(max(r.cov[j * (len(v) // 2) + 2,
-                                                                           j * (len(v) // 2) + 2], 0.0)), r.beta_sd[j]]
-                         for j in range(2)])
+    sd_n = np.sqrt(np.clip(r.cov.diagonal()[[2, P + 2]], 0, None))
+    sd = np.concatenate([np.r_[r.R_sd[j], r.sigma_R_sd[j], sd_n[j], r.beta_sd[j]] for j in range(2)])
     return v, sd
 
 
@@ -324,14 +325,15 @@ def mix_modes(results: list[FitResult]) -> FitResult:
     spread included, so an image whose shells may trade betas gets error bars that say so. With
     one distinct mode this is results[0] unchanged."""
     best = results[0]
-    v0, sd0 = _vector(best)
-    modes = [best]
-    for r in results[1:]:
-        v, _ = _vector(r)
-        if all(np.max(np.abs(v - _vector(m)[0]) / np.maximum(sd0, 1e-12)) > 1.0 for m in modes):
-            modes.append(r)
-    if len(modes) == 1:
+    vecs = [_vector(r) for r in results]
+    sd0 = np.maximum(vecs[0][1], 1e-12)
+    keep = [0]
+    for i in range(1, len(results)):
+        if all(np.max(np.abs(vecs[i][0] - vecs[k][0]) / sd0) > 1.0 for k in keep):
+            keep.append(i)
+    if len(keep) == 1:
         return best
+    modes = [results[k] for k in keep]
     logz = []
     for m in modes:
         sign, logdet = np.linalg.slogdet(m.cov)
@@ -340,8 +342,8 @@ def mix_modes(results: list[FitResult]) -> FitResult:
         logz.append(m.log_posterior + 0.5 * logdet)
     w = np.exp(np.array(logz) - max(logz))
     w /= w.sum()
-    vs = np.array([_vector(m)[0] for m in modes])
-    sds = np.array([_vector(m)[1] for m in modes])
+    vs = np.array([vecs[k][0] for k in keep])
+    sds = np.array([vecs[k][1] for k in keep])
     mean = w @ vs
     var = w @ (sds ** 2 + (vs - mean) ** 2)
     cov = sum(wk * (m.cov + np.outer(vk - mean, vk - mean)) for wk, m, vk in zip(w, modes, vs))

@@ -110,18 +110,12 @@ def recorded_spot(camera) -> tuple[float, float]:
     course's camera: 4.9 % of the flux lost and sigma 0.01497 units (0.01524 unclipped). Isolated
     spots: where spots overlap the wings are less clipped (sevi/direct.py measured 4.3 % lost on
     crowded frames), so the truth lies slightly towards the unclipped values."""
+    from sevi.direct import clipped_means
+
     px = 2.0 / camera.grid  # detector units per pixel
-    k = np.arange(1, 256, dtype=np.float64)
-
-    def mean_clipped(m: np.ndarray) -> np.ndarray:  # E[clip(round(X), 0, 255)], X ~ N(m, sd^2)
-        if camera.background_std == 0:
-            return np.clip(np.round(m), 0, 255)
-        from scipy.special import ndtr
-        return ndtr((m[:, None] - (k[None, :] - 0.5)) / camera.background_std).sum(1)
-
     v_max = camera.amp_mean + 8 * camera.amp_std
     v = np.linspace(0.0, v_max, 4001)
-    g = mean_clipped(camera.background_mean + v) - mean_clipped(np.array([camera.background_mean]))[0]
+    g = clipped_means(camera.background_mean + v, camera) - clipped_means(camera.background_mean, camera)[0]
     t, w = np.polynomial.hermite_e.hermegauss(16)
     w = w / w.sum()
     s_max = (camera.sigma_mean + 8 * camera.sigma_std) / px
