@@ -5,13 +5,13 @@
 
 Why one Tuner per cycle (docs/ray.md): cycles' losses differ in scale, so one ASHA over a cycle
 grid dimension would compare trials across cycles and cut the wrong ones. Each (cycle, kind) gets
-its own Tuner, ASHA scheduler, search space (``coating.hparams.SEARCH_SPACE``) and unique name;
+its own Tuner, ASHA scheduler, search space (``coating.models.hparams.SEARCH_SPACE``) and unique name;
 they run concurrently from ``num_cpus=0`` Ray tasks in this job. Validation is the latest runs of
-each cycle (``coating.history_rows.time_split``), never a random split. model1 is pretrained on spectra
+each cycle (``coating.line.history_rows.time_split``), never a random split. model1 is pretrained on spectra
 from the shared generator pool's "coating-spectra" recipe.
 
 Re-running the same command resumes a sweep only when its inputs are the ones it started with
-(``coating.sweep_inputs``: that cycle's own rows' content hash, cycle, kind, search space, sample
+(``coating.models.sweep_inputs``: that cycle's own rows' content hash, cycle, kind, search space, sample
 count), recorded beside it in ``<name>-cycle<C>-<kind>-<key>.inputs.json``; the key is part of
 the experiment's name. Changed inputs (runs appended to a cycle) start a new sweep and say so;
 a finished sweep on unchanged inputs whose model is still the registry's is reused without
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import sys
@@ -33,11 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from coating.models.pretraining import cycle_state
+
 REPORT_EVERY = 10  # epochs between Tune reports (every report costs a round trip)
 
 
 def to_tune_space(space: dict):
-    """``coating.hparams.SEARCH_SPACE`` entries (plain data) -> ray.tune samplers."""
+    """``coating.models.hparams.SEARCH_SPACE`` entries (plain data) -> ray.tune samplers."""
     from ray import tune
 
     make = {"loguniform": lambda lo, hi: tune.loguniform(lo, hi), "uniform": lambda lo, hi: tune.uniform(lo, hi),
@@ -51,11 +52,11 @@ def to_tune_space(space: dict):
 
 
 def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
-    """One trial: ``coating.fitting.fit`` with Tune's sampled hyperparameters."""
+    """One trial: ``coating.models.fitting.fit`` with Tune's sampled hyperparameters."""
     import torch
     from ray import tune
 
-    from coating.fitting import fit
+    from coating.models.fitting import fit
 
     torch.set_num_threads(1)  # many trials share a node (docs/ray.md)
     last = {}
@@ -73,9 +74,9 @@ def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
 
 
 def plain_space(kind: str, smoke_test: bool) -> dict:
-    """The search space of ``kind`` as plain data (``coating.hparams.SEARCH_SPACE``), with the
+    """The search space of ``kind`` as plain data (``coating.models.hparams.SEARCH_SPACE``), with the
     smoke test's tiny epochs; recorded with the sweep's inputs."""
-    from coating.hparams import SEARCH_SPACE
+    from coating.models.hparams import SEARCH_SPACE
 
     space = dict(SEARCH_SPACE[kind])
     if smoke_test:
@@ -89,8 +90,8 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from coating.history_rows import time_split
-    from coating.hparams import resolve_hparams
+    from coating.line.history_rows import time_split
+    from coating.models.hparams import resolve_hparams
 
     train_rows, val_rows = time_split(history, cycle_id)
     storage = args_dict["storage_path"]
@@ -121,8 +122,8 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name
     wall = time.perf_counter() - t0
     import torch
 
-    from coating import registry
-    from coating.fitting import build_model_from_state
+    from coating.models import registry
+    from coating.models.fitting import build_model_from_state
 
     with best.checkpoint.as_directory() as d:
         ck = torch.load(Path(d) / "model.pt", map_location="cpu", weights_only=True)
@@ -135,10 +136,10 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name
             "model_sha256": meta["model_sha256"], "fitted": True}
 
 
-# --- the sweeps' input records (the logic is coating.sweep_inputs; here only the storage I/O) ---
+# --- the sweeps' input records (the logic is coating.models.sweep_inputs; here only the storage I/O) ---
 def _read_record(path: str):
     """The record at ``path`` (a local path or a URI), or None when there is none."""
-    from coating.sweep_inputs import parse_record
+    from coating.models.sweep_inputs import parse_record
 
     if "://" in path:
         import pyarrow.fs
@@ -163,7 +164,7 @@ def _write_record(path: str, text: str) -> None:
         with fs.open_output_stream(inner) as f:  # one object, replaced whole
             f.write(text.encode("utf-8"))
         return
-    from coating.atomic import atomic_text
+    from sevi.io.atomic import atomic_text
 
     atomic_text(path, text)
 
@@ -173,7 +174,7 @@ def _earlier_records(storage: str, prefix: str) -> list[tuple[str, dict]]:
     message about changed inputs is a courtesy, not needed for correctness)."""
     import glob
 
-    from coating.sweep_inputs import RECORD_SUFFIX
+    from coating.models.sweep_inputs import RECORD_SUFFIX
 
     if "://" in storage:
         return []
@@ -187,7 +188,7 @@ def _earlier_records(storage: str, prefix: str) -> list[tuple[str, dict]]:
 
 
 def _registry_model_sha256(models_dir, cycle_id: int, kind: str):
-    from coating import registry
+    from coating.models import registry
 
     try:
         return json.loads((registry.cycle_dir(models_dir, cycle_id, kind) / "model.json").read_text())["model_sha256"]
@@ -199,8 +200,14 @@ def plan_sweeps(history, cycles, kinds, args, log=print) -> tuple[list[dict], li
     """Decide per (cycle, kind): reuse a finished sweep on the same inputs, resume an unfinished
     one, or start a new one (recording its inputs first). Returns (reused summary rows, sweeps
     to run: dicts with cycle_id, kind, name, record path and record text)."""
-    from coating.sweep_inputs import (RECORD_SUFFIX, differences, inputs_key, record_text, reusable,
-                                      sweep_inputs)
+    from coating.models.sweep_inputs import (
+        RECORD_SUFFIX,
+        differences,
+        inputs_key,
+        record_text,
+        reusable,
+        sweep_inputs,
+    )
 
     reused, todo = [], []
     for c in cycles:
@@ -245,25 +252,10 @@ def pretrain_batch(history, cycle_id: int, spec, n: int):
     return {k: np.array(v) for k, v in b.items()}
 
 
-def cycle_state(history, cycle_id: int):
-    """A simulator state centred on the cycle: nominal machine constants, the cycle's latest
-    settings and run count (real plant data carry no calibration, so the rest is the prior)."""
-    import numpy as np
-
-    from coating import plant
-
-    rows = np.flatnonzero(history.cycle_id == cycle_id)
-    last = rows[np.argmax(history.run_in_cycle[rows])]
-    base = plant.init(plant.PlantParams(), seed=cycle_id)
-    return dataclasses.replace(base, cycle_id=int(cycle_id), run_in_cycle=int(history.run_in_cycle[last]),
-                               cycle_length=max(int(history.run_in_cycle[last]) + 1, base.cycle_length),
-                               settings=tuple(float(v) for v in history.settings[last]))
-
-
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m ray_jobs.coating_tune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--history", required=True, help="plant history (.csv or .h5, coating.schema)")
+    ap.add_argument("--history", required=True, help="plant history (.csv or .h5, coating.line.schema)")
     ap.add_argument("--models", required=True, help="model registry directory (one sub-folder per cycle)")
     ap.add_argument("--cycles", default="all", help="'all' or a comma list of cycle ids")
     ap.add_argument("--kinds", default="greybox,model1", help="model kinds to sweep (greybox, model1, model2)")
@@ -287,10 +279,17 @@ def run(argv=None) -> list[dict]:
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import ray
 
-    from coating.hparams import KINDS
-    from coating.schema import read_history
-    from ray_jobs.pool import (ResourcesUnavailable, ensure_pool, find_pool, pool_spec, pool_stats, shortage,
-                               wait_for_resources)
+    from coating.line.schema import read_history
+    from coating.models.hparams import KINDS
+    from ray_jobs.pool import (
+        ResourcesUnavailable,
+        ensure_pool,
+        find_pool,
+        pool_spec,
+        pool_stats,
+        shortage,
+        wait_for_resources,
+    )
 
     history = read_history(args.history)  # validates every row before anything starts
     cycles = sorted(set(int(c) for c in history.cycle_id)) if args.cycles == "all" else \
@@ -317,7 +316,7 @@ def run(argv=None) -> list[dict]:
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
-    from coating.sweep_inputs import record_text
+    from coating.models.sweep_inputs import record_text
 
     reused, todo = plan_sweeps(history, cycles, kinds, args)
     pretrain = {}

@@ -1,7 +1,7 @@
 """Batch feeds for a training loop: ``feed(step) -> batch``, from the pool or in-process.
 
 Both feeds serve the same recipe with the same seeds, so they give identical batches: the seed of
-a step is ``sevi.training.stream_seed(base, step, rank, world)``, a pure function (the one the
+a step is ``sevi.regressor.batches.stream_seed(base, step, rank, world)``, a pure function (the one the
 training loop's own batches use), which is also what makes a resumed run continue the same stream
 of data.
 """
@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from sevi.training import stream_seed
+from sevi.regressor.batches import stream_seed
 
 
 def to_torch(batch: dict) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """The Ray runner of `sevi frames`: each chunk of the frame file is one Ray task.
 
-sevi/frames_pipeline.py does the rest (chunking, the per-chunk work, resume, the merge) and takes
+sevi/camera/centroid_file.py does the rest (chunking, the per-chunk work, resume, the merge) and takes
 this runner when Ray is asked for (``sevi frames`` without ``--no-ray``)::
 
     centroid_file(FRAMES.h5, EVENTS.h5, runner=RayChunkRunner(gpus_per_task=0.25))
@@ -14,14 +14,14 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from sevi.frames_pipeline import GPUS_PER_TASK, Chunk, process_chunk
+from sevi.camera.centroid_file import GPUS_PER_TASK, Chunk, process_chunk
 
 __all__ = ["RayChunkRunner"]
 
 
 @dataclasses.dataclass(frozen=True)
 class RayChunkRunner:
-    """A chunk runner (sevi.frames_pipeline.ChunkRunner) that runs each chunk as a Ray task,
+    """A chunk runner (sevi.camera.centroid_file.ChunkRunner) that runs each chunk as a Ray task,
     starting Ray (``ray.init()``) if it is not running."""
     gpus_per_task: float = GPUS_PER_TASK   # Ray num_gpus per task where the cluster has GPUs
     max_in_flight: int | None = None       # tasks submitted at once; None: 2 x CPUs (bounds memory)
@@ -30,7 +30,7 @@ class RayChunkRunner:
         """Run ``chunks``; returns (the first FrameFileError or None, chunks run at once)."""
         import ray
 
-        from sevi.frames_io import FrameFileError
+        from sevi.io.frame_files import FrameFileError
 
         if not ray.is_initialized():
             ray.init()

@@ -39,7 +39,7 @@ import collections
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import ray
@@ -63,7 +63,7 @@ class GeneratorActor:
         import torch
 
         from ray_jobs.recipes import RecipeBook
-        from sevi.generator import pick_device
+        from sevi.runtime.device import pick_device
 
         self.name = name
         self.device = pick_device(device)

@@ -32,8 +32,8 @@ def sevi_counts(params: dict, device: torch.device) -> Recipe:
     params: grid (int, default 256), batch (int, default 8), electrons (int per shell; default the
     prior's 1.8-2.5 million). Batch: counts (B, G, G) int32, R, sigma_R (B, 2), beta (B, 2, L).
     """
-    from sevi.generator import GeneratorConfig, SeviGenerator
-    from sevi.prior import PriorConfig
+    from sevi.physics.generator import GeneratorConfig, SeviGenerator
+    from sevi.physics.prior import PriorConfig
 
     unknown = set(params) - {"grid", "batch", "electrons"}
     if unknown:
@@ -65,15 +65,16 @@ SEVI_NOT_IN_BATCH = frozenset({
 
 def sevi_images_key(params: dict) -> tuple:
     """What determines a sevi-images batch besides the seed: the resolved config less SEVI_NOT_IN_BATCH."""
-    from sevi.training import config_from_dict
+    from sevi.regressor.train_config import config_from_dict
 
     full = dataclasses.asdict(config_from_dict(params))  # refuses unknown fields, fills in defaults
     return tuple(sorted((k, repr(v)) for k, v in full.items() if k not in SEVI_NOT_IN_BATCH))
 
 
 def sevi_images(params: dict, device: torch.device) -> Recipe:
-    """Model-ready training batches: ``sevi.training.make_batch`` for a TrainConfig given as a dict."""
-    from sevi.training import config_from_dict, make_batch, make_generator
+    """Model-ready training batches: ``sevi.regressor.batches.make_batch`` for a TrainConfig given as a dict."""
+    from sevi.regressor.batches import make_batch, make_generator
+    from sevi.regressor.train_config import config_from_dict
 
     cfg = config_from_dict(params)  # refuses unknown fields
     gen = make_generator(cfg, device)
@@ -83,10 +84,10 @@ def sevi_images(params: dict, device: torch.device) -> Recipe:
 def coating_spectra(params: dict, device: torch.device) -> Recipe:
     """Spectra and Lab around a cycle's machine state, for pretraining coating models.
 
-    params: state (a ``coating.plant.PlantState``), batch (runs per batch, default 256).
-    Batch: ``coating.recipes.coating_spectra_batch``'s arrays.
+    params: state (a ``coating.line.plant.PlantState``), batch (runs per batch, default 256).
+    Batch: ``coating.models.pretraining.coating_spectra_batch``'s arrays.
     """
-    from coating.recipes import coating_spectra_batch
+    from coating.models.pretraining import coating_spectra_batch
 
     unknown = set(params) - {"state", "batch"}
     if unknown or "state" not in params:

@@ -19,7 +19,7 @@ directory and vanish with the job (``ray_jobs.storage``). Every wait is bounded 
 for GPUs (the a100 preset refuses to run on a cluster without them), for the pool, and for the
 training workers; the job then ends with one line saying what it asked for and what the cluster has.
 
-The training loop itself is ``sevi.training.train_loop``: plain PyTorch that runs without Ray.
+The training loop itself is ``sevi.regressor.training.train_loop``: plain PyTorch that runs without Ray.
 This file only orchestrates: the pool, the workers, checkpoints and reports.
 """
 
@@ -63,7 +63,7 @@ def parse_args(argv=None):
     ap.add_argument("--address", default=None, help="Ray address; default: RAY_ADDRESS, or a new local instance")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
     args, rest = ap.parse_known_args(argv)
-    from sevi.overrides import split_flags  # TrainConfig overrides: --field value or --field=value
+    from sevi.runtime.overrides import split_flags
     try:
         args.overrides = split_flags(rest)
     except ValueError as e:
@@ -92,7 +92,7 @@ def finished_run(run_dir: str, cfg) -> str | None:
     import json
 
     from ray_jobs import storage
-    from sevi.training import config_from_dict
+    from sevi.regressor.train_config import config_from_dict
 
     path = storage.join(run_dir, "final", "config.json")
     if not storage.exists(path) or not storage.exists(storage.join(run_dir, "final", "model.pt")):
@@ -159,7 +159,9 @@ def train_fn(config: dict) -> dict:
     from ray_jobs import storage
     from ray_jobs.feeds import LocalFeed, PoolFeed
     from ray_jobs.pool import PoolClient, PoolSpec
-    from sevi.training import LoopContext, config_from_dict, save_final_model, train_loop
+    from sevi.regressor.checkpoints import save_final_model
+    from sevi.regressor.train_config import config_from_dict
+    from sevi.regressor.training import LoopContext, train_loop
 
     cfg = config_from_dict(config["train"])
     ctx = ray.train.get_context()
@@ -243,8 +245,15 @@ def run(argv=None):
     from ray.train.torch import TorchTrainer
 
     from ray_jobs import storage
-    from ray_jobs.pool import ResourcesUnavailable, _fmt, ensure_pool, pool_spec, shortage, wait_for_resources
-    from sevi.training import resolve_config
+    from ray_jobs.pool import (
+        ResourcesUnavailable,
+        _fmt,
+        ensure_pool,
+        pool_spec,
+        shortage,
+        wait_for_resources,
+    )
+    from sevi.regressor.train_config import resolve_config
 
     cfg = resolve_config(args.preset, args.overrides)  # fails fast on a bad override, before Ray starts
     name = args.name or f"sevi-{args.preset}"

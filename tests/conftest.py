@@ -16,7 +16,9 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """An untrained model of the tiny preset saved as a final model (model.pt + config.json): its directory."""
-    from sevi.training import PRESETS, build_model, save_final_model, target_stats
+    from sevi.regressor.batches import target_stats
+    from sevi.regressor.checkpoints import build_model, save_final_model
+    from sevi.regressor.train_config import PRESETS
     cfg = PRESETS["tiny"]
     m = build_model(cfg)
     m.set_target_stats(*target_stats(cfg))

@@ -1,7 +1,7 @@
 """Benchmark the centroider: recall, precision, position RMS and frames/s.
 
-Simulates frames with the course's camera (sevi.frames, ~100 detected electrons per frame),
-centroids them with sevi.centroid and with a straightforward per-frame scipy method
+Simulates frames with the course's camera (sevi.camera.frames, ~100 detected electrons per frame),
+centroids them with sevi.camera.centroid and with a straightforward per-frame scipy method
 (maximum_filter local maxima + threshold + centre of mass), and matches found positions to the
 true detected ones within 1.5 px (Hungarian assignment per frame).
 
@@ -14,7 +14,7 @@ frames, the course's load; ``shells`` two fixed crowded shells; ``disc`` / ``dis
 a disc of radius 0.95 / R; ``pairs:D`` isolated pairs D px apart. ``disc:0.7`` is the density at
 which the straightforward finder lands on "about 0.75 / 0.79", as on the course's frames (BENCHMARKS.md, section 3).
 
-Also printed: recall ceilings from the Cramer-Rao bound (``tools/recall_ceiling.py``), and with
+Also printed: recall ceilings from the Cramer-Rao bound (``sevi/camera/recall_ceiling.py``), and with
 ``--oracle`` the MAP fit started at the true positions, scored by the fit's own objective
 against ours frame by frame (can a better search of that objective find more?).
 
@@ -37,10 +37,22 @@ from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sevi.centroid import CentroidConfig, centroid_frames, map_cost, refine_positions
-from sevi.frames import FrameModel, draw_disc_hits, draw_prior_hits, draw_shell_hits, render_frames
-from sevi.generator import pick_device
-from tools.recall_ceiling import NN_BINS_PX, cluster_recall_ceiling, nearest_neighbour, recall_ceiling
+from sevi.camera.centroid import centroid_frames, map_cost, refine_positions
+from sevi.camera.centroid_config import CentroidConfig
+from sevi.camera.frames import (
+    FrameModel,
+    draw_disc_hits,
+    draw_prior_hits,
+    draw_shell_hits,
+    render_frames,
+)
+from sevi.camera.recall_ceiling import (
+    NN_BINS_PX,
+    cluster_recall_ceiling,
+    nearest_neighbour,
+    recall_ceiling,
+)
+from sevi.runtime.device import pick_device
 
 
 def scipy_centroid(frame: np.ndarray, *, smooth_px: float = 2.0, size: int = 15, threshold: float = 70.0,
@@ -279,7 +291,7 @@ def main(argv=None) -> None:
     print(f"load average during the run: {os.getloadavg()}")
     ceiling, ceiling_bins = recall_ceiling(truth, model, args.tol_px)
     cl_ceiling, cl_bins = cluster_recall_ceiling(truth, model, args.tol_px)
-    print(f"recall ceilings of a Cramer-Rao-bound estimator (optimistic, tools/recall_ceiling.py): "
+    print(f"recall ceilings of a Cramer-Rao-bound estimator (optimistic, sevi/camera/recall_ceiling.py): "
           f"nearest-neighbour pairs {ceiling:.3f}, whole clusters {cl_ceiling:.3f}")
     cols = [("ours", ours["nn_recall"]), ("scipy", base["nn_recall"])]
     if args.oracle:

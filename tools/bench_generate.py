@@ -8,7 +8,7 @@ then project and histogram with ``np.add.at``. Both draw the same parameters fro
     python tools/bench_generate.py --grid 1024 --electrons 2000000 --batch 16 --device cuda
     python tools/bench_generate.py --grid 128 --electrons 2200000 --backends itm,poisson   # renderer ratio
 
-``--backends`` times the other renderers of ``sevi.expected_renderer`` on the same parameters and
+``--backends`` times the other renderers of ``sevi.physics.expected_renderer`` on the same parameters and
 prints each one's ratio to the ITM generator, measured in the same run.
 """
 
@@ -20,10 +20,10 @@ import time
 import numpy as np
 import torch
 
-from sevi.atomic import write_json
-from sevi.expected_renderer import RENDER_BACKENDS, make_renderer
-from sevi.generator import GeneratorConfig, SeviGenerator
-from sevi.prior import Prior
+from sevi.io.atomic import write_json
+from sevi.physics.expected_renderer import RENDER_BACKENDS, make_renderer
+from sevi.physics.generator import GeneratorConfig, SeviGenerator
+from sevi.physics.prior import Prior
 
 
 def numpy_image(R, sigma_R, beta, n, grid, rng) -> np.ndarray:

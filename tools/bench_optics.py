@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from coating.optics import default_wavelengths_nm, reflectance
+from coating.optics.transfer_matrix import default_wavelengths_nm, reflectance
 
 
 def _stacks(batch: int, device, dtype):

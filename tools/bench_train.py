@@ -1,6 +1,6 @@
 """Training images/s fed by the generator pool against the same loop fed in-process, same run.
 
-Both runs call ``sevi.training.train_loop`` with the same config and the same batch seeds; only
+Both runs call ``sevi.regressor.training.train_loop`` with the same config and the same batch seeds; only
 the feed differs: ``PoolFeed`` (Ray actors, several requests in flight) or ``LocalFeed`` (the
 same recipe in this process, so the loop waits for every batch). Throughput is the steady step
 cadence (the first ``--warmup`` steps and the final evaluation are excluded); the wait fraction
@@ -41,7 +41,7 @@ class TimedFeed:
 
 
 def run(cfg, feed, warmup):
-    from sevi.training import LoopContext, train_loop
+    from sevi.regressor.training import LoopContext, train_loop
 
     timed = TimedFeed(feed)
     train_loop(cfg, timed, LoopContext(out_dir=tempfile.mkdtemp(prefix="bench_train_")))
@@ -63,9 +63,9 @@ def main(argv=None) -> dict:
 
     from ray_jobs.feeds import LocalFeed, PoolFeed
     from ray_jobs.pool import PoolClient, PoolSpec, get_or_create_pool, stop_pool
-    from sevi.generator import pick_device
-    from sevi.training import resolve_config
-    from sevi.atomic import write_json
+    from sevi.io.atomic import write_json
+    from sevi.regressor.train_config import resolve_config
+    from sevi.runtime.device import pick_device
 
     if a.trainer_threads:
         torch.set_num_threads(a.trainer_threads)

@@ -8,7 +8,7 @@ unchanged settings suffer and a run-to-run correction removes) and how much is t
 deposition error (which nothing removes).
 
 For every point of a small grid over ``PlantParams`` fields this runs the closed-loop protocol
-of ``coating.closed_loop`` with the model-free methods only (unchanged, physics least
+of ``coating.recommend.closed_loop`` with the model-free methods only (unchanged, physics least
 squares, and the hidden-truth references oracle and oracle_last) on the same plants, and prints
 the medians and the distance to the reference, ``|log(unchanged / 1.4)| + |log(physics_ls /
 0.8)|``. ``oracle_last`` (the machine known exactly as it was at the last run) says whether the
@@ -34,10 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coating import plant  # noqa: E402
-from coating.atomic import atomic_text  # noqa: E402
-from sevi.overrides import parse_value  # noqa: E402
-from coating.closed_loop import run_cycle, summarise  # noqa: E402
+from coating.line import plant
+from coating.recommend.closed_loop import run_cycle, summarise
+from sevi.io.atomic import atomic_text
+from sevi.runtime.overrides import parse_value
 
 REFERENCE = {"unchanged": 1.4, "physics_ls": 0.8}
 METHODS = ("unchanged", "physics_ls", "oracle", "oracle_last")

@@ -2,7 +2,7 @@
 
 The cycle runner, its methods (ours, ours_robust, the baselines unchanged, notes_model1,
 physics_ls, operator, and the hidden-truth oracles) and the summary live in
-``coating.closed_loop``, whose docstring describes the protocol and every method. This tool
+``coating.recommend.closed_loop``, whose docstring describes the protocol and every method. This tool
 parses the options, loops over plants and cycles, prints the table and writes the files.
 
     python tools/coating_closed_loop.py [--quick] [--plants 2] [--cycles 2] [--out DIR]
@@ -23,11 +23,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coating import plant  # noqa: E402
-from coating.atomic import atomic_path, atomic_text  # noqa: E402
-from coating.closed_loop import METHODS, ROBUST_DRAWS, SPECTRAL_WEIGHT, run_cycle, summarise, targets  # noqa: E402
-from coating.hparams import resolve_hparams  # noqa: E402
-from sevi.overrides import apply_overrides, parse_value, split_assignments  # noqa: E402
+from coating.line import plant
+from coating.models.hparams import resolve_hparams
+from coating.recommend.closed_loop import (
+    METHODS,
+    ROBUST_DRAWS,
+    SPECTRAL_WEIGHT,
+    run_cycle,
+    summarise,
+    targets,
+)
+from sevi.io.atomic import atomic_path, atomic_text
+from sevi.runtime.overrides import apply_overrides, parse_value, split_assignments
 
 
 def _grey_value(name: str, default, text: str, flag: str = "--grey"):
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plant", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="PlantParams overrides, e.g. kappa=0.01")
     ap.add_argument("--grey", nargs="*", default=[], metavar="FIELD=VALUE",
-                    help="grey-box hyperparameter overrides; fields and defaults: coating.hparams.DEFAULTS['greybox']")
+                    help="grey-box hyperparameter overrides; fields and defaults: coating.models.hparams.DEFAULTS['greybox']")
     ap.add_argument("--grey-select", nargs="*", default=[], metavar="FIELD=V1,V2,...",
                     help="grey-box methods: per cycle, fit every combination of these values and keep the "
                          "lowest validation loss on the cycle's latest runs, as the Tune sweep would "

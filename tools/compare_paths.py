@@ -20,12 +20,12 @@ default ``FrameModel``), ``chunk`` frames at a time, never all in memory. From t
 
 Each path's image is read by its regressor and then, unless ``--no-refine``, refined by the likelihood
 fit with that image's own forward model (``sevi.fit``: count images, fitted at 512^2;
-``sevi.fit_direct``: the frame sum read at 256^2, blurred correlated noise; the direct oracle's
+``sevi.fit.direct_fit``: the frame sum read at 256^2, blurred correlated noise; the direct oracle's
 image is the hits at 256^2 blurred by the direct model's spot_blur, fitted with that spot and
 pure Poisson hits). ``--render-only`` renders and centroids the measurements into the cache (no
 models needed), so the slow part can run before the models exist.
 
-Prints mean and median Distance (sevi.metric) per path and each one's ratio to the oracle's (the
+Prints mean and median Distance (sevi.physics.metric) per path and each one's ratio to the oracle's (the
 refined ones to the refined oracle), and the refined answers' calibration (z-scores of the betas and
 R against their error bars), over all fits and over those whose chi^2/dof sevi predict accepts
 without a warning (<= 1.5); writes
@@ -47,7 +47,7 @@ PATHS = ("events", "direct", "oracle", "direct_oracle")
 
 
 def _atomic_png(fig, path: Path) -> None:
-    from sevi.atomic import atomic_path
+    from sevi.io.atomic import atomic_path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
 
@@ -136,20 +136,20 @@ def main(argv=None) -> int:
     if min(args.measurements, args.frames, args.chunk) < 1 or args.per_frame <= 0:
         raise SystemExit("compare_paths: --measurements, --frames, --chunk and --per-frame must be positive")
 
-    from sevi.atomic import write_json
-    from sevi.centroid import centroid_frames
-    from sevi.direct import blur_images, direct_image
-    from sevi.frames import FrameModel, render_frames
-    from sevi.frames_io import accumulate
-    from sevi.generator import GeneratorConfig, SeviGenerator
-    from sevi.metric import distance
-    from sevi.prior import Prior, PriorConfig
+    from sevi.camera.centroid import centroid_frames
+    from sevi.camera.direct_image import blur_images, direct_image
+    from sevi.camera.frames import FrameModel, render_frames
+    from sevi.io.atomic import write_json
+    from sevi.io.frame_files import accumulate
+    from sevi.physics.generator import GeneratorConfig, SeviGenerator
+    from sevi.physics.metric import distance
+    from sevi.physics.prior import Prior, PriorConfig
 
     device = torch.device("cpu")
     cam = FrameModel()
     per_shell = int(round(args.frames * args.per_frame / cam.detect_prob / 2))
     if not args.render_only:
-        from sevi.training import load_model
+        from sevi.regressor.checkpoints import load_model
         ev_model, ev_cfg = load_model(args.events_model, device)
         di_model, di_cfg = load_model(args.direct_model, device)
         if di_cfg.spot_blur <= 0:
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
             c = np.load(cache)
             return (*(c[k] for k in ("fsum", "ev_x", "ev_z", "tr_x", "tr_z")), float(c["t_render"]), float(c["t_cent"]))
         r = render_and_centroid(params[m], m)
-        from sevi.atomic import atomic_path
+        from sevi.io.atomic import atomic_path
         with atomic_path(cache) as tmp, open(tmp, "wb") as f:   # a file object: no ".npz" appended
             np.savez_compressed(f, **dict(zip(("fsum", "ev_x", "ev_z", "tr_x", "tr_z", "t_render", "t_cent"), r)))
         return r
@@ -219,10 +219,11 @@ def main(argv=None) -> int:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         return 0
 
-    from sevi.fit import refine_answers
-    from sevi.fit_direct import REFINE_GRID, DirectNoise, direct_noise
-    from sevi.predict import MISFIT_CHI2, predict_images
-    from sevi.training import prior_config
+    from sevi.fit.direct_fit import REFINE_GRID, DirectNoise, direct_noise
+    from sevi.fit.fit_images import refine_answers
+    from sevi.pipeline.image_answer import MISFIT_CHI2
+    from sevi.regressor.batches import prior_config
+    from sevi.regressor.inference import predict_images
 
     variants = [k for k in PATHS] + ([] if args.no_refine else [f"{k}+refined" for k in PATHS])
     per = {k: [] for k in variants}

@@ -47,12 +47,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
-    from sevi.atomic import write_json
-    from sevi.generator import GeneratorConfig, SeviGenerator, pick_device
-    from sevi.metric import distance
-    from sevi.prior import PriorConfig
-    from sevi.predict import predict_images
-    from sevi.training import load_model
+    from sevi.io.atomic import write_json
+    from sevi.physics.generator import GeneratorConfig, SeviGenerator
+    from sevi.physics.metric import distance
+    from sevi.physics.prior import PriorConfig
+    from sevi.regressor.checkpoints import load_model
+    from sevi.regressor.inference import predict_images
+    from sevi.runtime.device import pick_device
 
     device = pick_device(a.device)
     model, cfg = load_model(a.model, device)

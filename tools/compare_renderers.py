@@ -1,7 +1,7 @@
 """Does a model score the same on images from either renderer? Paired, on the same parameters.
 
 For N held-out parameter sets (the prior, seed 10^9 + SEED), three images each: ITM with one seed,
-ITM with another (the scale of the noise itself) and the Poisson renderer (sevi/expected_renderer.py).
+ITM with another (the scale of the noise itself) and the Poisson renderer (sevi/physics/expected_renderer.py).
 A model's Distance on each; printed: the mean Distances and the paired mean differences with their
 standard errors, ITM(b) - ITM(a) beside Poisson - ITM(a). Equal in distribution means the second
 difference is as compatible with zero as the first.
@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.held_out import add_held_out_args, held_out_params  # noqa: E402
+from sevi.evaluation.held_out import add_held_out_args, held_out_params
 
 
 def main(argv=None) -> dict:
@@ -29,12 +29,13 @@ def main(argv=None) -> dict:
     add_held_out_args(ap, grid=512, electrons="100000")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
-    from sevi.atomic import write_json
-    from sevi.expected_renderer import make_renderer
-    from sevi.generator import GeneratorConfig, pick_device
-    from sevi.metric import distance
-    from sevi.predict import predict_images
-    from sevi.training import load_model
+    from sevi.io.atomic import write_json
+    from sevi.physics.expected_renderer import make_renderer
+    from sevi.physics.generator import GeneratorConfig
+    from sevi.physics.metric import distance
+    from sevi.regressor.checkpoints import load_model
+    from sevi.regressor.inference import predict_images
+    from sevi.runtime.device import pick_device
 
     device = pick_device(a.device)
     model, cfg = load_model(a.model, device)

@@ -4,7 +4,7 @@ For N images drawn from the default prior (seed 10^9 + SEED, which no training s
 rendered by the ITM generator (the reference), at G x G with the given electrons per shell:
 
   regressor    the model alone (``sevi predict --no-refine``);
-  refined      the likelihood refinement started from the regressor (``sevi/fit.py``, the default of
+  refined      the likelihood refinement started from the regressor (``sevi/fit/count_fit.py``, the default of
                ``sevi predict``), with its convergence, chi^2 per dof and seconds per image;
   from truth   the same refinement started from the true parameters: when both end at the same
                optimum the regressor "landed" the fit (the fraction is printed);
@@ -12,7 +12,7 @@ rendered by the ITM generator (the reference), at G x G with the given electrons
                Legendre projection of the slice over each shell's window R +- 3 sigma_R taken from
                the TRUTH (an oracle that favours them; overlapping shells share a window);
   floors       the image's own Distance at the Cramer-Rao bound and at the Bayesian floor
-               (``sevi/information.py``, histogram detector).
+               (``sevi/physics/information.py``, histogram detector).
 
 Printed: mean / median Distance of each, separated and overlapping shells (|R1 - R2| < 0.03) apart,
 and the medians as ratios to the median Bayesian floor; the calibration of the refined error bars
@@ -37,8 +37,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sevi.atomic import write_json  # noqa: E402
-from tools.held_out import HELD_OUT_OFFSET, add_held_out_args, held_out_params  # noqa: E402
+from sevi.evaluation.held_out import HELD_OUT_OFFSET, add_held_out_args, held_out_params
+from sevi.io.atomic import write_json
+
 SEPARATION = 0.03
 
 
@@ -98,13 +99,18 @@ def main(argv=None) -> dict:
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="abel")
     from tqdm import tqdm
 
-    from sevi.fit import FitConfig, Refiner
-    from sevi.forward import ExpectedImage, ForwardConfig
-    from sevi.generator import GeneratorConfig, SeviGenerator, pick_device
-    from sevi.information import fisher_information, image_floors, prior_precision
-    from sevi.metric import distance
-    from sevi.predict import predict_images
-    from sevi.training import load_model
+    from sevi.fit.count_fit import FitConfig, Refiner
+    from sevi.physics.forward import ExpectedImage, ForwardConfig
+    from sevi.physics.generator import GeneratorConfig, SeviGenerator
+    from sevi.physics.information import (
+        fisher_information,
+        image_floors,
+        prior_precision,
+    )
+    from sevi.physics.metric import distance
+    from sevi.regressor.checkpoints import load_model
+    from sevi.regressor.inference import predict_images
+    from sevi.runtime.device import pick_device
 
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
 model should score the same on both (the two agree in distribution).
 
 A direct-path model (trained with ``spot_blur > 0``) gets the same images blurred by its spot_blur
-(``sevi.direct.blur_images``, at the rendering grid, which must sample the blur with >= 1.5 px).
+(``sevi.camera.direct_image.blur_images``, at the rendering grid, which must sample the blur with >= 1.5 px).
 
 Renders N images (default 200) of G x G (512) with a fixed electron count per shell (1e5) from the
 default prior (fixed seed, never a training seed: training streams use seeds < 2^31 + ...), runs
@@ -39,25 +39,27 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared box; 0: default)")
     ap.add_argument("--json", default="", help="also write the figures to this JSON file")
     ap.add_argument("--render", default="itm", choices=("itm", "poisson"),
-                    help="how the held-out images are drawn (sevi/expected_renderer.py); the same parameters either way")
+                    help="how the held-out images are drawn (sevi/physics/expected_renderer.py); the same parameters either way")
     ap.add_argument("--electrons-course", action="store_true", help="the prior's 1.8-2.5e6 electrons per shell "
                                                                     "instead of --electrons")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from sevi.atomic import write_json
-    from sevi.direct import blur_images
-    from sevi.generator import GeneratorConfig, pick_device
-    from sevi.metric import distance
-    from sevi.predict import predict_images
-    from sevi.prior import Prior, PriorConfig
-    from sevi.training import SEPARATION, load_model
+    from sevi.camera.direct_image import blur_images
+    from sevi.io.atomic import write_json
+    from sevi.physics.generator import GeneratorConfig
+    from sevi.physics.metric import distance
+    from sevi.physics.prior import Prior, PriorConfig
+    from sevi.regressor.checkpoints import load_model
+    from sevi.regressor.inference import predict_images
+    from sevi.regressor.train_config import SEPARATION
+    from sevi.runtime.device import pick_device
 
     device = pick_device(args.device)
     model, cfg = load_model(args.model, device)
     pc = PriorConfig() if args.electrons_course else PriorConfig().with_electrons(args.electrons)
-    from sevi.expected_renderer import make_renderer
+    from sevi.physics.expected_renderer import make_renderer
     gen = make_renderer(args.render, GeneratorConfig(grid=args.grid), device, pc)
     params = Prior(pc)(args.n, 10**9 + args.seed).params  # a seed range no training stream uses
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ its traceback in the JSON, and the next step runs:
    numpy method timed in the same run for the ratio (``tools/bench_generate.py``);
 3. expected_renderer: the Poisson renderer against ITM at the course's counts (1024^2 and 128^2);
 4. training: the a100 preset's model and batch, fed in-process by ``make_batch``, through
-   ``sevi.training.train_loop`` for a fixed wall budget, with bf16 autocast and without: steps/s,
+   ``sevi.regressor.training.train_loop`` for a fixed wall budget, with bf16 autocast and without: steps/s,
    images/s, peak GPU memory, the share of step time spent waiting for data, and the loss;
 5. centroiding: frames rendered on the device (``tools/bench_frames.py``), frames/s of
    ``centroid_frames`` (full, and without the joint cluster refit as ``sevi frames --fast``),
@@ -53,8 +53,8 @@ if str(ROOT) not in sys.path:  # a plain copy of the repository, not pip-install
 
 import torch  # noqa: E402
 
-from sevi.atomic import write_json  # noqa: E402
-from sevi.generator import pick_device  # noqa: E402
+from sevi.io.atomic import write_json
+from sevi.runtime.device import pick_device
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ GENERATOR_TARGET_IMAGES_PER_S = 1000.0  # BENCHMARKS.md target at G 1024 with 2 
 
 
 def step_generator(ck: Check, budget_s: float) -> dict:
-    from sevi.generator import GeneratorConfig, SeviGenerator
-    from sevi.prior import Prior, PriorConfig
+    from sevi.physics.generator import GeneratorConfig, SeviGenerator
+    from sevi.physics.prior import Prior, PriorConfig
     from tools.bench_generate import time_generator, time_numpy
 
     cuda = ck.device.type == "cuda"
@@ -145,12 +145,12 @@ def step_generator(ck: Check, budget_s: float) -> dict:
 
 # -- 3. expected-image renderer (hook) ----------------------------------------------------------
 def step_expected_renderer(ck: Check, budget_s: float) -> dict:
-    """Images/s of the Poisson renderer (sevi/expected_renderer.py) against the ITM generator, in the
+    """Images/s of the Poisson renderer (sevi/physics/expected_renderer.py) against the ITM generator, in the
     same run and on the same parameters, at the course's counts: at 1024^2 and at the 128^2 the
     cpu-course model reads (the renderer's cost is set by the pixels, ITM's by the electrons)."""
-    from sevi.expected_renderer import make_renderer
-    from sevi.generator import GeneratorConfig
-    from sevi.prior import PriorConfig
+    from sevi.physics.expected_renderer import make_renderer
+    from sevi.physics.generator import GeneratorConfig
+    from sevi.physics.prior import PriorConfig
     from tools.bench_generate import time_generator
 
     electrons = 20_000 if ck.tiny else 2_200_000
@@ -194,12 +194,13 @@ def steady_rates(t_call: list[float], wait: list[float], batch: int, eval_every:
 
 def training_run(cfg, device: torch.device, wall_s: float, max_steps: int | None = None,
                  eval_every: int = 20, warmup: int = 3) -> dict:
-    """``sevi.training.train_loop`` on ``cfg`` fed in-process (``make_batch`` with the training
+    """``sevi.regressor.training.train_loop`` on ``cfg`` fed in-process (``make_batch`` with the training
     stream's seeds) until ``wall_s`` seconds from the start (setup included) or ``max_steps`` steps.
     The validation set is one batch (``cfg.val_images``), evaluated every ``eval_every`` steps for the
     loss curve; no checkpoints. Returns steps, steady rates (``steady_rates``), the loss curve and
     the peak GPU memory."""
-    from sevi.training import LoopContext, batch_seed, make_batch, make_generator, train_loop
+    from sevi.regressor.batches import batch_seed, make_batch, make_generator
+    from sevi.regressor.training import LoopContext, train_loop
     from tools.bench_train import TimedFeed
 
     cfg = dataclasses.replace(cfg, eval_every=eval_every, checkpoint_every=10**9)
@@ -236,7 +237,7 @@ def training_run(cfg, device: torch.device, wall_s: float, max_steps: int | None
 
 
 def step_training(ck: Check, budget_s: float) -> dict:
-    from sevi.training import PRESETS
+    from sevi.regressor.train_config import PRESETS
 
     a100 = PRESETS["a100"]
     if ck.tiny:  # the a100 shape of things (polar input, strided stem) at toy sizes
@@ -272,8 +273,9 @@ FRAMES_TARGET_PER_S = 2000.0  # BENCHMARKS.md target
 
 
 def step_centroiding(ck: Check, budget_s: float) -> dict:
-    from sevi.centroid import CentroidConfig, centroid_frames
-    from sevi.frames import FrameModel
+    from sevi.camera.centroid import centroid_frames
+    from sevi.camera.centroid_config import CentroidConfig
+    from sevi.camera.frames import FrameModel
     from tools.bench_frames import evaluate, found_px, simulate
 
     cuda = ck.device.type == "cuda"
@@ -335,13 +337,13 @@ def step_optics(ck: Check, budget_s: float) -> dict:
 
 # -- 7. refinement (hook) ----------------------------------------------------------------------
 def step_refinement(ck: Check, budget_s: float) -> dict:
-    """Seconds per image of the likelihood refinement (sevi/fit.py) at 1024^2 with the course's counts,
+    """Seconds per image of the likelihood refinement (sevi/fit/count_fit.py) at 1024^2 with the course's counts,
     started from the truth's radii moved by 0.01 and the prior's mean betas: the fit's own cost."""
     import numpy as np
 
-    from sevi.fit import FitConfig, Refiner, choose_fit_grid
-    from sevi.generator import GeneratorConfig, SeviGenerator
-    from sevi.prior import Prior, PriorConfig
+    from sevi.fit.count_fit import FitConfig, Refiner, choose_fit_grid
+    from sevi.physics.generator import GeneratorConfig, SeviGenerator
+    from sevi.physics.prior import Prior, PriorConfig
 
     grid, electrons, n = (64, 50_000, 1) if ck.tiny else (1024, 2_200_000, 4)
     pc = PriorConfig().with_electrons(electrons)
@@ -369,14 +371,14 @@ def step_refinement(ck: Check, budget_s: float) -> dict:
 
 
 def direct_refinement(ck: Check, params, pc, mean_beta, n: int) -> dict:
-    """Seconds per image of the direct-path refinement (sevi/fit_direct.py): count images rendered at
+    """Seconds per image of the direct-path refinement (sevi/fit/direct_fit.py): count images rendered at
     1024^2 (256^2 with --tiny), blurred by the camera's mean spot, read at 256^2."""
     import numpy as np
 
-    from sevi.direct import blur_images
-    from sevi.fit import FitConfig
-    from sevi.fit_direct import REFINE_GRID, DirectNoise, DirectRefiner
-    from sevi.generator import GeneratorConfig, SeviGenerator
+    from sevi.camera.direct_image import blur_images
+    from sevi.fit.count_fit import FitConfig
+    from sevi.fit.direct_fit import REFINE_GRID, DirectNoise, DirectRefiner
+    from sevi.physics.generator import GeneratorConfig, SeviGenerator
 
     G = 256 if ck.tiny else 1024
     noise = DirectNoise(flux_scale=1.0, flux_rel_var=0.0, background_var=0.0)

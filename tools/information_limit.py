@@ -1,7 +1,7 @@
 """The information limit of SEVI images: Distance at the Cramer-Rao bound and at the Bayesian floor.
 
 For a held-out set drawn from the default prior at a fixed seed, the Fisher information of each
-image's Poisson pixels (sevi/information.py, on the exact expected image of sevi/forward.py) gives
+image's Poisson pixels (sevi/physics/information.py, on the exact expected image of sevi/physics/forward.py) gives
 per image the Distance an efficient unbiased estimator would reach (CRB) and the floor with the
 prior's information added (Bayesian floor), for three detectors: every electron ("histogram",
 the generator's images), the detected electrons ("events", a perfect centroider) and the summed
@@ -18,21 +18,25 @@ A setting is GRID:ELECTRONS (electrons per shell) or GRID:course (the prior's 1.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sevi.atomic import write_json  # noqa: E402
-from sevi.forward import ExpectedImage, ForwardConfig  # noqa: E402
-from sevi.information import DETECTORS, fisher_information, floors_table, image_floors, prior_precision  # noqa: E402
-from sevi.prior import Prior, PriorConfig  # noqa: E402
-from tools.held_out import HELD_OUT_OFFSET  # noqa: E402
+from sevi.evaluation.held_out import HELD_OUT_OFFSET
+from sevi.io.atomic import write_json
+from sevi.physics.forward import ExpectedImage, ForwardConfig
+from sevi.physics.information import (
+    DETECTORS,
+    fisher_information,
+    floors_table,
+    image_floors,
+    prior_precision,
+)
+from sevi.physics.prior import Prior, PriorConfig
 
 SEED = 2024  # the held-out seed of tools/eval_sevi.py and tools/eval_refine.py
 

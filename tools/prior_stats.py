@@ -6,7 +6,7 @@
 import argparse
 import time
 
-from sevi.prior import Prior
+from sevi.physics.prior import Prior
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ def _operator_runs(state_seed: int, rng_seed: int, n_runs: int, params=None):
     Returns (state after the runs, the rng, the Measurements, the standard curves (2, W))."""
     import numpy as np
 
-    from coating import plant, schema
+    from coating.line import plant, schema
 
     params = params or plant.PlantParams()
     state = plant.init(params, state_seed)
@@ -48,7 +48,7 @@ FAST = {"model1": {"epochs": 40}, "model2": {"epochs": 40},
 @pytest.fixture(scope="session")
 def cycle_rows(operator_runs):
     """One cycle of 20 operator runs (plant state seed 7, rng seed 8) as history rows."""
-    from coating import plant, schema
+    from coating.line import plant, schema
     _, _, runs, _ = operator_runs(7, 8, 20, plant.PlantParams())
     return schema.history_from_measurements(runs)
 
@@ -57,6 +57,7 @@ def cycle_rows(operator_runs):
 def fitted(cycle_rows):
     """Every model kind fitted (``FAST``) on ``cycle_rows`` with its latest run held out;
     session-wide, as the fits are deterministic (seeded) and no test changes them."""
-    from coating import models
-    tr, va = models.time_split(cycle_rows, 1)
-    return {k: models.fit(k, FAST[k], tr, va) for k in models.KINDS}
+    from coating.line import history_rows
+    from coating.models import fitting, hparams
+    tr, va = history_rows.time_split(cycle_rows, 1)
+    return {k: fitting.fit(k, FAST[k], tr, va) for k in hparams.KINDS}

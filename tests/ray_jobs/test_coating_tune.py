@@ -9,8 +9,8 @@ from ray_jobs.pool import find_pool, pool_stats, stop_pool
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
-    from coating import plant
-    from coating.schema import history_from_measurements, write_history
+    from coating.line import plant
+    from coating.line.schema import history_from_measurements, write_history
 
     d = tmp_path_factory.mktemp("plant")
     params = plant.PlantParams(cycle_runs_min=30, cycle_runs_max=30)
@@ -25,7 +25,7 @@ def tune_args(history, tmp_path, pool):
 
 
 def test_tune_job_writes_best_models_and_resumes(ray_local, history, tmp_path):
-    from coating import registry
+    from coating.models import registry
     from ray_jobs import coating_tune
 
     pool = "test-tune-pool"
@@ -50,9 +50,10 @@ def test_appending_runs_refits_only_the_sweeps_whose_rows_changed(ray_local, tmp
     import dataclasses
     import os
 
-    from coating import plant, registry
-    from coating.models import select_rows
-    from coating.schema import history_from_measurements, write_history
+    from coating.line import plant
+    from coating.line.history_rows import select_rows
+    from coating.line.schema import history_from_measurements, write_history
+    from coating.models import registry
     from ray_jobs import coating_tune
 
     params = plant.PlantParams(cycle_runs_min=10, cycle_runs_max=10)
@@ -94,7 +95,7 @@ def test_appending_runs_refits_only_the_sweeps_whose_rows_changed(ray_local, tmp
 
 
 def time_split_train(history, cycle_id):
-    from coating.models import time_split
+    from coating.line.history_rows import time_split
     return time_split(history, cycle_id)[0]
 
 

@@ -1,9 +1,9 @@
 """ray_jobs.frames_job: the Ray runner gives the in-process result."""
 import numpy as np
 
-from sevi.frames_io import read_events
-from sevi.frames_pipeline import run as run_frames
-from tests.sevi.test_frames_pipeline import frame_file, frames_args, reference  # noqa: F401 (fixtures)
+from sevi.cli.frames import run as run_frames
+from sevi.io.frame_files import read_events
+from tests.sevi.camera.test_centroid_file import frame_file, frames_args, reference  # noqa: F401,F811 (fixtures)
 
 
 def test_ray_tasks_give_the_in_process_result(frame_file, reference, tmp_path, ray_local):

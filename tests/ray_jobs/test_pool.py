@@ -7,7 +7,13 @@ import pytest
 import ray
 import torch
 
-from ray_jobs.pool import PoolClient, PoolSpec, find_pool, get_or_create_pool, pool_stats
+from ray_jobs.pool import (
+    PoolClient,
+    PoolSpec,
+    find_pool,
+    get_or_create_pool,
+    pool_stats,
+)
 from ray_jobs.recipes import RecipeBook
 
 PARAMS = {"grid": 32, "batch": 2, "electrons": 3000}

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from ray_jobs.recipes import SEVI_NOT_IN_BATCH, RecipeBook
-from sevi.training import config_from_dict, make_batch, make_generator
+from sevi.regressor.batches import make_batch, make_generator
+from sevi.regressor.train_config import config_from_dict
 
 BASE = {"grid": 32, "n_r": 16, "n_theta": 8, "electrons": (2000, 3000), "batch_size": 2, "width": 4}
 # A different valid value for every field the cache key leaves out.

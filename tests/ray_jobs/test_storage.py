@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from ray_jobs.storage import JOB_CONFIG_ENV, OutputPathError, join, resolve_output, submitted_working_dir
+from ray_jobs.storage import (
+    JOB_CONFIG_ENV,
+    OutputPathError,
+    join,
+    resolve_output,
+    submitted_working_dir,
+)
 
 SUBMITTED = {JOB_CONFIG_ENV: json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123abcd.zip"},
                                          "metadata": {}})}

@@ -1,9 +1,9 @@
-"""tools/coating_closed_loop.py: the command line over coating.closed_loop (methods, typed
+"""tools/coating_closed_loop.py: the command line over coating.recommend.closed_loop (methods, typed
 --plant overrides, the --grey-select grid)."""
 import numpy as np
 
-from coating import plant
-from coating.closed_loop import run_cycle
+from coating.line import plant
+from coating.recommend.closed_loop import run_cycle
 from tools import coating_closed_loop as cl
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tools import gpu_check
-from tools.gpu_check import STEPS, Check, steady_rates, training_run
+from tools.gpu_check import STEPS, steady_rates, training_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,7 +126,7 @@ def test_steady_rates_leave_out_warmup_and_evaluation_intervals():
 def test_full_a100_training_path_two_steps_at_batch_2():
     """The crash test of the full-size path: the a100 preset's grid, electrons, input and model
     (only the batch is 2), two steps and one validation through train_loop. About 20 s here."""
-    from sevi.training import PRESETS
+    from sevi.regressor.train_config import PRESETS
 
     cfg = dataclasses.replace(PRESETS["a100"], batch_size=2, val_images=2)
     assert (cfg.grid, cfg.n_r, cfg.n_theta, cfg.width, cfg.stem_stride) == (512, 256, 256, 64, 2)
@@ -138,7 +138,7 @@ def test_full_a100_training_path_two_steps_at_batch_2():
 
 
 def test_training_run_stops_at_its_wall_budget():
-    from sevi.training import PRESETS
+    from sevi.regressor.train_config import PRESETS
 
     cfg = dataclasses.replace(PRESETS["tiny"], val_images=8, steps=10**6)  # the wall budget ends it, not the steps
     t0 = time.perf_counter()

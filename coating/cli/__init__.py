@@ -1,0 +1,1 @@
+"""The ``coating`` command line."""

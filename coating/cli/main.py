@@ -1,0 +1,293 @@
+"""``coating`` command line: ``simulate`` a plant history, compute the ``spectrum`` of a design,
+``recommend`` the next thickness settings per furnace run.
+
+Heavy imports (torch) live inside the subcommands so ``coating --help`` is instant.
+``build_parser`` adds ``simulate`` and ``spectrum`` itself and ``recommend`` through
+``add_recommend_parser`` (its defaults are ``RecommendConfig``'s, coating/recommend/config.py;
+the command is ``coating.recommend.plan.run_recommend``).
+
+    coating simulate --cycles N --seed S --out history.csv|.h5 [--standard-out STD.csv]
+    coating spectrum --stack STACK.json [--angle DEG] [--out R.csv]
+    coating recommend --history H.csv --runs NEW.csv --standard STD.csv --models DIR --out OUT
+
+STACK.json: ``{"incident": n, "substrate": n, "layers": [{"n": [re, im]} or
+{"material": NAME}, each with "thickness_nm": t, ...]}`` listed from the incident side to the
+substrate; ``incident``/``substrate`` are a number, ``[re, im]`` or a material name.
+R.csv has ``wavelength,R`` (nm, percent, unpolarised).
+
+Input files are UTF-8 (a byte-order mark is accepted); CSV files are comma-separated, blank
+lines ignored. Bad input ends in one line naming the file, the field and the expected form,
+exit status 2 and no traceback; ``--debug`` (before or after the subcommand) shows it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
+    """Check every output path before anything is written (``{"--flag": path or None}``): each
+    must name a file (not a folder) in a folder that exists or can be made, no two outputs
+    and no output and input may be one file (writing it would destroy the input)."""
+    import os
+    from pathlib import Path
+
+    seen = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"{flag} {path}: is a folder; expected a file name")
+        parent = p.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"{flag} {path}: {parent} is a file, not a folder; expected a file name in a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+        key = os.path.realpath(p)
+        if key in seen:
+            raise ValueError(f"{flag} {path}: the same file as {seen[key]}; expected two different files")
+        seen[key] = flag
+        for iflag, ipath in (inputs or {}).items():
+            if ipath is not None and (os.path.realpath(ipath) == key or
+                                      (p.exists() and Path(ipath).exists() and os.path.samefile(ipath, p))):
+                raise ValueError(f"{flag} {path}: the same file as the input {iflag} {ipath}; writing it would "
+                                 f"destroy the input; expected another file name")
+
+
+def _cmd_simulate(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from coating.line import plant, schema
+
+    if Path(args.out).suffix.lower() not in (".csv", ".h5", ".hdf5"):
+        raise ValueError(f"--out {args.out}: expected a .csv, .h5 or .hdf5 file name")
+    check_outputs({"--out": args.out, "--standard-out": args.standard_out})
+    # One run is a handful of tiny tensor ops: extra threads only add overhead (and the
+    # machine is shared), so the simulator runs single-threaded.
+    torch.set_num_threads(1)
+    params = plant.PlantParams()
+    runs = plant.simulate(params, args.cycles, args.seed)
+    schema.write_history(schema.history_from_measurements(runs), args.out)
+    print(f"wrote {len(runs)} runs in {args.cycles} cleaning cycles to {args.out}")
+    if args.standard_out:
+        R = plant.standard_reflectance(params)
+        schema.write_standard(schema.Standard(schema.WAVELENGTHS_NM.astype(float), R[0], R[1]),
+                              args.standard_out)
+        print(f"wrote the standard to {args.standard_out}")
+    return 0
+
+
+def _index_spec(spec, wl, where: str):
+    import math
+
+    import torch
+
+    from coating.optics import materials
+    if isinstance(spec, str):
+        try:
+            return materials.index(spec, wl)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    # A real part <= 0 is no dielectric's and makes the admittances vanish: a NaN spectrum.
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not (math.isfinite(spec) and spec > 0):
+            raise ValueError(f"{where}: expected a refractive index > 0 (finite), got {spec!r}")
+        return torch.full_like(wl, float(spec)).to(torch.complex128)
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         for x in spec):
+        if not (math.isfinite(spec[0]) and math.isfinite(spec[1]) and spec[0] > 0):
+            raise ValueError(f"{where}: expected [n, k] with a finite real part n > 0, got {spec}")
+        if spec[1] < 0:
+            raise ValueError(f"{where}: imaginary part must be >= 0 (n + ik, k >= 0 absorbing), got {spec}")
+        return torch.full_like(wl, float(spec[0])) + 1j * float(spec[1])
+    raise ValueError(f"{where}: expected a number, [re, im] or a material name, got {spec!r}")
+
+
+def load_stack(path, wl):
+    """Parse STACK.json into ``(n_layers (L, W), thickness_nm (L,), n_incident, n_substrate)``."""
+    import torch
+
+    from coating.line.schema import read_utf8
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such file")
+    try:
+        doc = json.loads(read_utf8(path))  # UTF-8 (a BOM accepted); UTF-16 or latin-1 named
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object with 'incident', 'substrate', 'layers'")
+    unknown = set(doc) - {"incident", "substrate", "layers"}
+    if unknown or "layers" not in doc or "substrate" not in doc:
+        raise ValueError(f"{path}: expected keys 'incident' (optional, default 1.0), 'substrate', "
+                         f"'layers'; got {sorted(doc)}")
+    n_inc = _index_spec(doc.get("incident", 1.0), wl, f"{path}: field 'incident'")
+    if n_inc.imag.abs().max() > 0:
+        raise ValueError(f"{path}: field 'incident': the incident medium must be lossless (k = 0)")
+    n_sub = _index_spec(doc["substrate"], wl, f"{path}: field 'substrate'")
+    layers = doc["layers"]
+    if not isinstance(layers, list) or not layers:
+        raise ValueError(f"{path}: field 'layers': expected a non-empty list")
+    ns, ds = [], []
+    for i, layer in enumerate(layers):
+        where = f"{path}: layers[{i}]"
+        if not isinstance(layer, dict) or "thickness_nm" not in layer or \
+                (("n" in layer) == ("material" in layer)):
+            raise ValueError(f"{where}: expected {{'n': [re, im]}} or {{'material': NAME}} with 'thickness_nm'")
+        t = layer["thickness_nm"]
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not t >= 0 or t == float("inf"):
+            raise ValueError(f"{where}: field 'thickness_nm': expected a finite number >= 0, got {t!r}")
+        ns.append(_index_spec(layer.get("n", layer.get("material")), wl, where))
+        ds.append(float(t))
+    return torch.stack(ns), torch.tensor(ds, dtype=torch.float64), n_inc.real, n_sub
+
+
+def _cmd_spectrum(args) -> int:
+    import torch
+
+    from coating.line.schema import _atomic
+    from coating.optics.colour import Colorimeter
+    from coating.optics.transfer_matrix import default_wavelengths_nm, reflectance
+
+    check_outputs({"--out": args.out}, {"--stack": args.stack})
+    wl = default_wavelengths_nm(torch.float64)
+    n, d, n_inc, n_sub = load_stack(args.stack, wl)
+    R = reflectance(n, d, wl, n_sub, n_inc, args.angle, "u")     # (W,)
+    lab = Colorimeter.build(wl).lab(R)
+    if args.out:
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("wavelength,R\n")
+                for w, r in zip(wl.tolist(), (100 * R).tolist()):
+                    f.write(f"{w:g},{r!r}\n")
+        _atomic(args.out, write)
+        print(f"wrote {args.out}")
+    L, a, b = lab.tolist()
+    print(f"L*={L:.3f} a*={a:.3f} b*={b:.3f}  (D65, CIE 1964 10 deg, {args.angle:g} deg, unpolarised)")
+    return 0
+
+
+def _add_debug(p, default=argparse.SUPPRESS) -> None:
+    # On the main parser and on every subcommand, so it works before or after the subcommand;
+    # a subcommand's default is SUPPRESS so it cannot undo a --debug given before it.
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the Python traceback of an error instead of one line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coating", description="AR-coating physics and plant tools")
+    _add_debug(parser, False)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="simulate a plant history (one row per furnace run)")
+    p.add_argument("--cycles", type=int, required=True, help="number of cleaning cycles")
+    p.add_argument("--seed", type=int, required=True, help="random seed")
+    p.add_argument("--out", required=True, help="history file, .csv or .h5")
+    p.add_argument("--standard-out", help="also write the standard (target) CSV here")
+    _add_debug(p)
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("spectrum", help="reflectance and L*a*b* of one design")
+    p.add_argument("--stack", required=True, help="STACK.json (layers from the incident side)")
+    p.add_argument("--angle", type=float, default=0.0, help="angle of incidence, degrees")
+    p.add_argument("--out", help="write wavelength,R (percent) to this CSV")
+    _add_debug(p)
+    p.set_defaults(func=_cmd_spectrum)
+
+    add_recommend_parser(sub)
+    return parser
+
+
+# The flag of each RecommendConfig field, for messages in the user's terms.
+_RECOMMEND_FLAGS = {"robust_draws": "--robust", "spectral_weight": "--spectral-weight",
+                    "bound_rel": "--bound-rel", "max_step_rel": "--max-step-rel"}
+
+
+def recommend_config(args):
+    """The ``RecommendConfig`` of ``coating recommend``'s flags; a value out of range is named by
+    its flag."""
+    from coating.recommend.config import RecommendConfig, RecommendConfigError
+    try:
+        return RecommendConfig(robust_draws=args.robust, spectral_weight=args.spectral_weight,
+                               bound_rel=args.bound_rel, max_step_rel=args.max_step_rel,
+                               fine_tune=not args.no_fine_tune, refit=not args.no_refit)
+    except RecommendConfigError as e:
+        raise ValueError(f"{_RECOMMEND_FLAGS[e.field]} {e.value}: expected {e.expected}") from None
+
+
+def _cmd_recommend(args) -> int:
+    from coating.recommend.plan import run_recommend
+    return run_recommend(args.history, args.runs, args.standard, args.models, args.out, args.kind,
+                         recommend_config(args))
+
+
+def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``recommend`` to a ``coating`` sub-parser set (``argparse`` subparsers object); its
+    defaults are ``RecommendConfig``'s."""
+    from coating.recommend.config import RecommendConfig
+    default = RecommendConfig()
+    p = subparsers.add_parser("recommend", help="recommend the next thickness settings per furnace run")
+    p.add_argument("--history", required=True, help="plant history, .csv or .h5")
+    p.add_argument("--runs", required=True, help="NEW.csv: furnace_no [, cycle_id, run_in_cycle, date, measurements]")
+    p.add_argument("--standard", required=True, help="standard CSV wavelength,R_F,R_B")
+    p.add_argument("--models", required=True, help="model registry directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--kind", default="greybox", choices=("greybox", "model1"), help="model kind to use")
+    p.add_argument("--no-fine-tune", action="store_true",
+                   help="plan with the registry model as it is: no refit, no fine-tuning on newer / measured runs")
+    p.add_argument("--no-refit", action="store_true",
+                   help="grey box: update the cycle model by filter steps (fine-tuning) instead of fitting it "
+                        "again on all of the cycle's runs and the measured run (the default)")
+    p.add_argument("--bound-rel", type=float, default=default.bound_rel,
+                   help="bounds: median settings -+ this fraction")
+    p.add_argument("--max-step-rel", type=float, default=default.max_step_rel,
+                   help="largest change per run, fraction")
+    p.add_argument("--robust", type=int, default=default.robust_draws, metavar="N",
+                   help="robust design: minimise the expected dE00^2 over N draws of the run's own "
+                        f"deposition errors (grey box only; 0 = nominal; default {default.robust_draws})")
+    p.add_argument("--spectral-weight", type=float, default=default.spectral_weight, metavar="W",
+                   help="weight of the spectral distance to the standard against dE00^2 (default "
+                        f"{default.spectral_weight}); lower trades curve shape for colour consistency")
+    _add_debug(p)
+    p.set_defaults(func=_cmd_recommend)
+    return p
+
+
+def _user_error_text(e: BaseException) -> str | None:
+    """The message of an error the user can fix (bad input, a missing or unreadable file), or
+    None for anything else (a defect: its traceback is the useful report)."""
+    import pickle
+    if isinstance(e, OSError):
+        # e.g. "[Errno 13] Permission denied: 'x'": the file first, as in our own messages
+        return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+    if isinstance(e, (ValueError, pickle.UnpicklingError)):
+        return str(e)
+    return None
+
+
+def main(argv=None) -> int:
+    """The ``coating`` command. Errors in the user's input end in one message naming the file,
+    the field and the expected form, exit status 2 and no traceback (``--debug`` shows it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "cycles", 1) < 1:
+        print("coating: error: --cycles must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except Exception as e:  # noqa: BLE001 - sorted into user errors and defects below
+        text = _user_error_text(e)
+        if text is None or getattr(args, "debug", False):
+            raise
+        print(f"coating {args.command}: error: {text}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

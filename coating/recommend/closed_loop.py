@@ -1,0 +1,228 @@
+"""Closed-loop evaluation of thickness recommendations on simulated plants: the cycle runner,
+its baselines and oracles, and the summary. ``tools/coating_closed_loop.py`` is its command
+line.
+
+For each simulated plant (``coating.line.plant``, seed ``s``) and each of its first cycles: the
+operators' rule runs the first ``fit_runs`` runs of the cycle; the models are fitted on them
+(time split: the latest 20 % validate) and conditioned on the validation runs; then every
+method plans run after run for ``loop_runs`` runs (or to the end of the cycle), each next run
+simulated with the method's settings, and its ΔE00 (CIEDE2000 of the measured colour against
+the standard, front and back) is recorded. All methods start from the same machine state and
+draw the same random numbers (``plant.step`` consumes the same draws whatever the settings), so
+they are compared on the same runs. Methods:
+
+- ``ours``: the grey-box cycle model (``coating.models.greybox``), brought up to date after each
+  just-measured run by ``fitting.update_cycle_model``, the rule ``coating recommend`` runs
+  (``refit_every=1``: fitted again on all the cycle's runs each time; ``0``: filter steps);
+  settings by ``coating.recommend.optimise_settings.recommend_settings``;
+- ``ours_robust``: the same model, recommender with robust design (``robust_draws`` =
+  ``RecommendConfig.robust_draws``, 32: the expected dE00^2 over the model's antithetic draws of
+  the run's own deposition errors): what ``coating recommend`` does by default;
+- ``unchanged``: the settings of the last fitted run, kept;
+- ``notes_model1``: the notes' approach: the model1 MLP of the cycle, fine-tuned on each
+  just-measured run, input optimisation by the same recommender;
+- ``physics_ls``: fit the last run's 10 adjustable thicknesses through the optics (nominal
+  indices) by least squares, tooling = fitted / set, new settings = recipe / tooling;
+- ``operator`` (for reference): the plant simulator's model of the engineers' rule;
+- ``oracle`` (for reference, uses hidden truth): settings = recipe / true current tooling;
+- ``oracle_last`` (for reference, uses hidden truth): settings = recipe / (the true tooling of
+  the last run times the cycle's trend): the same rule on the machine as a perfect estimate of
+  the past runs would know it; only the walk's step since is unknown. No planner that learns
+  the machine from its measured runs can expect to do better than this without luck;
+- ``oracle_robust`` (for reference, uses hidden truth): the recommender with robust design on
+  the machine's own physics and noise (``plant.MachineTwin``): what the recommender reaches
+  with perfect knowledge of the machine, under the same bounds and step limit;
+- ``oracle_lagged`` (for reference, uses hidden truth): the same, but the machine is known as it
+  was at the last run (tooling times its trend); the walk step since is drawn in the robust
+  design. What a planner reaches that knows everything a measurement could tell.
+All methods get the same bounds and step limit per run (``recommend.default_limits``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from coating.line import plant, schema
+from coating.line.history_rows import time_split
+from coating.models import fitting
+from coating.optics.colour import ciede2000
+from coating.optics.stacks import settings_of_recipe
+from coating.recommend import optimise_settings as recommend
+from coating.recommend.config import RecommendConfig
+
+__all__ = ["METHODS", "ROBUST_DRAWS", "SPECTRAL_WEIGHT", "physics_ls_settings", "run_cycle", "summarise",
+           "targets"]
+
+METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
+           "oracle_last", "oracle_robust", "oracle_lagged")
+ROBUST_DRAWS = RecommendConfig.robust_draws  # what `coating recommend` uses by default
+SPECTRAL_WEIGHT = RecommendConfig.spectral_weight
+
+
+def physics_ls_settings(meas: plant.Measurement, params: plant.PlantParams) -> np.ndarray:
+    """Physics least squares: the last run's adjustable thicknesses fitted through the optics
+    (nominal indices, fixed layers at the recipe), then ``recipe * setting / fitted``."""
+    from scipy.optimize import least_squares
+
+    from coating.optics.stacks import recipe_thickness
+    model = plant._model()
+    R_meas = torch.tensor(np.stack([meas.R_F, meas.R_B]), dtype=torch.float64)
+    recipe = np.array(settings_of_recipe())
+
+    def fun(d):
+        t = recipe_thickness(torch.as_tensor(d, dtype=torch.float64))
+        return (100 * model.reflectance(t, angle_deg=params.measure_angle_deg) - R_meas).reshape(-1)
+    jac = lambda d: torch.autograd.functional.jacobian(fun, torch.as_tensor(d), vectorize=True).numpy()  # noqa: E731
+    r = least_squares(lambda d: fun(torch.as_tensor(d)).detach().numpy(), recipe, jac=jac, method="lm")
+    return recipe * np.asarray(meas.settings) / r.x
+
+
+def _clip(x, x0, limits):
+    x = np.clip(x, x0 - limits.max_step_nm, x0 + limits.max_step_nm)
+    return np.round(np.clip(x, limits.lower, limits.upper), 2)
+
+
+def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print, methods=METHODS,
+              finish_cycle=True, robust_draws=ROBUST_DRAWS, spectral_weight=SPECTRAL_WEIGHT, refit_every=1,
+              grey_select=()):
+    """Operator runs for ``fit_runs``, fit, then every method in closed loop. Returns
+    (state after the whole cycle under the operator, rng, {method: [(dE_F, dE_B), ...]}, info).
+
+    ``grey_select``: candidate grey-box overrides; with two or more, the grey box is the one of
+    lowest validation loss (``fitting.fit_best``), its hyperparameters kept for every refit."""
+    std_R = plant.standard_reflectance(params)
+    wl = schema.WAVELENGTHS_NM.astype(np.float64)
+    standard = recommend.Standard.from_curves(std_R[0], std_R[1])
+    cycle = state.cycle_id
+    rows = []
+    settings = np.array(state.settings)
+    for _ in range(fit_runs):
+        last_state = state
+        state, m = plant.step(state, settings, rng, params)
+        rows.append(m)
+        settings = plant.operator_settings(m, std_R, wl, params)
+    hist = schema.history_from_measurements(rows)
+    tr, va = time_split(hist, cycle)
+    t0 = time.time()
+    grey = grey_m = m1 = m1_m = None
+    chosen = None
+    if "ours" in methods or "ours_robust" in methods:
+        if len(grey_select) > 1:
+            grey, i = fitting.fit_best("greybox", hp_grey, grey_select, tr, va)
+            chosen = dict(grey_select[i])
+        else:
+            grey = fitting.fit("greybox", {**hp_grey, **(grey_select[0] if grey_select else {})}, tr, va)
+        grey_m = fitting.fine_tune(grey.model, va)  # condition on the validation runs (the latest)
+    if "notes_model1" in methods:
+        m1 = fitting.fit("model1", hp_m1, tr, va)
+        m1_m = fitting.fine_tune(m1.model, va)
+    fit_s = time.time() - t0
+    limits = recommend.default_limits(np.median(hist.settings, axis=0))
+    n_loop = min(loop_runs, state.cycle_length - state.run_in_cycle)
+    snap_state, snap_rng = state, rng.bit_generator.state
+    recipe = np.array(settings_of_recipe())
+    lab_std = standard.lab
+    results, times, aims, specs = {}, {}, {}, {}
+    for method in methods:
+        st = snap_state
+        r = np.random.default_rng()
+        r.bit_generator.state = snap_rng
+        last, cur = rows[-1], np.array(rows[-1].settings)
+        last_tooling = last_state.tooling
+        model = {"ours": grey_m, "ours_robust": grey_m, "notes_model1": m1_m}.get(method)
+        des, aim, spec, made = [], [], [], []
+        t0 = time.time()
+        for _ in range(n_loop):
+            if method == "unchanged":
+                nxt = cur
+            elif method == "operator":
+                nxt = plant.operator_settings(last, std_R, wl, params)
+            elif method == "oracle":
+                nxt = _clip(recipe / np.array(st.tooling), cur, limits)
+            elif method == "oracle_last":
+                nxt = _clip(recipe / (np.array(last_tooling) * (1 + np.array(st.tooling_trend))), cur, limits)
+            elif method == "oracle_robust":
+                nxt = recommend.recommend_settings(plant.MachineTwin(st, params), cur, st.run_in_cycle + 1,
+                                                   standard, limits, robust_draws=robust_draws,
+                                                   spectral_weight=spectral_weight).settings
+            elif method == "oracle_lagged":
+                lagged = dataclasses.replace(st, tooling=tuple(np.array(last_tooling) * (1 + np.array(st.tooling_trend))))
+                nxt = recommend.recommend_settings(plant.MachineTwin(lagged, params, params.tooling_walk_sd), cur,
+                                                   st.run_in_cycle + 1, standard, limits,
+                                                   robust_draws=robust_draws, spectral_weight=spectral_weight).settings
+            elif method == "physics_ls":
+                nxt = _clip(physics_ls_settings(last, params), cur, limits)
+            else:
+                rec = recommend.recommend_settings(model, cur, st.run_in_cycle + 1, standard, limits,
+                                                   robust_draws=robust_draws if method == "ours_robust" else 0,
+                                                   spectral_weight=spectral_weight)
+                nxt = rec.settings
+            # Diagnostics (hidden truth): the colour error the settings aim at on the machine as
+            # it is (no deposition error, no measurement noise), and how far the model's
+            # prediction of that colour is off.
+            lab_mean = torch.as_tensor(plant.mean_run_lab(st, nxt, params))
+            a = ciede2000(lab_mean, lab_std).numpy()
+            b = np.full(2, np.nan)
+            if model is not None:
+                b = ciede2000(torch.as_tensor(recommend.predicted_lab(model, nxt, st.run_in_cycle + 1)),
+                              lab_mean).numpy()
+            aim.append((float(a[0]), float(a[1]), float(b[0]), float(b[1])))
+            last_tooling = st.tooling
+            st, meas = plant.step(st, nxt, r, params)
+            des.append(plant.delta_e00_to_standard(meas, params))
+            spec.append(tuple(np.sqrt(((np.stack([meas.R_F, meas.R_B]) - std_R) ** 2).mean(-1))))
+            last, cur = meas, np.array(meas.settings)
+            made.append(meas)
+            if model is not None:  # the rule `coating recommend` runs before each plan
+                model = fitting.update_cycle_model(model, schema.history_from_measurements(rows + made),
+                                                  [schema.history_from_measurements([meas])],
+                                                  full_refit=bool(refit_every) and len(made) % refit_every == 0)
+        results[method] = des
+        aims[method] = aim
+        specs[method] = spec
+        times[method] = time.time() - t0
+    log(f"  cycle {cycle}: fit {fit_s:.1f} s ("
+        + (f"greybox val dE00 {grey.metrics['val_dE00']:.3f}" if grey else "no model")
+        + (f" with {chosen}" if chosen else "")
+        + (f", model1 {m1.metrics['val_dE00']:.3f}" if m1 else "") + f"); loop {n_loop} runs; " +
+        ", ".join(f"{k} {np.median(v):.2f}" for k, v in results.items()))
+    # Continue the operator's trajectory to the next cleaning cycle.
+    while finish_cycle and state.cycle_id == cycle:
+        state, m = plant.step(state, settings, rng, params)
+        settings = plant.operator_settings(m, std_R, wl, params)
+    info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times, "aim": aims, "spectral_rms": specs,
+            "greybox_val": grey.metrics if grey else None, "model1_val": m1.metrics if m1 else None,
+            "greybox_selected": chosen}
+    return state, rng, results, info
+
+
+def summarise(results: dict) -> dict:
+    """Per method, the next-run ΔE00 of ``results`` (``{method: [(dE_F, dE_B), ...]}``): median and
+    p90 over both sides and per side, mean, and the number of runs."""
+    out = {}
+    for method, des in results.items():
+        d = np.asarray(des)                                      # (runs, 2)
+        out[method] = {"median": float(np.median(d)), "p90": float(np.percentile(d, 90)),
+                       "median_F": float(np.median(d[:, 0])), "median_B": float(np.median(d[:, 1])),
+                       "p90_F": float(np.percentile(d[:, 0], 90)), "p90_B": float(np.percentile(d[:, 1], 90)),
+                       "mean": float(d.mean()), "n_runs": int(d.shape[0])}
+    return out
+
+
+def targets(summary: dict) -> dict:
+    """The recommender's targets from ``summarise``'s output: for ``ours`` and ``ours_robust``
+    (those present), the median against physics least squares (target <= 0.75) and against
+    unchanged settings (<= 0.45), and the p90 (<= 1.2); ``met`` when all three hold."""
+    base = summary["physics_ls"]["median"], summary["unchanged"]["median"]
+    out = {}
+    for name in ("ours", "ours_robust"):
+        if name not in summary:
+            continue
+        o = summary[name]
+        out[name] = {"median_vs_physics_ls": o["median"] / base[0], "median_vs_unchanged": o["median"] / base[1],
+                     "p90": o["p90"], "met": bool(o["median"] <= 0.75 * base[0] and o["median"] <= 0.45 * base[1]
+                                                  and o["p90"] <= 1.2)}
+    return out

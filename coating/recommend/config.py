@@ -1,0 +1,53 @@
+"""The recommender's settings: one frozen config, built by ``coating recommend`` from its flags.
+
+Plain data with no heavy imports, so the CLI can show the defaults in ``--help`` without loading
+torch. ``coating.recommend`` reads its defaults from here and the closed-loop benchmark
+(``coating.recommend.closed_loop``) uses the same values, so the benchmark measures what ships.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["RecommendConfig", "RecommendConfigError"]
+
+
+class RecommendConfigError(ValueError):
+    """A field out of range: ``field``, the ``value`` given and what is ``expected`` (the CLI
+    names its flag instead of the field)."""
+
+    def __init__(self, field: str, value, expected: str):
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"{field} {value}: expected {expected}")
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    """How ``coating recommend`` plans a run (docs/coating.md, "Recommendation")."""
+    # Robust design: draws of the run's own deposition errors over which the expected dE00^2 is
+    # minimised (grey box only; 0 = nominal design). 32 measured in closed loop (BENCHMARKS.md,
+    # section 5).
+    robust_draws: int = 32
+    # Weight of the spectral distance to the standard against dE00^2. Lower values let the robust
+    # design trade curve shape for colour consistency; 0.01 against the earlier 0.05 lowered the
+    # p90 of next-run dE00 on held-out plants at the same median (BENCHMARKS.md, section 5).
+    spectral_weight: float = 0.01
+    # Bounds: the cycle's median settings -+ this fraction (a cleaning moves the calibration by a
+    # few percent).
+    bound_rel: float = 0.15
+    # Largest change per run, as a fraction of the median settings (operators move settings by
+    # about 1 % a run).
+    max_step_rel: float = 0.03
+    # Bring the cycle model up to date before planning (False: the registry model as it is).
+    fine_tune: bool = True
+    # Grey box: fit it again on all the cycle's runs so far (False: filter steps instead).
+    refit: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.robust_draws, bool) or not isinstance(self.robust_draws, int) or self.robust_draws < 0:
+            raise RecommendConfigError("robust_draws", self.robust_draws,
+                                       "0 (nominal design) or a number of draws >= 1")
+        for name, hi in (("bound_rel", 1.0), ("max_step_rel", 1.0), ("spectral_weight", math.inf)):
+            v = getattr(self, name)
+            if not (0.0 <= v < hi):  # also refuses NaN
+                raise RecommendConfigError(name, v, "a number >= 0" + (f" and < {hi:g}" if hi < math.inf else ""))

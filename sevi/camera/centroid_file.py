@@ -1,0 +1,325 @@
+"""`sevi frames`: centroid a frame file into an events file, in chunks, resumably.
+
+    sevi frames FRAMES.h5 --out EVENTS.h5 [--chunk N] [--grid G] [--no-ray]
+    centroid_file(FRAMES.h5, EVENTS.h5, chunk=256, grid=1024, runner=run_in_process) -> exit status
+
+FRAMES.h5 is streamed in chunks of ``chunk`` frames (never whole: 50,000 frames are ~50 GB). Each
+chunk is centroided (sevi.camera.centroid) by :func:`process_chunk`, which reads its own frames from the
+file and writes ``EVENTS.h5.parts/chunk_<start>_<stop>.h5`` atomically. A re-run skips chunks
+whose part file exists, so an interrupted run resumes; when all are done the parts are merged into
+EVENTS.h5 (atomically) and the parts directory is removed. A chunk that cannot be read (truncated
+or corrupt input) stops the run with a message naming the frames; finished parts are kept.
+Resuming is keyed on content: each part records a digest of the frames it was made from and the
+centroider settings. While the input's path, size and mtime are those in ``manifest.json`` the
+parts are trusted; otherwise (the input was repaired, replaced or moved) every finished part is
+checked against the input's frames, and only those whose frames changed are centroided again.
+
+Who runs the chunks is a *chunk runner*: ``runner(chunks, finished) -> (failure, workers)`` runs
+each :class:`Chunk` through :func:`process_chunk`, calls ``finished(n_frames)`` as each one ends,
+and returns the first FrameFileError (None if none; running chunks may finish, no more start) and
+how many chunks ran at once. :func:`run_in_process` runs them one by one here (tests; the GPU box,
+which has no Ray); ``ray_jobs.frames_job.RayChunkRunner`` fans them out as Ray tasks, and is
+imported only when asked for (:func:`chunk_runner`), so this module runs without Ray.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+
+__all__ = ["centroid_file", "Chunk", "ChunkRunner", "run_in_process", "process_chunk", "chunk_ranges",
+           "centroid_config", "frames_digest", "DEFAULT_CHUNK", "DEFAULT_GRID", "GPUS_PER_TASK"]
+
+DEFAULT_CHUNK = 256    # frames per chunk: ~256 MB read per task
+DEFAULT_GRID = 1024    # accumulated image side: the camera's pixels
+GPUS_PER_TASK = 0.25   # Ray num_gpus per chunk task where the cluster has GPUs: four share a GPU
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """One chunk's work: the arguments of :func:`process_chunk`, in its order."""
+    frames: str            # the frame file
+    start: int             # first frame (row of FinalImage)
+    stop: int              # one past the last frame
+    part: str              # the part file to write
+    config: dict           # CentroidConfig fields
+    device: str | None     # torch device; None: sevi.runtime.device.pick_device()
+
+
+# (chunks, finished) -> (first FrameFileError or None, chunks run at once)
+ChunkRunner = Callable[[list, Callable[[int], None]], tuple]
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline
+
+def centroid_config(fast: bool = False):
+    """The centroider settings of ``sevi frames``: the defaults, or with ``fast`` the joint
+    cluster refit off (``CentroidConfig.cluster_max = 0``)."""
+    from sevi.camera.centroid_config import CentroidConfig
+    return CentroidConfig(cluster_max=0) if fast else CentroidConfig()
+
+
+def chunk_ranges(n_frames: int, chunk: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``0..n_frames`` in chunks of ``chunk`` frames."""
+    if chunk < 1:
+        raise ValueError(f"--chunk must be >= 1, got {chunk}")
+    return [(a, min(n_frames, a + chunk)) for a in range(0, n_frames, chunk)]
+
+
+def _part_path(parts: Path, start: int, stop: int) -> Path:
+    return parts / f"chunk_{start:09d}_{stop:09d}.h5"
+
+
+def process_chunk(frames_path: str, start: int, stop: int, part_path: str,
+                  config: dict | None = None, device: str | None = None) -> int:
+    """Centroid frames ``start:stop`` of ``frames_path`` into the part file ``part_path``.
+
+    Pure with respect to its inputs: reads its own frames (nothing large travels through Ray),
+    writes atomically, returns the number of events. Raises FrameFileError on unreadable frames.
+    """
+    import h5py
+    import torch
+
+    from sevi.camera.centroid import centroid_frames
+    from sevi.camera.centroid_config import CentroidConfig
+    from sevi.io.atomic import atomic_path
+    from sevi.io.frame_files import event_rows, read_frames
+    from sevi.runtime.device import pick_device
+
+    dev = torch.device(device) if device else pick_device()
+    cfg = CentroidConfig(**(config or {}))
+    ids, imgs = read_frames(frames_path, start, stop)
+    res = centroid_frames(torch.from_numpy(imgs).to(dev), cfg)
+    rows = event_rows(ids[res.frame.cpu().numpy()], res.x.cpu().numpy(), res.z.cpu().numpy())
+    with atomic_path(part_path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("DetectedElectrons", data=rows)
+        f.create_dataset("ImageId", data=ids)  # every frame's id, events or not (duplicate check at merge)
+        f.attrs["start"], f.attrs["stop"] = start, stop
+        f.attrs["frames_digest"] = frames_digest(ids, imgs)
+        f.attrs["centroid"] = json.dumps(config or {}, sort_keys=True)
+    return len(rows)
+
+
+def frames_digest(ids, imgs) -> str:
+    """BLAKE2b of a chunk's ImageIds and pixels: what a finished chunk was made from (~1 GB/s)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(ids, dtype="<i4").tobytes())
+    h.update(np.ascontiguousarray(imgs, dtype="u1").tobytes())
+    return h.hexdigest()
+
+
+def run_in_process(chunks: list[Chunk], finished: Callable[[int], None]):
+    """The chunk runner of ``--no-ray``: the chunks one by one in this process."""
+    from sevi.io.frame_files import FrameFileError
+
+    for c in chunks:
+        try:
+            process_chunk(c.frames, c.start, c.stop, c.part, c.config, c.device)
+        except FrameFileError as err:
+            return err, 1
+        finished(c.stop - c.start)
+    return None, 1
+
+
+# What makes finished parts reusable: the chunk layout and the centroider. The input's path, size
+# and mtime are only a fast path: when they differ (the input was moved, repaired or replaced),
+# each finished part is checked against the input's frames by its digest instead.
+_IDENTITY = ("n_frames", "chunk", "centroid")
+
+
+def _manifest(frames_path: Path, n_frames: int, chunk: int, config: dict) -> dict:
+    st = frames_path.stat()
+    return {"frames": str(frames_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "n_frames": n_frames, "chunk": chunk, "centroid": config}
+
+
+def _stale_parts(frames_path: Path, parts: Path, done, config: dict) -> list[tuple[int, int]]:
+    """The finished chunks whose part no longer matches the input's frames or the centroider
+    (or is unreadable, or predates digests). Reads those frames again: I/O of the finished part."""
+    import h5py
+
+    from sevi.io.frame_files import read_frames
+
+    stale = []
+    for a, b in done:
+        try:
+            with h5py.File(_part_path(parts, a, b), "r") as f:
+                digest, centroid = f.attrs.get("frames_digest"), f.attrs.get("centroid")
+        except OSError:
+            digest = centroid = None
+        if (digest is None or centroid != json.dumps(config, sort_keys=True)
+                or digest != frames_digest(*read_frames(frames_path, a, b))):
+            stale.append((a, b))
+    return stale
+
+
+def _prepare_resume(frames_path: Path, parts: Path, ranges, manifest: dict) -> int | None:
+    """Check the parts folder before a run; returns an exit status to stop with, or None to go on.
+
+    A manifest of another chunk layout or centroider stops the run (delete the folder to start
+    over). A damaged manifest is reported and replaced. When the manifest does not vouch for the
+    input (another path, size or mtime; damaged; missing), finished parts are checked by content
+    and the stale ones deleted, to be centroided again. Then the manifest is written (atomically)."""
+    from sevi.io.atomic import write_json
+    from sevi.io.frame_files import FrameFileError
+
+    mpath = parts / "manifest.json"
+    old = None
+    if mpath.exists():
+        try:
+            old = json.loads(mpath.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError):
+            print(f"sevi frames: warning: {mpath}: damaged (not a JSON object); replaced, and the finished "
+                  f"chunks checked against the input by content", file=sys.stderr)
+            old = None
+        else:
+            if any(old.get(k) != manifest[k] for k in _IDENTITY):
+                print(f"sevi frames: {parts}: holds parts of a different run (frame count, chunk or centroid "
+                      f"settings changed); expected the same settings, or delete the folder to start over",
+                      file=sys.stderr)
+                return 2
+    done = [(a, b) for a, b in ranges if _part_path(parts, a, b).exists()]
+    same_file = old is not None and all(old.get(k) == manifest[k] for k in ("frames", "size", "mtime_ns"))
+    if done and not same_file:
+        try:
+            stale = _stale_parts(frames_path, parts, done, manifest["centroid"])
+        except FrameFileError as err:
+            print(f"sevi frames: {err}; finished chunks cannot be checked against it; expected a readable "
+                  f"input", file=sys.stderr)
+            return 2
+        for a, b in stale:
+            _part_path(parts, a, b).unlink()
+        print(f"sevi frames: the input is not the file the finished chunks were made from (path, size or "
+              f"time differ); {len(done)} finished chunks checked by content: {len(done) - len(stale)} kept, "
+              f"{len(stale)} to centroid again", file=sys.stderr)
+    write_json(mpath, manifest)
+    return None
+
+
+def _merge(parts: Path, ranges, out: Path, grid: int, n_frames: int, manifest: dict) -> int:
+    """Concatenate the part files in frame order into the events file (atomic), streaming."""
+    import h5py
+    import numpy as np
+
+    from sevi.io.frame_files import EventsWriter
+
+    ids = []
+    attrs = {"source": manifest["frames"], "centroid_config": json.dumps(manifest["centroid"])}
+    with EventsWriter(out, grid=grid, n_frames=n_frames, attrs=attrs) as w:
+        for a, b in ranges:
+            with h5py.File(_part_path(parts, a, b), "r") as p:
+                rows = p["DetectedElectrons"][...]
+                if "ImageId" in p:
+                    ids.append(p["ImageId"][...])
+            w.append(rows["ImageId"], rows["x"], rows["z"])
+    if ids:  # warned, not refused: the events are right, only their ImageIds are ambiguous
+        uniq, seen = np.unique(np.concatenate(ids), return_counts=True)
+        if (seen > 1).any():
+            print(f"sevi frames: warning: {manifest['frames']}: FinalImage.ImageId {uniq[seen > 1][0]} is used by "
+                  f"{seen[seen > 1][0]} frames ({int((seen > 1).sum())} ImageIds repeated); expected one frame per "
+                  f"ImageId: the events of those frames share one ImageId in DetectedElectrons", file=sys.stderr)
+    return w.count
+
+
+def centroid_file(frames, out, *, chunk: int = DEFAULT_CHUNK, grid: int = DEFAULT_GRID,
+                  device: str | None = None, fast: bool = False, runner: ChunkRunner = run_in_process,
+                  quiet: bool = False) -> int:
+    """Centroid the frame file ``frames`` into the events file ``out``, the chunks run by ``runner``.
+
+    ``chunk`` frames per chunk; ``grid`` the AccumulatedImage side; ``device`` a torch device name
+    (None: sevi.runtime.device.pick_device()); ``fast`` the joint cluster refit off; ``quiet`` no
+    progress bar. Returns the exit status of `sevi frames` (0 ok, 2 input error, 130 interrupted);
+    errors and the summary go to stderr and stdout."""
+    from tqdm import tqdm
+
+    from sevi.io.frame_files import FrameFileError, frame_count
+    from sevi.io.paths import OutputIsInputError, refuse_output_over_input
+    from sevi.runtime.device import pick_device
+
+    frames_path, out = Path(frames), Path(out)
+    problem = next((text for bad, text in (
+        (chunk < 1, f"--chunk: got {chunk}; expected >= 1 frames per task"),
+        (grid < 1, f"--grid: got {grid}; expected >= 1 pixels per side"),
+    ) if bad), None)
+    try:
+        if problem:
+            raise ValueError(problem)
+        if device:
+            pick_device(device)  # an unknown device fails here, not inside every task
+        refuse_output_over_input({"--out": out}, {"FRAMES": frames_path})
+        n_frames = frame_count(frames_path)
+        if n_frames == 0:
+            raise FrameFileError(f"{frames_path}: table 'FinalImage' has no rows; expected camera frames")
+    except (ValueError, OutputIsInputError) as err:  # FrameFileError is a ValueError
+        print(f"sevi frames: {err}", file=sys.stderr)
+        return 2
+    config = dataclasses.asdict(centroid_config(fast))
+    ranges = chunk_ranges(n_frames, chunk)
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(frames_path, n_frames, chunk, config)
+    code = _prepare_resume(frames_path, parts, ranges, manifest)
+    if code is not None:
+        return code
+
+    todo = [Chunk(str(frames_path), a, b, str(_part_path(parts, a, b)), config, device)
+            for a, b in ranges if not _part_path(parts, a, b).exists()]
+    done_frames = n_frames - sum(c.stop - c.start for c in todo)
+    bar = tqdm(total=n_frames, initial=done_frames, unit="frame", desc="centroiding", disable=quiet or None)
+    t_start = time.perf_counter()
+    done_at: list[tuple[float, int]] = []        # (time, frames) per finished chunk, for the rate
+
+    def finished(n: int) -> None:
+        bar.update(n)
+        done_at.append((time.perf_counter(), n))
+    try:
+        failure, workers = runner(todo, finished)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"sevi frames: interrupted; finished chunks kept in {parts}, re-run to resume",
+              file=sys.stderr)
+        return 130
+    bar.close()
+    if failure is not None:
+        left = sum(1 for a, b in ranges if not _part_path(parts, a, b).exists())
+        print(f"sevi frames: {failure}; stopped: {len(ranges) - left} of {len(ranges)} "
+              f"chunks finished and kept in {parts}; fix or replace the input and re-run to resume",
+              file=sys.stderr)
+        return 2
+    total = _merge(parts, ranges, out, grid, n_frames, manifest)
+    shutil.rmtree(parts)
+    print(f"sevi frames: {total} events from {n_frames} frames -> {out}")
+    print(f"sevi frames: {_rate_summary(t_start, done_at, workers)}")
+    return 0
+
+
+def _rate_summary(t_start: float, done_at: list[tuple[float, int]], workers: int = 1) -> str:
+    """Frames/s overall, and in steady state: the frames of chunks finished after the first
+    ``workers`` chunks (those ran alongside Ray's and the workers' start-up) over the time since
+    then; the figure a long file approaches."""
+    if not done_at:
+        return "nothing to do (all chunks were finished before)"
+    t_end = done_at[-1][0]
+    total = sum(n for _, n in done_at)
+    text = f"{total} frames centroided in {t_end - t_start:.1f} s ({total / max(t_end - t_start, 1e-9):.1f} frames/s)"
+    if len(done_at) > workers + 1 and t_end > done_at[workers - 1][0]:
+        steady = sum(n for _, n in done_at[workers:])
+        text += (f"; steady state {steady / (t_end - done_at[workers - 1][0]):.1f} frames/s "
+                 f"(chunks after the first {workers})")
+    return text

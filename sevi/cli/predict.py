@@ -1,0 +1,92 @@
+"""`sevi predict`: anisotropy parameters and their 1-sigma error bars from accumulated images.
+
+Input (``--images``): an HDF5 file holding either
+  * ``counts`` (n, G, G) with ``image_id`` (n,) (a ``sevi simulate`` output), or
+  * a single accumulated image: a 2-D dataset ``image`` (G, G) or ``counts`` (G, G).
+Axis 0 = x, axis 1 = z over [-1, 1]. Images must be square, with finite counts >= 0 and at least
+one electron (the first bad image and pixel are named). G must be a multiple of the model's grid (rebinned exactly),
+and each image's electron total must lie within the range the model was trained for (both shells
+together: 2 * electrons[0] .. 2 * electrons[1], widened by ``--electron-tolerance``, default 15%,
+which covers the ~10% of electrons a real detector misses).
+
+Output (``--out``, written atomically):
+  * ``Answer``: the course's table (SphereId '<u1', R '<f8', beta '<f8' (L,), smaller R first),
+    with an ``ImageId`` field first when the input held several images (two rows per image);
+  * ``AnswerUncertainty``: the same layout and rows, holding the 1-sigma uncertainties of R and
+    beta (SphereId as in Answer);
+  * ``AnswerSigmaR``: (ImageId,) SphereId, sigma_R '<f8', sigma_R_sd '<f8' (the shell widths and
+    their uncertainties, which the course's Answer has no field for).
+
+Refinement (the default; ``--no-refine`` skips it): each image's answer is refined by the Poisson
+likelihood of the image under the exact forward model plus the training prior (sevi/fit/count_fit.py), and
+the uncertainties are the curvature of that objective at its optimum. A direct-path model's images
+(summed frames, electron units, with an ``n_frames`` attribute) are fitted with their own forward
+model and noise (sevi/fit/direct_fit.py). Then also:
+  * ``AnswerRegressor``: the regressor's own answer, laid out as ``Answer``;
+  * ``RefineDiagnostics``: (ImageId,) log_likelihood, log_posterior, chi2_dof, iterations,
+    converged (1 or 0), start (which starting point won; where overlapping shells leave several
+    optima, each one's start and weight in the mixture, e.g. "answer 0.70 + swapped 0.30") per
+    image. A fit that did not converge is named on stderr, never silent.
+Without refinement the uncertainties are the model's heteroscedastic head (a Gaussian log-variance
+per target trained by NLL; model.py / training.py). Calibration of both: tools/eval_sevi.py and
+tools/eval_refine.py (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sevi.io.answer_file import write_answer
+from sevi.io.image_file import open_images
+from sevi.pipeline.image_answer import refine_or_explain
+from sevi.regressor.inference import load_model_file, predict_images
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict R, sigma_R and betas (with error bars) from accumulated images",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model.pt, or a dir holding it (final model or checkpoint)")
+    p.add_argument("--images", required=True, help="HDF5 with counts (n, G, G) + image_id, or one 2-D image")
+    p.add_argument("--out", required=True, help="output HDF5 (Answer, AnswerUncertainty, AnswerSigmaR)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:k] (default auto)")
+    p.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--electron-tolerance", type=float, default=0.15,
+                   help="relative slack on the trained electron range (default 0.15)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="the regressor's answer alone (default: refined by the likelihood fit, sevi/fit/count_fit.py)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sevi.io.paths import refuse_output_over_input
+    from sevi.runtime.device import pick_device
+
+    if args.batch < 1:
+        raise SystemExit("sevi predict: --batch must be >= 1")
+    refuse_output_over_input({"--out": args.out}, {"--images": args.images, "--model": args.model})
+    device = pick_device(args.device)
+    model, cfg = load_model_file(args.model, device)
+    f, ds, ids = open_images(args.images)
+    with f:
+        if ids is None:
+            batches = [(0, ds[()][None])]
+        else:
+            batches = ((s, ds[s:s + args.batch]) for s in range(0, ds.shape[0], args.batch))
+        try:
+            with torch.inference_mode():
+                p = predict_images(model, cfg, batches, device, args.electron_tolerance,
+                                   nonnegative=cfg.spot_blur == 0)  # direct images may dip below 0
+        except ValueError as e:
+            raise SystemExit(f"sevi predict: {args.images}: {e}")
+        first, diag = p, None
+        if not args.no_refine:
+            images = [ds[()]] if ids is None else [ds[i] for i in range(ds.shape[0])]
+            p, diag = refine_or_explain(p, cfg, device, args.images, images, ds.attrs.get("n_frames"))
+    write_answer(args.out, p, ids, attrs={"model": str(args.model), "images": str(args.images),
+                                          "device": str(device), "model_grid": cfg.grid},
+                 regressor=None if args.no_refine else first, diagnostics=diag)
+    n = 1 if ids is None else len(ids)
+    print(f"wrote Answer for {n} image{'s' * (n != 1)} to {args.out}")
+    return 0

@@ -1,0 +1,121 @@
+"""SEVI training configuration: one frozen ``TrainConfig`` (a comment per field), named presets,
+type-checked ``--field value`` overrides (``sevi.runtime.overrides``), and the dict round trip that
+checkpoints store."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+from sevi.regressor.features import Features
+from sevi.runtime.overrides import apply_overrides
+
+SEPARATION = 0.03  # |R1 - R2| at or above which shells count as "separated" (docs/conventions.md)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # -- data -------------------------------------------------------------------------------
+    grid: int = 64  # G: images are rendered at (and inputs rebinned exactly to) G x G
+    representation: str = "polar"  # model input, features.py: "polar" or "fold" (G/2 x G/2 quadrant); polar measured ahead, docs/benchmarks_history.md
+    n_r: int = 32  # polar: radial samples over r in (0, 1) (= G/2: one per quadrant pixel)
+    n_theta: int = 32  # polar: angular samples over theta in (0, pi/2)
+    scale: str = "sqrt"  # "sqrt" or "linear" pixel scaling (features.py)
+    electrons: tuple[int, int] = (40_000, 120_000)  # electrons per shell, uniform in [low, high] (1e5 held-out inside)
+    n_terms: int = 12  # L: betas per shell (beta_2 .. beta_2L)
+    refine_answer: str = ""  # refinement: an Answer HDF5 file (sevi predict's output); "" = default prior
+    refine_width: float = 3.0  # refinement: prior box = prediction +- refine_width * its 1-sigma
+    init_from: str = ""  # fine-tune: load model weights (and target normalisation) from this model.pt / dir
+    target_stats_draws: int = 2000  # prior draws for the target mean/std (once per run, seeded; ~2 s)
+    # The direct path (sevi/camera/direct_image.py): Gaussian blur, detector units, applied to the rendered
+    # histograms before the features, matching the camera spot (FrameModel.sigma_mean = 0.015). A model
+    # with spot_blur > 0 reads summed frames (sevi analyze --path direct); 0 = clean histograms, the
+    # events path. No background noise is added: sevi/camera/direct_image.py shows it is < 0.5% of the Poisson noise.
+    spot_blur: float = 0.0
+    # How training images are drawn (sevi/physics/expected_renderer.py): "itm" samples every electron (the
+    # reference); "poisson" draws each pixel around the exact expected image, the same distribution at
+    # a cost set by the pixels, not the electrons (BENCHMARKS.md, SEVI forward model).
+    render: str = "itm"
+    # -- model ------------------------------------------------------------------------------
+    width: int = 16  # ResNet34 base width (64 = the paper's ResNet34, ~21 M parameters)
+    stem_stride: int = 1  # 1: 3x3 stem, no maxpool (small inputs); 2: torchvision's 7x7/2 + maxpool
+    # -- optimisation -----------------------------------------------------------------------
+    batch_size: int = 32  # images per step per rank
+    steps: int = 600  # optimizer steps in all (a resumed run stops at the same step)
+    lr: float = 2e-3  # peak learning rate (AdamW)
+    min_lr: float = 5e-5  # cosine floor
+    warmup_steps: int = 20  # linear warmup from 0
+    weight_decay: float = 1e-4  # AdamW, applied to weight matrices / conv kernels only
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    radius_loss_weight: float = 0.1  # weight of the normalised-MSE of R and sigma_R beside the beta loss
+    nll_weight: float = 0.1  # weight of the Gaussian NLL that trains the log-variance head
+    amp: str = "bf16"  # autocast dtype on CUDA: "bf16", "fp16" or "none" (CPU always runs fp32)
+    seed: int = 0  # model init and the training batch stream
+    # -- evaluation, checkpoints ------------------------------------------------------------
+    val_images: int = 256  # fixed validation set size (made once, rank 0)
+    val_seed: int = 12345  # seed of the validation set
+    eval_every: int = 100  # steps between validations (and TensorBoard images / figures)
+    checkpoint_every: int = 200  # steps between checkpoints
+    log_every: int = 10  # steps between scalar logs of the training loss
+
+    def __post_init__(self):
+        Features(self.representation, self.grid, self.n_r, self.n_theta, self.scale)  # validates
+        if not 0 < self.electrons[0] <= self.electrons[1]:
+            raise ValueError(f"electrons must satisfy 0 < low <= high, got {self.electrons}")
+        from sevi.physics.expected_renderer import RENDER_BACKENDS
+        if self.render not in ("itm", "poisson"):
+            raise ValueError(f"render must be 'itm' or 'poisson' for training (of {RENDER_BACKENDS}), got {self.render!r}")
+        if not self.spot_blur >= 0:
+            raise ValueError(f"spot_blur must be >= 0 (detector units), got {self.spot_blur}")
+        if self.refine_width <= 0:
+            raise ValueError(f"refine_width must be positive, got {self.refine_width}")
+        if self.amp not in ("bf16", "fp16", "none"):
+            raise ValueError(f"amp must be 'bf16', 'fp16' or 'none', got {self.amp!r}")
+        for name in ("batch_size", "steps", "val_images", "eval_every", "checkpoint_every", "log_every", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def features(self) -> Features:
+        return Features(self.representation, self.grid, self.n_r, self.n_theta, self.scale)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # 600 steps, in-process generation, 2-core CPU: 617 s alone with 1 thread on a shared box, held-out ratio 0.40
+    # to the prior mean (BENCHMARKS.md, section 2; docs/benchmarks_history.md).
+    "cpu-smoke": TrainConfig(),  # the defaults above are this preset
+    # Full scale, one A100 per rank: the notes' electron counts, width 64, the measured winner
+    # "polar" on a grid-512 quadrant (pixel 0.0039 < the shells' sigma_R of 0.005-0.009; the
+    # course's 1024 images rebin to it exactly), 256 r x 256 theta samples (1.4 px apart at
+    # r = 0.9). Not yet run on a GPU (BENCHMARKS.md, section 8).
+    "a100": TrainConfig(grid=512, n_r=256, n_theta=256, electrons=(1_800_000, 2_500_000), width=64,
+                        stem_stride=2, batch_size=64, steps=60_000, lr=1e-3, min_lr=1e-5, warmup_steps=1000,
+                        val_images=1024, eval_every=1000, checkpoint_every=2000, log_every=50),
+    # The course's counts (1.8-2.5e6 electrons per shell, images read at 1024^2 and rebinned exactly to
+    # 128^2) on a 2-core CPU in under 30 minutes: the Poisson renderer (cost set by the pixels, ~90x the
+    # ITM generator at these counts) and a 64 r x 32 theta polar input. Its job is to start the
+    # likelihood refinement (sevi/fit/count_fit.py) in the right optimum (BENCHMARKS.md, SEVI refinement).
+    "cpu-course": TrainConfig(grid=128, n_r=64, n_theta=32, electrons=(1_800_000, 2_500_000), render="poisson",
+                              steps=800, val_images=128, eval_every=100, checkpoint_every=200),
+    # The test suite's config: seconds on a CPU.
+    "tiny": TrainConfig(grid=32, representation="fold", electrons=(2000, 4000), width=4, batch_size=8, steps=30,
+                        lr=3e-3, warmup_steps=3, val_images=16, eval_every=10, checkpoint_every=10, log_every=5,
+                        target_stats_draws=200),
+}
+
+
+def resolve_config(preset: str, overrides: dict[str, str] | None = None) -> TrainConfig:
+    """A preset with ``--field value`` overrides applied, each parsed to the field's type
+    (``sevi.runtime.overrides``: unknown fields and wrong types refused)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return apply_overrides(PRESETS[preset], overrides)
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """The inverse of dataclasses.asdict (lists back to tuples; unknown keys refused)."""
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = set(d) - set(hints)
+    if unknown:
+        raise ValueError(f"config has unknown fields {sorted(unknown)}")
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

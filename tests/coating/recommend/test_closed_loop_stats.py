@@ -1,0 +1,82 @@
+"""tools/pool_closed_loop.py: pooling of closed-loop JSON files and the cycle bootstrap."""
+import json
+
+import numpy as np
+import pytest
+
+from coating.recommend.closed_loop_stats import load_cycles, targets
+from tools.pool_closed_loop import main
+
+
+def _write(d, per_run, loop_runs):
+    d.mkdir()
+    doc = {"per_run": {m: np.asarray(v).tolist() for m, v in per_run.items()},
+           "cycles": [{"loop_runs": n} for n in loop_runs]}
+    (d / "closed_loop.json").write_text(json.dumps(doc))
+
+
+def test_pools_runs_not_medians_and_splits_cycles(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    a = {"ours_robust": rng.uniform(0, 1, (6, 2)), "physics_ls": rng.uniform(1, 2, (6, 2)),
+         "unchanged": rng.uniform(2, 3, (6, 2))}
+    b = {m: v[:4] + 0.5 for m, v in a.items()}
+    _write(tmp_path / "a", a, [2, 4])
+    _write(tmp_path / "b", b, [4])
+    cycles = load_cycles([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert [len(c["ours_robust"]) for c in cycles] == [2, 4, 4]
+    t = targets(cycles, "ours_robust")
+    ours = np.concatenate([a["ours_robust"], b["ours_robust"]])
+    assert t["p90"] == pytest.approx(np.percentile(ours, 90))
+    assert t["median_vs_unchanged"] == pytest.approx(
+        np.median(ours) / np.median(np.concatenate([a["unchanged"], b["unchanged"]])))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--draws", "50"]) == 0
+    assert "median_vs_physics_ls" in capsys.readouterr().out
+
+
+def test_lengths_that_do_not_match_the_cycles_are_refused(tmp_path):
+    _write(tmp_path / "a", {"ours_robust": np.zeros((5, 2)), "physics_ls": np.ones((5, 2)),
+                            "unchanged": np.ones((5, 2))}, [2, 2])
+    with pytest.raises(SystemExit, match="do not add up"):
+        load_cycles([str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match="not a closed_loop.json"):
+        load_cycles([str(tmp_path / "missing")])
+
+
+def test_tail_comparison_sees_a_shared_tail():
+    from coating.recommend.closed_loop_stats import tail_comparison
+    rng = np.random.default_rng(1)
+    ref = rng.gamma(2.0, 0.3, (400, 2))
+    same = {"ours_robust": ref * 1.1, "oracle": ref}
+    t = tail_comparison(same, "ours_robust", "oracle")
+    assert t["correlation"] > 0.999 and t["ref_mean_on_worst"] > 2 * t["ref_mean"]
+    assert abs(t["p90_F"] - 1.1 * t["ref_p90_F"]) < 1e-12
+    other = {"ours_robust": rng.gamma(2.0, 0.3, (400, 2)), "oracle": ref}
+    t = tail_comparison(other, "ours_robust", "oracle")
+    assert abs(t["correlation"]) < 0.15 and t["ref_mean_on_worst"] < 1.3 * t["ref_mean"]
+
+
+def test_p90_difference_resamples_both_methods_on_the_same_cycles():
+    from coating.recommend.closed_loop_stats import p90_difference
+    rng = np.random.default_rng(2)
+    cycles = [{"ours_robust": v + 0.1, "oracle_lagged": v} for v in
+              (rng.gamma(2.0, 0.3 * (1 + k), (20, 2)) for k in range(8))]
+    d = p90_difference(cycles, "ours_robust", "oracle_lagged", 300, np.random.default_rng(0))
+    # A constant shift moves every quantile by itself: the paired difference has no spread,
+    # while each method's own p90 varies a lot between resamples of these unequal cycles.
+    assert d["diff"] == pytest.approx(0.1) and d["diff_hi"] - d["diff_lo"] < 1e-9
+    assert d["ref_hi"] - d["ref_lo"] > 0.2
+    assert d["ref_p90"] == pytest.approx(np.percentile(np.concatenate([c["oracle_lagged"] for c in cycles]), 90))
+
+
+def test_folders_of_the_same_plants_join_with_plus(tmp_path):
+    rng = np.random.default_rng(3)
+    base = {"physics_ls": rng.uniform(1, 2, (4, 2)), "unchanged": rng.uniform(2, 3, (4, 2))}
+    _write(tmp_path / "a", {**base, "ours_robust": rng.uniform(0, 1, (4, 2))}, [2, 2])
+    _write(tmp_path / "ref", {**base, "oracle_lagged": rng.uniform(0, 1, (4, 2))}, [2, 2])
+    cycles = load_cycles([f"{tmp_path / 'a'}+{tmp_path / 'ref'}"])
+    assert len(cycles) == 2 and set(cycles[0]) == {"physics_ls", "unchanged", "ours_robust", "oracle_lagged"}
+    _write(tmp_path / "other", {**base, "physics_ls": base["physics_ls"] + 0.1}, [2, 2])
+    with pytest.raises(SystemExit, match="not the same runs"):
+        load_cycles([f"{tmp_path / 'a'}+{tmp_path / 'other'}"])
+    # Without the join, only the methods every folder holds are pooled.
+    assert set(load_cycles([str(tmp_path / "a"), str(tmp_path / "ref")])[0]) == {"physics_ls", "unchanged"}

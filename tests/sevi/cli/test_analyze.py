@@ -1,0 +1,52 @@
+"""`sevi analyze`: frames -> events -> accumulated image -> model -> Answer, end to end on CPU."""
+
+import dataclasses
+
+import h5py
+import pytest
+import torch
+
+from sevi.cli.main import main
+from sevi.io import tables as io
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from sevi.regressor.batches import make_batch, make_generator
+    from sevi.regressor.checkpoints import save_final_model
+    from sevi.regressor.train_config import PRESETS
+    from sevi.regressor.training import LoopContext, train_loop
+
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(PRESETS["tiny"], steps=4, eval_every=4, checkpoint_every=4)
+    gen = make_generator(cfg, "cpu")
+    d = tmp_path_factory.mktemp("model")
+    res = train_loop(cfg, lambda step: make_batch(gen, cfg, step), LoopContext(out_dir=str(d)))
+    return save_final_model(res["model"], cfg, d / "final"), cfg
+
+
+def test_frames_to_answer(tiny_model, tmp_path):
+    model, cfg = tiny_model
+    frames = tmp_path / "frames.h5"
+    assert main(["simulate-frames", str(frames), "--frames", "40", "--hits", "shells", "--seed", "1"]) == 0
+    out = tmp_path / "answer.h5"
+    assert main(["analyze", str(frames), "--model", model, "--out", str(out), "--no-ray", "--chunk", "16",
+                 "--device", "cpu"]) == 0
+    answer = io.read_answer(out)
+    assert answer.dtype == io.answer_dtype(cfg.n_terms) and len(answer) == 2
+    assert answer["R"][0] <= answer["R"][1]
+    with h5py.File(out) as f:
+        unc = f["AnswerUncertainty"][()]
+    assert (unc["beta"] > 0).all() and (unc["R"] > 0).all(), "every parameter gets an error bar"
+    assert (tmp_path / "answer.events.h5").exists(), "the events file stays beside the answer"
+
+
+def test_model_trained_for_other_counts_is_refused(tiny_model, tmp_path, capsys):
+    model, _ = tiny_model
+    frames = tmp_path / "frames.h5"
+    main(["simulate-frames", str(frames), "--frames", "2", "--hits", "shells", "--seed", "1"])
+    assert main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a.h5"), "--no-ray",
+                 "--device", "cpu"]) == 2
+    assert "electrons; this model was trained on" in capsys.readouterr().err
+    assert not (tmp_path / "a.h5").exists()
+
