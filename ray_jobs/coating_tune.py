@@ -187,19 +187,11 @@ def _earlier_records(storage: str, prefix: str) -> list[tuple[str, dict]]:
     return sorted(out, key=lambda pr: str(pr[1].get("started")), reverse=True)
 
 
-def _registry_model_sha256(models_dir, cycle_id: int, kind: str):
-    from coating.models import registry
-
-    try:
-        return json.loads((registry.cycle_dir(models_dir, cycle_id, kind) / "model.json").read_text())["model_sha256"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def plan_sweeps(history, cycles, kinds, args, log=print) -> tuple[list[dict], list[dict]]:
     """Decide per (cycle, kind): reuse a finished sweep on the same inputs, resume an unfinished
     one, or start a new one (recording its inputs first). Returns (reused summary rows, sweeps
     to run: dicts with cycle_id, kind, name, record path and record text)."""
+    from coating.models.registry import stored_model_sha256
     from coating.models.sweep_inputs import (
         RECORD_SUFFIX,
         differences,
@@ -221,7 +213,7 @@ def plan_sweeps(history, cycles, kinds, args, log=print) -> tuple[list[dict], li
             if record is not None and record["inputs"] != inputs:
                 raise SystemExit(f"coating_tune: {rec_path}: records other inputs than its key says "
                                  f"(edited by hand?); move it and its experiment aside to start again")
-            if reusable(record, inputs, _registry_model_sha256(args.models, c, k)):
+            if reusable(record, inputs, stored_model_sha256(args.models, c, k)):
                 log(f"cycle {c} {k}: inputs unchanged since sweep {name} finished; reused, not re-fitted")
                 reused.append({**record["result"], "wall_s": 0.0, "fitted": False})
                 continue
@@ -348,15 +340,18 @@ def run(argv=None) -> list[dict]:
 
 
 def write_summary(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The sweeps' summary as CSV, written atomically (sevi.io.atomic)."""
+    import io
+
+    from sevi.io.atomic import atomic_text
+
     cols = ["cycle_id", "kind", "trials", "errors", "val_loss", "val_dE00", "wall_s"]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols + ["hparams"])
-        for r in rows:
-            w.writerow([r[c] for c in cols] + [r["hparams"]])
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(cols + ["hparams"])
+    for r in rows:
+        w.writerow([r[c] for c in cols] + [r["hparams"]])
+    atomic_text(path, buf.getvalue())
 
 
 def main(argv=None) -> int:

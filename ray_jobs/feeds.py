@@ -1,14 +1,13 @@
-"""Batch feeds for a training loop: ``feed(step) -> batch``, from the pool or in-process.
+"""The pool's batch feed for a training loop: ``feed(step) -> batch``, pulled from the shared pool.
 
-Both feeds serve the same recipe with the same seeds, so they give identical batches: the seed of
-a step is ``sevi.regressor.batches.stream_seed(base, step, rank, world)``, a pure function (the one the
-training loop's own batches use), which is also what makes a resumed run continue the same stream
-of data.
+It serves the same batches as the in-process feed (``sevi.regressor.batches.StreamBatches``): the
+seed of a step is ``sevi.regressor.batches.stream_seed(base, step, rank, world)``, a pure function
+(the one the training loop's own batches use), which is also what makes a resumed run continue the
+same stream of data.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 import numpy as np
@@ -20,24 +19,6 @@ from sevi.regressor.batches import stream_seed
 def to_torch(batch: dict) -> dict[str, torch.Tensor]:
     # Pool batches arrive as read-only zero-copy numpy views; training needs writable tensors.
     return {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}
-
-
-class LocalFeed:
-    """Generates in this process with the same recipe code the pool actors run."""
-
-    def __init__(self, recipe: str, params: dict, device, base_seed: int, rank: int = 0, world: int = 1):
-        from ray_jobs.recipes import RecipeBook
-
-        self.book = RecipeBook(torch.device(device))
-        self.recipe, self.params = recipe, dict(params)
-        self.base_seed, self.rank, self.world = base_seed, rank, world
-        self.wait_s = 0.0  # time spent generating (the consumer waits for all of it here)
-
-    def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        t0 = time.perf_counter()
-        out = to_torch(self.book(self.recipe, self.params, stream_seed(self.base_seed, step, self.rank, self.world)))
-        self.wait_s += time.perf_counter() - t0
-        return out
 
 
 class PoolFeed:

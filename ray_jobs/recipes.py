@@ -51,34 +51,26 @@ def sevi_counts(params: dict, device: torch.device) -> Recipe:
     return make
 
 
-# TrainConfig fields that never change a training batch (the model, the optimiser, evaluation,
-# bookkeeping, the step count): ``make_batch`` reads none of them (the batch seed is its own
-# argument, never cfg.seed). The pool keys its cache without them, so every job, learning rate or
-# step count asks for the same built generator. A field missing here only costs a second build; a
-# field wrongly listed would serve wrong batches, which tests/ray_jobs/test_recipes.py checks field
-# by field.
-SEVI_NOT_IN_BATCH = frozenset({
-    "init_from", "target_stats_draws", "width", "stem_stride", "steps", "lr", "min_lr", "warmup_steps",
-    "weight_decay", "grad_clip", "radius_loss_weight", "nll_weight", "amp", "seed", "val_images", "val_seed",
-    "eval_every", "checkpoint_every", "log_every"})
+def sevi_images(params: dict, device: torch.device) -> Recipe:
+    """Model-ready training batches: ``sevi.regressor.batches.make_batch`` for a ``DataConfig``
+    given as a dict (``dataclasses.asdict(cfg.data)``: everything a batch depends on besides its
+    seed, and nothing else; unknown fields refused)."""
+    from sevi.regressor.batches import make_batch, make_generator
+    from sevi.regressor.train_config import data_config_from_dict
+
+    data = data_config_from_dict(params)
+    gen = make_generator(data, device)
+    return lambda seed: _to_numpy(make_batch(gen, data, seed))
 
 
 def sevi_images_key(params: dict) -> tuple:
-    """What determines a sevi-images batch besides the seed: the resolved config less SEVI_NOT_IN_BATCH."""
-    from sevi.regressor.train_config import config_from_dict
+    """What determines a sevi-images batch besides the seed: the whole DataConfig, with defaults
+    filled in (so written-out defaults and implicit ones are one key), by value (the narrowed
+    prior's numbers, not a file name)."""
+    from sevi.regressor.train_config import data_config_from_dict
 
-    full = dataclasses.asdict(config_from_dict(params))  # refuses unknown fields, fills in defaults
-    return tuple(sorted((k, repr(v)) for k, v in full.items() if k not in SEVI_NOT_IN_BATCH))
-
-
-def sevi_images(params: dict, device: torch.device) -> Recipe:
-    """Model-ready training batches: ``sevi.regressor.batches.make_batch`` for a TrainConfig given as a dict."""
-    from sevi.regressor.batches import make_batch, make_generator
-    from sevi.regressor.train_config import config_from_dict
-
-    cfg = config_from_dict(params)  # refuses unknown fields
-    gen = make_generator(cfg, device)
-    return lambda seed: _to_numpy(make_batch(gen, cfg, seed))
+    full = dataclasses.asdict(data_config_from_dict(params))
+    return tuple(sorted((k, repr(v)) for k, v in full.items()))
 
 
 def coating_spectra(params: dict, device: torch.device) -> Recipe:

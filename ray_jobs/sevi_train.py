@@ -116,6 +116,7 @@ def newest_checkpoint(run_dir: str, registered=None):
     import ray.train
 
     from ray_jobs import storage
+    from sevi.regressor.checkpoints import checkpoint_step
 
     for path in sorted(storage.list_dirs(run_dir, "checkpoint_"), reverse=True):
         candidate = ray.train.Checkpoint(path)
@@ -143,13 +144,6 @@ def prune_checkpoints(run_dir: str, keep: int) -> list[str]:
     return old
 
 
-def checkpoint_step(checkpoint_dir: str) -> int:
-    """The optimizer step a checkpoint directory was written at."""
-    import torch
-
-    return int(torch.load(Path(checkpoint_dir) / "model.pt", map_location="cpu", weights_only=True)["step"])
-
-
 def train_fn(config: dict) -> dict:
     """Runs on every Ray Train worker (or in-process in local mode)."""
     import ray.train
@@ -157,9 +151,10 @@ def train_fn(config: dict) -> dict:
     import torch
 
     from ray_jobs import storage
-    from ray_jobs.feeds import LocalFeed, PoolFeed
+    from ray_jobs.feeds import PoolFeed
     from ray_jobs.pool import PoolClient, PoolSpec
-    from sevi.regressor.checkpoints import save_final_model
+    from sevi.regressor.batches import StreamBatches
+    from sevi.regressor.checkpoints import checkpoint_step, save_final_model
     from sevi.regressor.train_config import config_from_dict
     from sevi.regressor.training import LoopContext, train_loop
 
@@ -169,13 +164,13 @@ def train_fn(config: dict) -> dict:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    params = dataclasses.asdict(cfg)
     if config["use_pool"]:
         # connect(spec): if the pool's actors exited (idle timeout) they are made again, not waited for.
         client = PoolClient.connect(PoolSpec(**config["pool_spec"]), config["in_flight"], config["wait_s"])
-        feed = PoolFeed(client, RECIPE, params, cfg.seed, rank, world)
+        # The pool receives exactly the DataConfig: every batch is a function of it and the seed.
+        feed = PoolFeed(client, RECIPE, dataclasses.asdict(cfg.data), cfg.seed, rank, world)
     else:
-        feed = LocalFeed(RECIPE, params, device, cfg.seed, rank, world)
+        feed = StreamBatches(cfg.data, device, cfg.seed, rank, world)
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
         # Per-coefficient errors go to TensorBoard only; Ray prints every reported metric.

@@ -1,7 +1,7 @@
 """Training images/s fed by the generator pool against the same loop fed in-process, same run.
 
 Both runs call ``sevi.regressor.training.train_loop`` with the same config and the same batch seeds; only
-the feed differs: ``PoolFeed`` (Ray actors, several requests in flight) or ``LocalFeed`` (the
+the feed differs: ``PoolFeed`` (Ray actors, several requests in flight) or ``StreamBatches`` (the
 same recipe in this process, so the loop waits for every batch). Throughput is the steady step
 cadence (the first ``--warmup`` steps and the final evaluation are excluded); the wait fraction
 is the share of that time the loop spent blocked in ``next_batch``.
@@ -15,29 +15,10 @@ import argparse
 import dataclasses
 import os
 import tempfile
-import time
 
 import torch
 
-
-class TimedFeed:
-    """Wraps a feed; records when each step's batch was asked for and how long it took."""
-
-    def __init__(self, feed):
-        self.feed, self.t_call, self.wait = feed, [], []
-
-    def __call__(self, step):
-        t0 = time.perf_counter()
-        self.t_call.append(t0)
-        out = self.feed(step)
-        self.wait.append(time.perf_counter() - t0)
-        return out
-
-    def rate(self, batch_size: int, warmup: int) -> tuple[float, float]:
-        """(images/s, wait fraction) over calls warmup .. last."""
-        span = self.t_call[-1] - self.t_call[warmup]
-        n = len(self.t_call) - 1 - warmup
-        return n * batch_size / span, sum(self.wait[warmup:-1]) / span
+from sevi.evaluation.timed_feed import TimedFeed
 
 
 def run(cfg, feed, warmup):
@@ -45,7 +26,7 @@ def run(cfg, feed, warmup):
 
     timed = TimedFeed(feed)
     train_loop(cfg, timed, LoopContext(out_dir=tempfile.mkdtemp(prefix="bench_train_")))
-    return timed.rate(cfg.batch_size, warmup)
+    return timed.rate(cfg.data.batch_size, warmup)
 
 
 def main(argv=None) -> dict:
@@ -61,7 +42,8 @@ def main(argv=None) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from ray_jobs.feeds import LocalFeed, PoolFeed
+    from ray_jobs.feeds import PoolFeed
+    from sevi.regressor.batches import StreamBatches
     from ray_jobs.pool import PoolClient, PoolSpec, get_or_create_pool, stop_pool
     from sevi.io.atomic import write_json
     from sevi.regressor.train_config import resolve_config
@@ -72,7 +54,7 @@ def main(argv=None) -> dict:
     cfg = dataclasses.replace(resolve_config(a.preset), steps=a.steps, eval_every=10**9, checkpoint_every=10**9,
                               val_images=8)
     device = pick_device("auto")
-    params = dataclasses.asdict(cfg)
+    params = dataclasses.asdict(cfg.data)  # what the pool receives
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         on_gpu = device.type == "cuda"
@@ -81,12 +63,12 @@ def main(argv=None) -> dict:
     finally:
         stop_pool("bench")
         ray.shutdown()
-    local_rate, local_wait = run(cfg, LocalFeed("sevi-images", params, device, cfg.seed), a.warmup)
-    out = {"device": str(device), "preset": a.preset, "batch_size": cfg.batch_size, "steps": a.steps,
+    local_rate, local_wait = run(cfg, StreamBatches(cfg.data, device, cfg.seed), a.warmup)
+    out = {"device": str(device), "preset": a.preset, "batch_size": cfg.data.batch_size, "steps": a.steps,
            "pool_actors": a.actors, "in_flight": a.in_flight, "cpu_count": os.cpu_count(),
            "pool_images_per_s": pool_rate, "pool_wait_fraction": pool_wait,
            "local_images_per_s": local_rate, "local_wait_fraction": local_wait, "ratio": pool_rate / local_rate}
-    print(f"preset {a.preset}, batch {cfg.batch_size}, {a.steps} steps ({a.warmup} warm-up), device {device}")
+    print(f"preset {a.preset}, batch {cfg.data.batch_size}, {a.steps} steps ({a.warmup} warm-up), device {device}")
     print(f"  fed by the pool ({a.actors} actor(s), {a.in_flight} in flight): {pool_rate:8.1f} images/s, "
           f"waiting for data {100 * pool_wait:5.1f}% of step time")
     print(f"  fed in-process                         : {local_rate:8.1f} images/s, "

@@ -24,15 +24,12 @@ import argparse
 import dataclasses
 import itertools
 import json
-import sys
 import time
 import typing
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coating.line import plant
 from coating.recommend.closed_loop import run_cycle, summarise

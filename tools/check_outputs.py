@@ -74,8 +74,7 @@ def collect(work: Path) -> dict[str, str]:
                 "--device", "cpu", "--render", "poisson", "--out", "sim_poisson.h5"], work, env)
     d.update({f"simulate_poisson/{k}": v for k, v in h5_digests(work / "sim_poisson.h5").items()})
 
-    run([py, "-m", "sevi.cli.train", "--preset", "tiny", "--device", "cpu", "--threads", "1", "--out", "run"],
-        work, env)
+    run(sevi + ["train", "--preset", "tiny", "--device", "cpu", "--threads", "1", "--out", "run"], work, env)
     import torch
     state = torch.load(work / "run" / "final" / "model.pt", map_location="cpu", weights_only=True)
     h = hashlib.sha256()

@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from coating.line import plant
 from coating.models.hparams import resolve_hparams
 from coating.recommend.closed_loop import (

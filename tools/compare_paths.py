@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sevi.evaluation.calibration import path_calibration
+
 PATHS = ("events", "direct", "oracle", "direct_oracle")
 
 
@@ -75,21 +77,6 @@ def summarise(per: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def calibration(zs: dict[str, list]) -> dict[str, dict[str, float]]:
-    """Per path, the refined answers' z-scores pooled over measurements: std and 68 % / 95 % coverage,
-    beta_2..6 (the measured ones), beta_8..24 and R."""
-    out = {}
-    for k, v in zs.items():
-        if not v:
-            continue
-        zb = np.array([b for b, _ in v]).reshape(len(v), 2, -1)
-        zr = np.array([r for _, r in v]).ravel()
-        groups = {"beta_2..6": zb[:, :, :3].ravel(), "beta_8..24": zb[:, :, 3:].ravel(), "R": zr}
-        out[k] = {g: {"z_std": float(np.std(z)), "cover68": float(np.mean(np.abs(z) < 1)),
-                      "cover95": float(np.mean(np.abs(z) < 1.96)), "n": int(len(z))} for g, z in groups.items()}
-    return out
-
-
 def table(summary: dict) -> str:
     lines = ["| path | mean Distance (+- s.e.) | median Distance | mean / oracle | median / oracle |",
              "|---|---|---|---|---|"]
@@ -106,7 +93,7 @@ def table(summary: dict) -> str:
     for key, what in (("calibration", "all fits"), ("calibration_chi2_ok", "fits with chi^2/dof <= 1.5")):
         for k, groups in summary.get(key, {}).items():
             lines.append(f"calibration {k}+refined ({what}): " + "; ".join(
-                f"{g} z std {c['z_std']:.2f}, 68% {100 * c['cover68']:.0f}%, 95% {100 * c['cover95']:.0f}% (n={c['n']})"
+                f"{g} z std {c['z_std']:.2f}, 68% {100 * c['within_68']:.0f}%, 95% {100 * c['within_95']:.0f}% (n={c['n']})"
                 for g, c in groups.items()))
     return "\n".join(lines)
 
@@ -152,14 +139,14 @@ def main(argv=None) -> int:
         from sevi.regressor.checkpoints import load_model
         ev_model, ev_cfg = load_model(args.events_model, device)
         di_model, di_cfg = load_model(args.direct_model, device)
-        if di_cfg.spot_blur <= 0:
+        if di_cfg.data.spot_blur <= 0:
             raise SystemExit(f"compare_paths: {args.direct_model} has spot_blur = 0: not a direct-path model")
-        if ev_cfg.spot_blur > 0:
-            raise SystemExit(f"compare_paths: {args.events_model} has spot_blur = {ev_cfg.spot_blur}: not an events model")
+        if ev_cfg.data.spot_blur > 0:
+            raise SystemExit(f"compare_paths: {args.events_model} has spot_blur = {ev_cfg.data.spot_blur}: not an events model")
         for name, cfg in (("events", ev_cfg), ("direct", di_cfg)):
-            if not cfg.electrons[0] <= per_shell <= cfg.electrons[1]:
+            if not cfg.data.electrons[0] <= per_shell <= cfg.data.electrons[1]:
                 raise SystemExit(f"compare_paths: {per_shell} electrons per shell ({args.frames} frames x {args.per_frame} "
-                                 f"/ {cam.detect_prob} / 2) is outside the {name} model's training range {cfg.electrons}")
+                                 f"/ {cam.detect_prob} / 2) is outside the {name} model's training range {cfg.data.electrons}")
     pc = PriorConfig().with_electrons(per_shell)
     base = 10**9 + 7 * 10**7 + args.seed * 1000  # a seed range no training stream or eval_sevi uses
     params = Prior(pc)(args.measurements, base).params
@@ -241,15 +228,15 @@ def main(argv=None) -> int:
         images = {
             "events": accumulate(ev_x, ev_z, 1024),
             "oracle": accumulate(tr_x, tr_z, 1024),
-            "direct": direct_image(fsum.astype(np.float64), args.frames, di_cfg.grid, cam),
+            "direct": direct_image(fsum.astype(np.float64), args.frames, di_cfg.data.grid, cam),
         }
         hb = torch.as_tensor(accumulate(tr_x, tr_z, REFINE_GRID)).double()
-        oracle_blurred = blur_images(hb, di_cfg.spot_blur).double().numpy()  # REFINE_GRID: spot >= 1.5 px
+        oracle_blurred = blur_images(hb, di_cfg.data.spot_blur).double().numpy()  # REFINE_GRID: spot >= 1.5 px
         images["direct_oracle"] = oracle_blurred
         fit_images = {"events": (images["events"], None), "oracle": (images["oracle"], None),
                       "direct": (direct_image(fsum.astype(np.float64), args.frames, REFINE_GRID, cam),
                                  direct_noise(args.frames, REFINE_GRID, cam)),
-                      "direct_oracle": (oracle_blurred, DirectNoise(spot_sigma=di_cfg.spot_blur, flux_scale=1.0,
+                      "direct_oracle": (oracle_blurred, DirectNoise(spot_sigma=di_cfg.data.spot_blur, flux_scale=1.0,
                                                                     flux_rel_var=0.0, background_var=0.0))}
         row = {"measurement": m, "R": p.R[0].tolist(), "sigma_R": p.sigma_R[0].tolist(),
                "n_emitted_per_shell": per_shell, "n_detected": int(len(tr_x)), "n_centroided": int(len(ev_x)),
@@ -284,13 +271,13 @@ def main(argv=None) -> int:
         rows.append(row)
         summary = summarise(per)
         if not args.no_refine:
-            summary["calibration"] = calibration(zs)
-            summary["calibration_chi2_ok"] = calibration(zs_kept)
+            summary["calibration"] = path_calibration(zs)
+            summary["calibration_chi2_ok"] = path_calibration(zs_kept)
         write_json(out / "compare_paths.json", {"command": " ".join(sys.argv), "complete": m == todo[-1],
                       "measurements_done": len(rows), "measurements": [r["measurement"] for r in rows], "frames": args.frames, "per_frame": args.per_frame,
                       "electrons_per_shell": per_shell, "seed": args.seed, "events_model": args.events_model,
-                      "direct_model": args.direct_model, "direct_spot_blur": di_cfg.spot_blur,
-                      "model_grid": [ev_cfg.grid, di_cfg.grid], "refine_grid": {"events": 512, "direct": REFINE_GRID},
+                      "direct_model": args.direct_model, "direct_spot_blur": di_cfg.data.spot_blur,
+                      "model_grid": [ev_cfg.data.grid, di_cfg.data.grid], "refine_grid": {"events": 512, "direct": REFINE_GRID},
                       "summary": summary, "rows": rows, "seconds_total": time.perf_counter() - t_all}, indent=2)
         print(f"[{len(rows)}/{len(todo)}] m{m} " + " ".join(f"{k}={row[f'distance_{k}']:.4f}" for k in variants)
               + f"  detected {row['n_detected']} centroided {row['n_centroided']} direct~{row['direct_electrons_estimate']:.0f}"
@@ -298,8 +285,8 @@ def main(argv=None) -> int:
 
     summary = summarise(per)
     if not args.no_refine:
-        summary["calibration"] = calibration(zs)
-        summary["calibration_chi2_ok"] = calibration(zs_kept)
+        summary["calibration"] = path_calibration(zs)
+        summary["calibration_chi2_ok"] = path_calibration(zs_kept)
     print(f"\n{len(todo)} measurements x {args.frames} frames (~{args.per_frame:g} detected/frame, "
           f"{per_shell} emitted per shell), seed {args.seed}\n")
     print(table(summary))

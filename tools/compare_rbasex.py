@@ -17,22 +17,7 @@ import time
 import numpy as np
 import torch
 
-
-def rbasex_betas(counts: np.ndarray, R_px: np.ndarray, sig_px: np.ndarray, order: int, n_terms: int) -> np.ndarray:
-    """(2, n_terms) course-convention betas of one (G, G) image (axis 0 = x, axis 1 = z)."""
-    import abel.rbasex
-
-    # PyAbel's symmetry axis is vertical (rows): our z is axis 1, so transpose.
-    _, distr = abel.rbasex.rbasex_transform(counts.T.astype(float), origin="center", order=order, out=None)
-    harm = distr.harmonics()  # (order/2 + 1, rmax + 1): P_0, P_2, ..., P_order
-    r = distr.r
-    out = np.zeros((2, n_terms))
-    for j in range(2):
-        w = (r >= R_px[j] - 3 * sig_px[j]) & (r <= R_px[j] + 3 * sig_px[j])
-        s = harm[:, w].sum(1)
-        k = min(n_terms, len(s) - 1)
-        out[j, :k] = 0.5 * s[1:k + 1] / s[0]
-    return out
+from sevi.evaluation.abel_baselines import rbasex_betas
 
 
 def main(argv=None) -> dict:

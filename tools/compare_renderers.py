@@ -13,13 +13,9 @@ difference is as compatible with zero as the first.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sevi.evaluation.held_out import add_held_out_args, held_out_params
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,43 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from sevi.evaluation.abel_baselines import classical
+from sevi.evaluation.calibration import z_calibration
 from sevi.evaluation.held_out import HELD_OUT_OFFSET, add_held_out_args, held_out_params
 from sevi.io.atomic import write_json
-
-SEPARATION = 0.03
-
-
-def legendre_projection(slice_img: np.ndarray, grid: int, R: np.ndarray, sigma_R: np.ndarray, n_terms: int) -> np.ndarray:
-    """Course-convention betas (2, L) of an inverse-Abel slice (rows = z, columns = x, centred):
-    beta_2i = (4i + 1)/2 E[P_2i(cos theta)], the expectation over the slice weighted by |x| (the
-    sin(theta) of the sphere) inside each shell's window R +- 3 sigma_R."""
-    from numpy.polynomial import legendre as npleg
-    nr, nc = slice_img.shape
-    zz, xx = np.mgrid[0:nr, 0:nc]
-    z, x = (zz - (nr - 1) / 2) * 2 / grid, (xx - (nc - 1) / 2) * 2 / grid
-    r = np.hypot(x, z)
-    ct = np.where(r > 0, z / np.maximum(r, 1e-12), 0.0)
-    P = [npleg.legval(ct, np.eye(2 * i + 1)[2 * i]) for i in range(1, n_terms + 1)]
-    out = np.zeros((2, n_terms))
-    for j in range(2):
-        w = (np.abs(r - R[j]) <= 3 * sigma_R[j]) * np.abs(x) * slice_img
-        tot = w.sum()
-        if tot > 0:
-            out[j] = [(4 * i + 1) / 2 * (w * P[i - 1]).sum() / tot for i in range(1, n_terms + 1)]
-    return out
-
-
-def classical(counts: np.ndarray, method: str, R, sigma_R, n_terms: int) -> np.ndarray:
-    import abel
-    G = counts.shape[0]
-    opts = {"order": 20} if method == "rbasex" else {}
-    # PyAbel's symmetry axis is vertical (rows = z): our axis 1 is z, so transpose; the centre lies
-    # between the middle pixels of an even grid.
-    t = abel.Transform(counts.T.astype(float), direction="inverse", method=method, origin=(G / 2 - 0.5, G / 2 - 0.5),
-                       transform_options=opts).transform
-    return legendre_projection(t, G, R, sigma_R, n_terms)
+from sevi.physics.metric import SEPARATION
 
 
 def summarise(d: np.ndarray, sep: np.ndarray) -> dict:
@@ -165,8 +132,7 @@ def main(argv=None) -> dict:
     groups = {"beta_2..6": np.r_[0:3, L:L + 3], "beta_8..24": np.r_[3:L, L + 3:2 * L],
               "R": np.r_[2 * L:2 * L + 2], "sigma_R": np.r_[2 * L + 2:2 * L + 4]}
     def calibration(rows):
-        return {g: {"z_std": float(z[rows][:, idx].std()), "within_68": float((np.abs(z[rows][:, idx]) <= 1).mean()),
-                    "within_95": float((np.abs(z[rows][:, idx]) <= 1.959964).mean())} for g, idx in groups.items()}
+        return {g: z_calibration(z[rows][:, idx]) for g, idx in groups.items()}
 
     calib = calibration(np.ones(len(z), bool))
     calib_split = {"separated": calibration(sep), "overlapping": calibration(~sep) if (~sep).any() else None}

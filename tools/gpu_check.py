@@ -31,7 +31,6 @@ null and named in the step's ``non_finite`` list, never as NaN. Exit status 1 if
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import gc
 import importlib
@@ -111,7 +110,7 @@ GENERATOR_TARGET_IMAGES_PER_S = 1000.0  # BENCHMARKS.md target at G 1024 with 2 
 def step_generator(ck: Check, budget_s: float) -> dict:
     from sevi.physics.generator import GeneratorConfig, SeviGenerator
     from sevi.physics.prior import Prior, PriorConfig
-    from tools.bench_generate import time_generator, time_numpy
+    from sevi.evaluation.generator_timing import time_generator, time_numpy
 
     cuda = ck.device.type == "cuda"
     grid, electrons = (128, 20_000) if ck.tiny else (1024, 2_000_000)
@@ -151,7 +150,7 @@ def step_expected_renderer(ck: Check, budget_s: float) -> dict:
     from sevi.physics.expected_renderer import make_renderer
     from sevi.physics.generator import GeneratorConfig
     from sevi.physics.prior import PriorConfig
-    from tools.bench_generate import time_generator
+    from sevi.evaluation.generator_timing import time_generator
 
     electrons = 20_000 if ck.tiny else 2_200_000
     grids = (64,) if ck.tiny else (1024, 128)
@@ -201,19 +200,19 @@ def training_run(cfg, device: torch.device, wall_s: float, max_steps: int | None
     the peak GPU memory."""
     from sevi.regressor.batches import batch_seed, make_batch, make_generator
     from sevi.regressor.training import LoopContext, train_loop
-    from tools.bench_train import TimedFeed
+    from sevi.evaluation.timed_feed import TimedFeed
 
-    cfg = dataclasses.replace(cfg, eval_every=eval_every, checkpoint_every=10**9)
+    cfg = cfg.replace(eval_every=eval_every, checkpoint_every=10**9)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    gen = make_generator(cfg, device)
+    gen = make_generator(cfg.data, device)
 
     def feed(step: int):
         if (max_steps is not None and step >= max_steps) or time.perf_counter() - t0 >= wall_s:
             raise _StopRun
-        return make_batch(gen, cfg, batch_seed(cfg, step))
+        return make_batch(gen, cfg.data, batch_seed(cfg, step))
 
     timed, curve = TimedFeed(feed), []
     report = lambda m, ckpt: curve.append({k: m[k] for k in ("step", "loss", "val/distance") if k in m})  # noqa: E731
@@ -227,7 +226,7 @@ def training_run(cfg, device: torch.device, wall_s: float, max_steps: int | None
     if steps == 0:
         raise RuntimeError(f"no training step finished within {wall_s:.0f} s (setup took it all)")
     out = {"steps": steps, "wall_s": time.perf_counter() - t0, "setup_s": timed.t_call[0] - t0,
-           **steady_rates(timed.t_call, timed.wait, cfg.batch_size, eval_every, warmup),
+           **steady_rates(timed.t_call, timed.wait, cfg.data.batch_size, eval_every, warmup),
            "loss_curve": curve,
            "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
     vals = [c["val/distance"] for c in curve if "val/distance" in c]
@@ -241,28 +240,28 @@ def step_training(ck: Check, budget_s: float) -> dict:
 
     a100 = PRESETS["a100"]
     if ck.tiny:  # the a100 shape of things (polar input, strided stem) at toy sizes
-        cfg = dataclasses.replace(a100, grid=64, n_r=32, n_theta=32, electrons=(2000, 4000), width=4, batch_size=4,
+        cfg = a100.replace(grid=64, n_r=32, n_theta=32, electrons=(2000, 4000), width=4, batch_size=4,
                                   target_stats_draws=200)
         max_steps, eval_every, warmup = 6, 3, 1
     else:
         cfg, max_steps, eval_every, warmup = a100, None, 20, 3
-    cfg = dataclasses.replace(cfg, val_images=cfg.batch_size)  # one validation batch: a loss curve, cheaply
-    out = {"preset": "a100" + (" (tiny sizes)" if ck.tiny else ""), "batch_size": cfg.batch_size, "grid": cfg.grid,
-           "width": cfg.width, "input": f"{cfg.representation} {cfg.n_r} x {cfg.n_theta}",
-           "electrons": list(cfg.electrons), "eval_every": eval_every,
+    cfg = cfg.replace(val_images=cfg.data.batch_size)  # one validation batch: a loss curve, cheaply
+    out = {"preset": "a100" + (" (tiny sizes)" if ck.tiny else ""), "batch_size": cfg.data.batch_size, "grid": cfg.data.grid,
+           "width": cfg.width, "input": f"{cfg.data.representation} {cfg.data.n_r} x {cfg.data.n_theta}",
+           "electrons": list(cfg.data.electrons), "eval_every": eval_every,
            "autocast_note": "autocast applies on CUDA only; on a CPU both runs are float32",
            "memory_note": "peak_memory_gib: torch's peak allocation in the run: model, optimizer, activations "
                           "and the in-process generator's images and scratch"}
     wall = 0.45 * budget_s  # two runs, and room for the last step and the teardown
     for amp in ("bf16", "none"):
-        out[f"amp_{amp}"] = training_run(dataclasses.replace(cfg, amp=amp), ck.device, wall, max_steps,
+        out[f"amp_{amp}"] = training_run(cfg.replace(amp=amp), ck.device, wall, max_steps,
                                          eval_every, warmup)
     b, f = out["amp_bf16"], out["amp_none"]
     out["bf16_speedup"] = b["steps_per_s"] / f["steps_per_s"]
     mem = (f", peak {b['peak_memory_gib']:.1f} / {f['peak_memory_gib']:.1f} GiB"
            if b["peak_memory_gib"] is not None else "")
     fall = {True: "falls", False: "does not fall", None: "too few evaluations"}[b["loss_falling"]]
-    out["summary"] = (f"batch {cfg.batch_size}: bf16 {b['steps_per_s']:.2f} steps/s ({b['images_per_s']:.0f} img/s), "
+    out["summary"] = (f"batch {cfg.data.batch_size}: bf16 {b['steps_per_s']:.2f} steps/s ({b['images_per_s']:.0f} img/s), "
                       f"fp32 {f['steps_per_s']:.2f} steps/s{mem}; data wait {100 * b['data_wait_fraction']:.0f}% "
                       f"(bf16); val Distance {fall} over {b['steps']} steps")
     return out
@@ -276,7 +275,7 @@ def step_centroiding(ck: Check, budget_s: float) -> dict:
     from sevi.camera.centroid import centroid_frames
     from sevi.camera.centroid_config import CentroidConfig
     from sevi.camera.frames import FrameModel
-    from tools.bench_frames import evaluate, found_px, simulate
+    from sevi.evaluation.centroid_scoring import evaluate, found_px, simulate
 
     cuda = ck.device.type == "cuda"
     n = 3 if ck.tiny else (320 if cuda else 32)
@@ -318,7 +317,7 @@ OPTICS_TARGET_SPECTRA_PER_S = 1e7  # BENCHMARKS.md target
 
 
 def step_optics(ck: Check, budget_s: float) -> dict:
-    from tools.bench_optics import bench_torch
+    from coating.optics.benchmark import bench_torch
 
     cuda = ck.device.type == "cuda"
     batch = 64 if ck.tiny else (262144 if cuda else 1024)  # bench_optics' defaults per device

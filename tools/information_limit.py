@@ -18,13 +18,10 @@ A setting is GRID:ELECTRONS (electrons per shell) or GRID:course (the prior's 1.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sevi.evaluation.held_out import HELD_OUT_OFFSET
 from sevi.io.atomic import write_json
@@ -36,6 +33,7 @@ from sevi.physics.information import (
     image_floors,
     prior_precision,
 )
+from sevi.physics.metric import SEPARATION
 from sevi.physics.prior import Prior, PriorConfig
 
 SEED = 2024  # the held-out seed of tools/eval_sevi.py and tools/eval_refine.py
@@ -79,7 +77,7 @@ def plot(results: list[dict], path: Path) -> None:
             ax.scatter(sep, r["per_image"][det]["bayes"], s=8, c=col, marker="o", label=f"{det}: Bayesian floor")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.axvline(0.03, color="grey", lw=0.8)
+        ax.axvline(SEPARATION, color="grey", lw=0.8)
         ax.set_xlabel("|R1 - R2| (detector units)")
         ax.set_ylabel("Distance at the floor")
         ax.set_title(f"{r['grid']}^2, {r['electrons_per_shell']} e-/shell")

@@ -24,39 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-
-def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
-    """Check every output path before anything is written (``{"--flag": path or None}``): each
-    must name a file (not a folder) in a folder that exists or can be made, no two outputs
-    and no output and input may be one file (writing it would destroy the input)."""
-    import os
-    from pathlib import Path
-
-    seen = {}
-    for flag, path in outputs.items():
-        if path is None:
-            continue
-        p = Path(path)
-        if p.is_dir():
-            raise ValueError(f"{flag} {path}: is a folder; expected a file name")
-        parent = p.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            raise ValueError(f"{flag} {path}: {parent} is a file, not a folder; expected a file name in a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {path}: cannot write in {parent} (permission denied)")
-        key = os.path.realpath(p)
-        if key in seen:
-            raise ValueError(f"{flag} {path}: the same file as {seen[key]}; expected two different files")
-        seen[key] = flag
-        for iflag, ipath in (inputs or {}).items():
-            if ipath is not None and (os.path.realpath(ipath) == key or
-                                      (p.exists() and Path(ipath).exists() and os.path.samefile(ipath, p))):
-                raise ValueError(f"{flag} {path}: the same file as the input {iflag} {ipath}; writing it would "
-                                 f"destroy the input; expected another file name")
+from sevi.cli.policy import run_command
+from sevi.io.paths import check_outputs
 
 
 def _cmd_simulate(args) -> int:
@@ -66,6 +36,8 @@ def _cmd_simulate(args) -> int:
 
     from coating.line import plant, schema
 
+    if args.cycles < 1:
+        raise ValueError(f"--cycles must be >= 1, got {args.cycles}")
     if Path(args.out).suffix.lower() not in (".csv", ".h5", ".hdf5"):
         raise ValueError(f"--out {args.out}: expected a .csv, .h5 or .hdf5 file name")
     check_outputs({"--out": args.out, "--standard-out": args.standard_out})
@@ -259,34 +231,12 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _user_error_text(e: BaseException) -> str | None:
-    """The message of an error the user can fix (bad input, a missing or unreadable file), or
-    None for anything else (a defect: its traceback is the useful report)."""
-    import pickle
-    if isinstance(e, OSError):
-        # e.g. "[Errno 13] Permission denied: 'x'": the file first, as in our own messages
-        return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
-    if isinstance(e, (ValueError, pickle.UnpicklingError)):
-        return str(e)
-    return None
-
-
 def main(argv=None) -> int:
-    """The ``coating`` command. Errors in the user's input end in one message naming the file,
-    the field and the expected form, exit status 2 and no traceback (``--debug`` shows it)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "cycles", 1) < 1:
-        print("coating: error: --cycles must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        return args.func(args)
-    except Exception as e:  # noqa: BLE001 - sorted into user errors and defects below
-        text = _user_error_text(e)
-        if text is None or getattr(args, "debug", False):
-            raise
-        print(f"coating {args.command}: error: {text}", file=sys.stderr)
-        return 2
+    """The ``coating`` command, under the project's one error policy (``sevi.cli.policy``): bad
+    input ends in one line ``coating <command>: <file>: <field>: <expected>``, exit status 2 and no
+    traceback (``--debug`` shows it); Ctrl-C in exit status 130."""
+    args = build_parser().parse_args(argv)
+    return run_command("coating", args.command, lambda: args.func(args), getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

@@ -161,3 +161,14 @@ def load_all(models_dir, kind: str, history: History | None = None) -> dict:
     if not Path(models_dir).is_dir():
         raise ValueError(f"{models_dir}: no such model registry directory")
     return {c: load(models_dir, c, kind, history) for c, _ in list_models(models_dir, kind)}
+
+
+def stored_model_sha256(models_dir, cycle_id: int, kind: str) -> str | None:
+    """The ``model_sha256`` recorded in a registry entry's model.json, or None when there is no
+    readable entry (a sweep is then fitted again rather than reused)."""
+    import json
+
+    try:
+        return json.loads((cycle_dir(models_dir, cycle_id, kind) / "model.json").read_text())["model_sha256"]
+    except (OSError, ValueError, KeyError):
+        return None

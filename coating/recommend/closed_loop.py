@@ -30,7 +30,7 @@ they are compared on the same runs. Methods:
   the past runs would know it; only the walk's step since is unknown. No planner that learns
   the machine from its measured runs can expect to do better than this without luck;
 - ``oracle_robust`` (for reference, uses hidden truth): the recommender with robust design on
-  the machine's own physics and noise (``plant.MachineTwin``): what the recommender reaches
+  the machine's own physics and noise (``coating.models.machine_twin.MachineTwin``): what the recommender reaches
   with perfect knowledge of the machine, under the same bounds and step limit;
 - ``oracle_lagged`` (for reference, uses hidden truth): the same, but the machine is known as it
   was at the last run (tooling times its trend); the walk step since is drawn in the robust
@@ -48,6 +48,7 @@ import torch
 from coating.line import plant, schema
 from coating.line.history_rows import time_split
 from coating.models import fitting
+from coating.models.machine_twin import MachineTwin
 from coating.optics.colour import ciede2000
 from coating.optics.stacks import settings_of_recipe
 from coating.recommend import optimise_settings as recommend
@@ -145,12 +146,12 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
             elif method == "oracle_last":
                 nxt = _clip(recipe / (np.array(last_tooling) * (1 + np.array(st.tooling_trend))), cur, limits)
             elif method == "oracle_robust":
-                nxt = recommend.recommend_settings(plant.MachineTwin(st, params), cur, st.run_in_cycle + 1,
+                nxt = recommend.recommend_settings(MachineTwin(st, params), cur, st.run_in_cycle + 1,
                                                    standard, limits, robust_draws=robust_draws,
                                                    spectral_weight=spectral_weight).settings
             elif method == "oracle_lagged":
                 lagged = dataclasses.replace(st, tooling=tuple(np.array(last_tooling) * (1 + np.array(st.tooling_trend))))
-                nxt = recommend.recommend_settings(plant.MachineTwin(lagged, params, params.tooling_walk_sd), cur,
+                nxt = recommend.recommend_settings(MachineTwin(lagged, params, params.tooling_walk_sd), cur,
                                                    st.run_in_cycle + 1, standard, limits,
                                                    robust_draws=robust_draws, spectral_weight=spectral_weight).settings
             elif method == "physics_ls":

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from sevi.runtime.errors import InputError
+
 
 def _load(path: Path) -> tuple[dict, list]:
     try:
         doc = json.loads(path.read_text())
         return doc["per_run"], doc["cycles"]
     except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"{path}: not a closed_loop.json with 'per_run' and 'cycles' ({e})")
+        raise InputError(f"{path}: not a closed_loop.json with 'per_run' and 'cycles' ({e})")
 
 
 def load_cycles(dirs: list[str]) -> list[dict[str, np.ndarray]]:
@@ -31,10 +33,10 @@ def load_cycles(dirs: list[str]) -> list[dict[str, np.ndarray]]:
             path = Path(part) / "closed_loop.json"
             pr, inf = _load(path)
             if infos is not None and [i["loop_runs"] for i in inf] != [i["loop_runs"] for i in infos]:
-                raise SystemExit(f"{path}: its cycles differ from those of {d.split('+')[0]}")
+                raise InputError(f"{path}: its cycles differ from those of {d.split('+')[0]}")
             for m, v in pr.items():
                 if m in per_run and not np.allclose(per_run[m], v):
-                    raise SystemExit(f"{path}: method {m} differs from {d.split('+')[0]}'s: not the same runs")
+                    raise InputError(f"{path}: method {m} differs from {d.split('+')[0]}'s: not the same runs")
                 per_run[m] = v
             infos = inf
         start = 0
@@ -44,7 +46,7 @@ def load_cycles(dirs: list[str]) -> list[dict[str, np.ndarray]]:
             start += n
         lengths = {m: len(v) for m, v in per_run.items()}
         if any(n != start for n in lengths.values()):
-            raise SystemExit(f"{d}: per_run lengths {lengths} do not add up to the cycles' loop_runs ({start})")
+            raise InputError(f"{d}: per_run lengths {lengths} do not add up to the cycles' loop_runs ({start})")
     common = set.intersection(*(set(c) for c in cycles))
     dropped = sorted(set.union(*(set(c) for c in cycles)) - common)
     if dropped:

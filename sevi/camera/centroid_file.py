@@ -26,13 +26,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
+from sevi.io.frame_files import FrameFileError
+from sevi.runtime.errors import InputError, InputWarning
 
-__all__ = ["centroid_file", "Chunk", "ChunkRunner", "run_in_process", "process_chunk", "chunk_ranges",
+
+__all__ = ["centroid_file", "CentroidSummary", "Chunk", "ChunkRunner", "run_in_process", "process_chunk", "chunk_ranges",
            "centroid_config", "frames_digest", "DEFAULT_CHUNK", "DEFAULT_GRID", "GPUS_PER_TASK"]
 
 DEFAULT_CHUNK = 256    # frames per chunk: ~256 MB read per task
@@ -49,6 +52,15 @@ class Chunk:
     part: str              # the part file to write
     config: dict           # CentroidConfig fields
     device: str | None     # torch device; None: sevi.runtime.device.pick_device()
+
+
+@dataclasses.dataclass(frozen=True)
+class CentroidSummary:
+    """What :func:`centroid_file` made: events written, frames read, the events file, the rate."""
+    events: int
+    n_frames: int
+    out: str
+    rate: str              # frames/s overall and in steady state, one line
 
 
 # (chunks, finished) -> (first FrameFileError or None, chunks run at once)
@@ -124,7 +136,6 @@ def frames_digest(ids, imgs) -> str:
 
 def run_in_process(chunks: list[Chunk], finished: Callable[[int], None]):
     """The chunk runner of ``--no-ray``: the chunks one by one in this process."""
-    from sevi.io.frame_files import FrameFileError
 
     for c in chunks:
         try:
@@ -167,15 +178,14 @@ def _stale_parts(frames_path: Path, parts: Path, done, config: dict) -> list[tup
     return stale
 
 
-def _prepare_resume(frames_path: Path, parts: Path, ranges, manifest: dict) -> int | None:
-    """Check the parts folder before a run; returns an exit status to stop with, or None to go on.
+def _prepare_resume(frames_path: Path, parts: Path, ranges, manifest: dict) -> None:
+    """Check the parts folder before a run; raises InputError (or FrameFileError) to stop it.
 
     A manifest of another chunk layout or centroider stops the run (delete the folder to start
     over). A damaged manifest is reported and replaced. When the manifest does not vouch for the
     input (another path, size or mtime; damaged; missing), finished parts are checked by content
     and the stale ones deleted, to be centroided again. Then the manifest is written (atomically)."""
     from sevi.io.atomic import write_json
-    from sevi.io.frame_files import FrameFileError
 
     mpath = parts / "manifest.json"
     old = None
@@ -185,29 +195,26 @@ def _prepare_resume(frames_path: Path, parts: Path, ranges, manifest: dict) -> i
             if not isinstance(old, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError):
-            print(f"sevi frames: warning: {mpath}: damaged (not a JSON object); replaced, and the finished "
-                  f"chunks checked against the input by content", file=sys.stderr)
+            warnings.warn(f"{mpath}: damaged (not a JSON object); replaced, and the finished chunks checked "
+                          f"against the input by content", InputWarning)
             old = None
         else:
             if any(old.get(k) != manifest[k] for k in _IDENTITY):
-                print(f"sevi frames: {parts}: holds parts of a different run (frame count, chunk or centroid "
-                      f"settings changed); expected the same settings, or delete the folder to start over",
-                      file=sys.stderr)
-                return 2
+                raise InputError(f"{parts}: holds parts of a different run (frame count, chunk or centroid "
+                                 f"settings changed); expected the same settings, or delete the folder to start over")
     done = [(a, b) for a, b in ranges if _part_path(parts, a, b).exists()]
     same_file = old is not None and all(old.get(k) == manifest[k] for k in ("frames", "size", "mtime_ns"))
     if done and not same_file:
         try:
             stale = _stale_parts(frames_path, parts, done, manifest["centroid"])
         except FrameFileError as err:
-            print(f"sevi frames: {err}; finished chunks cannot be checked against it; expected a readable "
-                  f"input", file=sys.stderr)
-            return 2
+            raise FrameFileError(f"{err}; finished chunks cannot be checked against it; expected a readable "
+                                 f"input") from None
         for a, b in stale:
             _part_path(parts, a, b).unlink()
-        print(f"sevi frames: the input is not the file the finished chunks were made from (path, size or "
-              f"time differ); {len(done)} finished chunks checked by content: {len(done) - len(stale)} kept, "
-              f"{len(stale)} to centroid again", file=sys.stderr)
+        warnings.warn(f"{frames_path}: not the file the finished chunks were made from (path, size or time "
+                      f"differ); {len(done)} finished chunks checked by content: {len(done) - len(stale)} kept, "
+                      f"{len(stale)} to centroid again", InputWarning)
     write_json(mpath, manifest)
     return None
 
@@ -231,25 +238,27 @@ def _merge(parts: Path, ranges, out: Path, grid: int, n_frames: int, manifest: d
     if ids:  # warned, not refused: the events are right, only their ImageIds are ambiguous
         uniq, seen = np.unique(np.concatenate(ids), return_counts=True)
         if (seen > 1).any():
-            print(f"sevi frames: warning: {manifest['frames']}: FinalImage.ImageId {uniq[seen > 1][0]} is used by "
-                  f"{seen[seen > 1][0]} frames ({int((seen > 1).sum())} ImageIds repeated); expected one frame per "
-                  f"ImageId: the events of those frames share one ImageId in DetectedElectrons", file=sys.stderr)
+            warnings.warn(f"{manifest['frames']}: FinalImage.ImageId {uniq[seen > 1][0]} is used by "
+                          f"{seen[seen > 1][0]} frames ({int((seen > 1).sum())} ImageIds repeated); expected one frame "
+                          f"per ImageId: the events of those frames share one ImageId in DetectedElectrons",
+                          InputWarning)
     return w.count
 
 
 def centroid_file(frames, out, *, chunk: int = DEFAULT_CHUNK, grid: int = DEFAULT_GRID,
                   device: str | None = None, fast: bool = False, runner: ChunkRunner = run_in_process,
-                  quiet: bool = False) -> int:
+                  quiet: bool = False) -> CentroidSummary:
     """Centroid the frame file ``frames`` into the events file ``out``, the chunks run by ``runner``.
 
     ``chunk`` frames per chunk; ``grid`` the AccumulatedImage side; ``device`` a torch device name
     (None: sevi.runtime.device.pick_device()); ``fast`` the joint cluster refit off; ``quiet`` no
-    progress bar. Returns the exit status of `sevi frames` (0 ok, 2 input error, 130 interrupted);
-    errors and the summary go to stderr and stdout."""
+    progress bar. Returns a :class:`CentroidSummary`. Raises InputError (FrameFileError,
+    OutputIsInputError) for bad input or a chunk that cannot be read (finished chunks kept), and
+    KeyboardInterrupt, saying where the finished chunks are kept, when interrupted."""
     from tqdm import tqdm
 
-    from sevi.io.frame_files import FrameFileError, frame_count
-    from sevi.io.paths import OutputIsInputError, refuse_output_over_input
+    from sevi.io.frame_files import frame_count
+    from sevi.io.paths import check_outputs
     from sevi.runtime.device import pick_device
 
     frames_path, out = Path(frames), Path(out)
@@ -257,26 +266,20 @@ def centroid_file(frames, out, *, chunk: int = DEFAULT_CHUNK, grid: int = DEFAUL
         (chunk < 1, f"--chunk: got {chunk}; expected >= 1 frames per task"),
         (grid < 1, f"--grid: got {grid}; expected >= 1 pixels per side"),
     ) if bad), None)
-    try:
-        if problem:
-            raise ValueError(problem)
-        if device:
-            pick_device(device)  # an unknown device fails here, not inside every task
-        refuse_output_over_input({"--out": out}, {"FRAMES": frames_path})
-        n_frames = frame_count(frames_path)
-        if n_frames == 0:
-            raise FrameFileError(f"{frames_path}: table 'FinalImage' has no rows; expected camera frames")
-    except (ValueError, OutputIsInputError) as err:  # FrameFileError is a ValueError
-        print(f"sevi frames: {err}", file=sys.stderr)
-        return 2
+    if problem:
+        raise InputError(problem)
+    if device:
+        pick_device(device)  # an unknown device fails here, not inside every task
+    check_outputs({"--out": out}, {"FRAMES": frames_path})
+    n_frames = frame_count(frames_path)
+    if n_frames == 0:
+        raise FrameFileError(f"{frames_path}: table 'FinalImage' has no rows; expected camera frames")
     config = dataclasses.asdict(centroid_config(fast))
     ranges = chunk_ranges(n_frames, chunk)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(frames_path, n_frames, chunk, config)
-    code = _prepare_resume(frames_path, parts, ranges, manifest)
-    if code is not None:
-        return code
+    _prepare_resume(frames_path, parts, ranges, manifest)
 
     todo = [Chunk(str(frames_path), a, b, str(_part_path(parts, a, b)), config, device)
             for a, b in ranges if not _part_path(parts, a, b).exists()]
@@ -292,21 +295,16 @@ def centroid_file(frames, out, *, chunk: int = DEFAULT_CHUNK, grid: int = DEFAUL
         failure, workers = runner(todo, finished)
     except KeyboardInterrupt:
         bar.close()
-        print(f"sevi frames: interrupted; finished chunks kept in {parts}, re-run to resume",
-              file=sys.stderr)
-        return 130
+        raise KeyboardInterrupt(f"finished chunks kept in {parts}, re-run to resume") from None
     bar.close()
     if failure is not None:
         left = sum(1 for a, b in ranges if not _part_path(parts, a, b).exists())
-        print(f"sevi frames: {failure}; stopped: {len(ranges) - left} of {len(ranges)} "
-              f"chunks finished and kept in {parts}; fix or replace the input and re-run to resume",
-              file=sys.stderr)
-        return 2
+        raise FrameFileError(f"{failure}; stopped: {len(ranges) - left} of {len(ranges)} chunks finished and "
+                             f"kept in {parts}; fix or replace the input and re-run to resume")
     total = _merge(parts, ranges, out, grid, n_frames, manifest)
     shutil.rmtree(parts)
-    print(f"sevi frames: {total} events from {n_frames} frames -> {out}")
-    print(f"sevi frames: {_rate_summary(t_start, done_at, workers)}")
-    return 0
+    return CentroidSummary(events=total, n_frames=n_frames, out=str(out),
+                           rate=_rate_summary(t_start, done_at, workers))
 
 
 def _rate_summary(t_start: float, done_at: list[tuple[float, int]], workers: int = 1) -> str:

@@ -10,7 +10,6 @@ picks the chunk runner: one by one in this process (``--no-ray``), or each chunk
 from __future__ import annotations
 
 import argparse
-import sys
 
 from sevi.camera.centroid_file import (
     DEFAULT_CHUNK,
@@ -20,6 +19,7 @@ from sevi.camera.centroid_file import (
     centroid_file,
     run_in_process,
 )
+from sevi.runtime.errors import InputError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,18 +45,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `sevi frames`; returns the process exit code (0 ok, 2 input error, 130 interrupted)."""
+    """Run `sevi frames` (errors and interrupts: ``sevi.cli.policy``)."""
     problem = next((text for bad, text in (
         (args.max_in_flight is not None and args.max_in_flight < 1,
          f"--max-in-flight: got {args.max_in_flight}; expected >= 1 tasks"),
         (not args.gpus_per_task >= 0, f"--gpus-per-task: got {args.gpus_per_task}; expected >= 0"),
     ) if bad), None)
     if problem:
-        print(f"sevi frames: {problem}", file=sys.stderr)
-        return 2
+        raise InputError(problem)
     runner = chunk_runner(not args.no_ray, gpus_per_task=args.gpus_per_task, max_in_flight=args.max_in_flight)
-    return centroid_file(args.frames, args.out, chunk=args.chunk, grid=args.grid, device=args.device,
+    done = centroid_file(args.frames, args.out, chunk=args.chunk, grid=args.grid, device=args.device,
                          fast=getattr(args, "fast", False), runner=runner, quiet=getattr(args, "quiet", False))
+    print(f"sevi frames: {done.events} events from {done.n_frames} frames -> {done.out}")
+    print(f"sevi frames: {done.rate}")
+    return 0
 
 
 def chunk_runner(use_ray: bool, *, gpus_per_task: float = GPUS_PER_TASK,

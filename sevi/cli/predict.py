@@ -36,11 +36,6 @@ from __future__ import annotations
 
 import argparse
 
-from sevi.io.answer_file import write_answer
-from sevi.io.image_file import open_images
-from sevi.pipeline.image_answer import refine_or_explain
-from sevi.regressor.inference import load_model_file, predict_images
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict R, sigma_R and betas (with error bars) from accumulated images",
@@ -58,14 +53,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from sevi.io.paths import refuse_output_over_input
+    from sevi.io.answer_file import write_answer
+    from sevi.io.image_file import open_images
+    from sevi.io.paths import check_outputs
+    from sevi.pipeline.image_answer import answer_images
+    from sevi.regressor.inference import load_model_file
     from sevi.runtime.device import pick_device
+    from sevi.runtime.errors import InputError
 
     if args.batch < 1:
-        raise SystemExit("sevi predict: --batch must be >= 1")
-    refuse_output_over_input({"--out": args.out}, {"--images": args.images, "--model": args.model})
+        raise InputError(f"--batch must be >= 1 (images per forward pass), got {args.batch}")
+    check_outputs({"--out": args.out}, {"--images": args.images, "--model": args.model})
     device = pick_device(args.device)
     model, cfg = load_model_file(args.model, device)
     f, ds, ids = open_images(args.images)
@@ -74,19 +72,15 @@ def run(args: argparse.Namespace) -> int:
             batches = [(0, ds[()][None])]
         else:
             batches = ((s, ds[s:s + args.batch]) for s in range(0, ds.shape[0], args.batch))
-        try:
-            with torch.inference_mode():
-                p = predict_images(model, cfg, batches, device, args.electron_tolerance,
-                                   nonnegative=cfg.spot_blur == 0)  # direct images may dip below 0
-        except ValueError as e:
-            raise SystemExit(f"sevi predict: {args.images}: {e}")
-        first, diag = p, None
+        fit_images = None
         if not args.no_refine:
-            images = [ds[()]] if ids is None else [ds[i] for i in range(ds.shape[0])]
-            p, diag = refine_or_explain(p, cfg, device, args.images, images, ds.attrs.get("n_frames"))
-    write_answer(args.out, p, ids, attrs={"model": str(args.model), "images": str(args.images),
-                                          "device": str(device), "model_grid": cfg.grid},
-                 regressor=None if args.no_refine else first, diagnostics=diag)
+            fit_images = [ds[()]] if ids is None else [ds[i] for i in range(ds.shape[0])]
+        res = answer_images(model, cfg, batches, device, source=args.images, fit_images=fit_images,
+                            n_frames=ds.attrs.get("n_frames"), refine=not args.no_refine,
+                            tolerance=args.electron_tolerance)
+    write_answer(args.out, res.answer, ids, attrs={"model": str(args.model), "images": str(args.images),
+                                                   "device": str(device), "model_grid": cfg.data.grid},
+                 regressor=res.regressor if res.refined else None, diagnostics=res.diagnostics)
     n = 1 if ids is None else len(ids)
     print(f"wrote Answer for {n} image{'s' * (n != 1)} to {args.out}")
     return 0

@@ -48,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from sevi.io import tables as io
-    from sevi.io.paths import refuse_output_over_input
+    from sevi.io.paths import check_outputs
     from sevi.physics.generator import GeneratorConfig
     from sevi.physics.prior import PriorConfig, ShellParams
 
-    refuse_output_over_input({"--out": args.out}, {"--truth": args.truth})
+    check_outputs({"--out": args.out}, {"--truth": args.truth})
     if args.batch < 1 or args.grid < 2:
         raise SystemExit("sevi simulate: --batch must be >= 1 and --grid >= 2")
     if args.electrons is not None and args.electrons < 1:

@@ -90,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
         render_frames,
     )
     from sevi.io.frame_files import FrameWriter
-    from sevi.io.paths import refuse_output_over_input
+    from sevi.io.paths import check_outputs
     from sevi.runtime.device import pick_device
 
     given = args.hits not in ("disc", "shells", "prior") and not args.hits.startswith("disc:")
-    refuse_output_over_input({"OUT": args.out}, {"--hits": args.hits if given else None})
+    check_outputs({"OUT": args.out}, {"--hits": args.hits if given else None})
     for bad, text in ((args.frames < 1, f"--frames: got {args.frames}; expected >= 1 frames"),
                       (not 0 < args.per_frame < 1e5,  # also false for NaN; 1e5 spots would cover a frame
                        f"--per-frame: got {args.per_frame}; expected a mean count of electrons in (0, 1e5)"),

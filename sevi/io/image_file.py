@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from sevi.runtime.errors import InputError
+
 
 def open_images(path: str):
-    """(h5py.File, dataset (n, G, G) or (G, G), image_ids or None). Raises SystemExit or TableError on a bad file."""
+    """(h5py.File, dataset (n, G, G) or (G, G), image_ids or None). Raises InputError (TableError) on a bad file."""
     import h5py
 
     from sevi.io.tables import open_h5
@@ -17,15 +19,15 @@ def open_images(path: str):
             if ds.ndim == 3:
                 ids = f["image_id"][()].astype(np.int32) if "image_id" in f else np.arange(ds.shape[0], dtype=np.int32)
                 if len(ids) != ds.shape[0]:
-                    raise SystemExit(f"sevi predict: {path}: image_id has {len(ids)} entries, {name} {ds.shape[0]} images")
+                    raise InputError(f"{path}: image_id has {len(ids)} entries, {name} {ds.shape[0]} images")
                 uniq, n_seen = np.unique(ids, return_counts=True)
                 if (n_seen > 1).any():  # the Answer's rows are keyed by ImageId: two images, one key
-                    raise SystemExit(f"sevi predict: {path}: image_id: {uniq[n_seen > 1][0]} appears "
+                    raise InputError(f"{path}: image_id: {uniq[n_seen > 1][0]} appears "
                                      f"{n_seen[n_seen > 1][0]} times; expected one image per ImageId")
                 return f, ds, ids
             if ds.ndim == 2:
                 return f, ds, None
-            raise SystemExit(f"sevi predict: {path}: dataset '{name}' has shape {ds.shape}; expected (n, G, G) or (G, G)")
+            raise InputError(f"{path}: dataset '{name}' has shape {ds.shape}; expected (n, G, G) or (G, G)")
     found = ", ".join(f.keys()) or "nothing"
     f.close()
-    raise SystemExit(f"sevi predict: {path}: no dataset 'counts' (n, G, G) or 'image' (G, G) (found: {found})")
+    raise InputError(f"{path}: no dataset 'counts' (n, G, G) or 'image' (G, G) (found: {found})")

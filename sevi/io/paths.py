@@ -1,22 +1,26 @@
-"""Output paths that would destroy an input are refused before anything is written.
+"""Output paths are checked before anything is written: each must be a file name in a folder the
+command can write, and none may name an input (or another output).
 
-Every ``sevi`` tool writes its output atomically (a temporary file renamed over the target), so an
+Every command of the project (``sevi``, ``coating``) writes its output atomically (a temporary file renamed over the target), so an
 output path that names one of the tool's inputs would replace that input with the result: the raw
-frames of ``sevi frames X --out X`` would be gone. :func:`refuse_output_over_input` compares each
+frames of ``sevi frames X --out X`` would be gone. :func:`check_outputs` compares each
 output with each input by identity, not by spelling: two paths are the same file when
 ``os.path.samefile`` says so (same device and inode, so symlinks, ``./x`` against ``x`` and hard
 links are all caught); where one of them does not exist yet, their resolved absolute paths are
-compared.
+compared. A path that is a folder, lies under a file, or in a folder the user cannot write is
+refused too, so a command never computes for an hour and then fails to write.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["OutputIsInputError", "same_file", "refuse_output_over_input"]
+from sevi.runtime.errors import InputError
+
+__all__ = ["OutputIsInputError", "same_file", "check_outputs"]
 
 
-class OutputIsInputError(ValueError):
+class OutputIsInputError(InputError):
     """An output path names an input file (or another output) of the same command."""
 
 
@@ -29,14 +33,30 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def refuse_output_over_input(outputs: dict[str, str | os.PathLike | None],
-                             inputs: dict[str, str | os.PathLike | None]) -> None:
-    """Raise :class:`OutputIsInputError` if an output names an input, or two outputs name one file.
+def check_outputs(outputs: dict[str, str | os.PathLike | None],
+                  inputs: dict[str, str | os.PathLike | None] | None = None) -> None:
+    """Raise :class:`InputError` for an output that is a folder, lies under a file or in a folder
+    that cannot be written, and :class:`OutputIsInputError` if an output names an input, or two
+    outputs name one file.
 
     ``outputs`` and ``inputs`` map the option that names the path (``"--out"``, ``"FRAMES"``) to the
     path; ``None`` entries are skipped. A directory input (a model directory) counts with its
     ``model.pt``, the file the tools read from it.
     """
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise InputError(f"{path}: is a folder; expected a file name ({flag})")
+        parent = p.parent
+        while not parent.exists() and parent != parent.parent:  # the folders that would be made
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"{path}: {parent} is a file, not a folder; expected a file name in a folder ({flag})")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"{path}: cannot write in {parent} (permission denied) ({flag})")
+    inputs = inputs or {}
     ins = []
     for flag, path in inputs.items():
         if path is None:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from sevi.physics.forward import ExpectedImage
+from sevi.physics.metric import SEPARATION
 
 DETECTION_EFFICIENCY = 0.9  # the camera model's: about 10% of electrons make no spot (docs/camera.md)
 FLUX_VARIANCE_FACTOR = 1 + 0.1**2 + (2 * 0.001 / 0.015) ** 2  # 1.029: spot-flux spread (sevi/camera/direct_image.py)
@@ -119,7 +120,7 @@ def image_floors(F: torch.Tensor, P: torch.Tensor, n_terms: int, fraction: float
     return out
 
 
-def floors_table(values: np.ndarray, separation: np.ndarray, threshold: float = 0.03) -> dict:
+def floors_table(values: np.ndarray, separation: np.ndarray, threshold: float = SEPARATION) -> dict:
     """median / mean of per-image floors, all images, separated (|R1-R2| >= threshold) and overlapping."""
     out = {}
     for name, m in (("all", np.ones_like(separation, bool)), ("separated", separation >= threshold),

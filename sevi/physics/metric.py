@@ -9,6 +9,10 @@ Lower is better; shells must be in the same (radius) order on both sides.
 
 from __future__ import annotations
 
+# |R1 - R2| below which two shells count as "overlapping" in every split the project reports
+# (docs/conventions.md): about 4 sigma_R of the prior's widest shells, where the notes' hardest case begins.
+SEPARATION = 0.03
+
 import torch
 
 

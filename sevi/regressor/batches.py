@@ -1,7 +1,8 @@
 """Training batches: the prior, the renderer and the seeds a batch depends on.
 
-``make_batch(generator, cfg, seed)`` depends only on (cfg, seed) and the device: it draws
-``cfg.batch_size`` parameter sets from the generator's prior with ``seed``, renders them at the
+``make_batch(generator, data, seed)`` depends only on (data, seed) and the device, where ``data`` is
+the run's ``DataConfig`` (``TrainConfig.data``, exactly what the generator pool receives): it draws
+``data.batch_size`` parameter sets from the generator's prior with ``seed``, renders them at the
 representation's grid (a histogram at G is exactly the rebinned histogram at any multiple of G)
 and builds the model inputs. The training stream uses ``batch_seed(cfg, step, rank, world_size)``
 (``stream_seed``, which the pool's feeds use too), so a resumed run continues the same stream;
@@ -11,36 +12,35 @@ the validation set uses seeds no training step can reach.
 from __future__ import annotations
 
 import functools
+import time
 
 import torch
 from torch import Tensor
 
 from sevi.physics.prior import Prior, PriorConfig
 from sevi.regressor.model import targets_from_params
-from sevi.regressor.train_config import TrainConfig
+from sevi.regressor.train_config import DataConfig, TrainConfig
 
 
-def prior_config(cfg: TrainConfig) -> PriorConfig:
-    """The training prior: the notes' prior with cfg.electrons, narrowed when cfg.refine_answer."""
-    base = PriorConfig().with_electrons(*cfg.electrons)
-    if cfg.refine_answer:
-        from sevi.physics.narrowed_prior import narrow_prior_from_file
-        return narrow_prior_from_file(base, cfg.refine_answer, cfg.refine_width)
-    return base
+def prior_config(cfg: TrainConfig | DataConfig) -> PriorConfig:
+    """The training prior of a run (its DataConfig's: the notes' prior with the run's electrons, or
+    the narrowed prior resolve_config read from refine_answer)."""
+    data = cfg.data if isinstance(cfg, TrainConfig) else cfg
+    return data.prior_config()
 
 
-def render_grid(cfg: TrainConfig) -> int:
-    """The grid training images are rendered at: cfg.grid, or with cfg.spot_blur > 0 the multiple of it
-    on which the blur is well sampled (sevi.camera.direct_image.blur_render_grid); the features rebin exactly to cfg.grid."""
+def render_grid(data: DataConfig) -> int:
+    """The grid training images are rendered at: data.grid, or with data.spot_blur > 0 the multiple of it
+    on which the blur is well sampled (sevi.camera.direct_image.blur_render_grid); the features rebin exactly to data.grid."""
     from sevi.camera.direct_image import blur_render_grid
-    return blur_render_grid(cfg.grid, cfg.spot_blur)
+    return blur_render_grid(data.grid, data.spot_blur)
 
 
-def make_generator(cfg: TrainConfig, device: str | torch.device = "auto"):
-    """The renderer of cfg.render ("itm": SeviGenerator; "poisson": ExpectedRenderer) at render_grid(cfg)."""
+def make_generator(data: DataConfig, device: str | torch.device = "auto"):
+    """The renderer of data.render ("itm": SeviGenerator; "poisson": ExpectedRenderer) at render_grid(data)."""
     from sevi.physics.expected_renderer import make_renderer
     from sevi.physics.generator import GeneratorConfig
-    return make_renderer(cfg.render, GeneratorConfig(grid=render_grid(cfg)), device, prior_config(cfg))
+    return make_renderer(data.render, GeneratorConfig(grid=render_grid(data)), device, data.prior_config())
 
 
 def stream_seed(base: int, step: int, rank: int = 0, world_size: int = 1) -> int:
@@ -55,25 +55,25 @@ def batch_seed(cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1) 
     return stream_seed(cfg.seed, step, rank, world_size)
 
 
-def make_batch(generator, cfg: TrainConfig, seed: int) -> dict[str, Tensor]:
-    """Pure: (cfg, seed) -> {x (B, C, H, W) float32, y (B, T) float32 physical targets,
+def make_batch(generator, data: DataConfig, seed: int) -> dict[str, Tensor]:
+    """Pure: (data, seed) -> {x (B, C, H, W) float32, y (B, T) float32 physical targets,
     beta (B, 2, L) float32, R (B, 2) float32, sigma_R (B, 2) float32}, on the generator's device.
 
-    With cfg.spot_blur > 0 the histograms are rendered at render_grid(cfg) (a multiple of cfg.grid; the
-    same electrons, so the rebinned histogram is the one cfg.grid would give), blurred by spot_blur
+    With data.spot_blur > 0 the histograms are rendered at render_grid(data) (a multiple of data.grid; the
+    same electrons, so the rebinned histogram is the one data.grid would give), blurred by spot_blur
     (sevi.camera.direct_image.blur_images) and then rebinned by the features: the mean of a background-subtracted
     sum of camera frames (sevi.camera.direct_image.direct_image)."""
-    if generator.config.grid != render_grid(cfg):
+    if generator.config.grid != render_grid(data):
         raise ValueError(f"generator renders {generator.config.grid} x {generator.config.grid}, this config needs "
-                         f"{render_grid(cfg)} (make_generator(cfg) builds the right one)")
-    params = generator.prior(cfg.batch_size, seed).params
+                         f"{render_grid(data)} (make_generator(data) builds the right one)")
+    params = generator.prior(data.batch_size, seed).params
     images = generator.render(params, seed).images  # (B, G', G') int32
-    if cfg.spot_blur > 0:
+    if data.spot_blur > 0:
         from sevi.camera.direct_image import blur_images
-        images = blur_images(images, cfg.spot_blur)  # (B, G', G') float32
+        images = blur_images(images, data.spot_blur)  # (B, G', G') float32
     dev = images.device
     beta, R, sigma_R = (t.to(dev, torch.float32) for t in (params.beta, params.R, params.sigma_R))
-    return {"x": cfg.features(images), "y": targets_from_params(beta, R, sigma_R), "beta": beta, "R": R,
+    return {"x": data.features(images), "y": targets_from_params(beta, R, sigma_R), "beta": beta, "R": R,
             "sigma_R": sigma_R}
 
 
@@ -86,4 +86,21 @@ def _target_stats(pc: PriorConfig, n: int, seed: int) -> tuple[Tensor, Tensor]:
 
 def target_stats(cfg: TrainConfig) -> tuple[Tensor, Tensor]:
     """Target mean and std (T,) of the training prior: once, from a fixed seed, never a batch."""
-    return _target_stats(prior_config(cfg), cfg.target_stats_draws, 7)
+    return _target_stats(cfg.data.prior_config(), cfg.target_stats_draws, 7)
+
+
+class StreamBatches:
+    """The training stream of one rank, generated in this process: ``feed(step)`` is the batch of
+    ``stream_seed(base_seed, step, rank, world)``, the same batch the generator pool serves for that
+    seed (``ray_jobs/pool.py``, recipe ``sevi-images``), so the two feeds are interchangeable."""
+
+    def __init__(self, data: DataConfig, device, base_seed: int, rank: int = 0, world: int = 1):
+        self.data, self.generator = data, make_generator(data, device)
+        self.base_seed, self.rank, self.world = base_seed, rank, world
+        self.wait_s = 0.0  # time spent generating (the consumer waits for all of it here)
+
+    def __call__(self, step: int) -> dict[str, Tensor]:
+        t0 = time.perf_counter()
+        out = make_batch(self.generator, self.data, stream_seed(self.base_seed, step, self.rank, self.world))
+        self.wait_s += time.perf_counter() - t0
+        return out

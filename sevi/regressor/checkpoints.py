@@ -56,7 +56,7 @@ def _model_file(path: str | Path) -> Path:
 
 
 def build_model(cfg: TrainConfig) -> ResNetRegressor:
-    return resnet34_regressor(cfg.n_terms, cfg.features.shape[0], cfg.width, cfg.stem_stride)
+    return resnet34_regressor(cfg.data.n_terms, cfg.data.features.shape[0], cfg.width, cfg.stem_stride)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ResNetRegressor, TrainConfig]:
@@ -69,3 +69,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Re
     model = build_model(cfg)
     load_state(model, ck["model"])
     return model.to(device).eval(), cfg
+
+
+def checkpoint_step(checkpoint_dir: str) -> int:
+    """The optimizer step a checkpoint directory was written at."""
+    return int(torch.load(Path(checkpoint_dir) / "model.pt", map_location="cpu", weights_only=True)["step"])

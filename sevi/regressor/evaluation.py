@@ -10,7 +10,8 @@ from torch import Tensor
 from sevi.physics.metric import distance
 from sevi.regressor.batches import make_batch, make_generator
 from sevi.regressor.model import ResNetRegressor, targets_from_params
-from sevi.regressor.train_config import SEPARATION, TrainConfig
+from sevi.physics.metric import SEPARATION
+from sevi.regressor.train_config import TrainConfig
 
 
 def loss_fn(model: ResNetRegressor, out: Tensor, y: Tensor, cfg: TrainConfig) -> tuple[Tensor, dict[str, float]]:
@@ -30,9 +31,9 @@ def loss_fn(model: ResNetRegressor, out: Tensor, y: Tensor, cfg: TrainConfig) ->
 
 
 def make_validation_set(cfg: TrainConfig, device) -> dict[str, Tensor]:
-    gen = make_generator(cfg, device)
-    parts = [make_batch(gen, cfg, cfg.val_seed * 2**32 + 2**31 + i)
-             for i in range(math.ceil(cfg.val_images / cfg.batch_size))]
+    gen = make_generator(cfg.data, device)
+    parts = [make_batch(gen, cfg.data, cfg.val_seed * 2**32 + 2**31 + i)
+             for i in range(math.ceil(cfg.val_images / cfg.data.batch_size))]
     return {k: torch.cat([p[k] for p in parts])[:cfg.val_images] for k in parts[0]}
 
 

@@ -39,13 +39,13 @@ def load_model_file(path, device):
 
 
 def electron_window(cfg, tolerance: float) -> tuple[float, float]:
-    """Accepted total electrons per image (both shells) for a model trained with cfg.electrons.
+    """Accepted total electrons per image (both shells) for a model trained with cfg.data.electrons.
 
     ``tolerance`` is relative slack, a finite number in [0, 1): at 1 or more the lower end would
     reach zero electrons, where no image says anything."""
     if not 0.0 <= tolerance < 1.0:  # also false for NaN
         raise ValueError(f"--electron-tolerance: got {tolerance}; expected a number in [0, 1) (relative slack)")
-    return 2 * cfg.electrons[0] * (1 - tolerance), 2 * cfg.electrons[1] * (1 + tolerance)
+    return 2 * cfg.data.electrons[0] * (1 - tolerance), 2 * cfg.data.electrons[1] * (1 + tolerance)
 
 
 def check_images(c, first: int = 0, nonnegative: bool = True) -> None:
@@ -83,7 +83,7 @@ def predict_images(model, cfg, batches, device, tolerance: float = 0.15,
     import torch
 
     lo, hi = electron_window(cfg, tolerance)
-    feats = cfg.features
+    feats = cfg.data.features
     parts = []
     for first, counts in batches:
         c = torch.as_tensor(np.asarray(counts)).to(device)
@@ -93,7 +93,7 @@ def predict_images(model, cfg, batches, device, tolerance: float = 0.15,
         if len(bad):
             k = int(bad[0])
             raise ValueError(f"image {first + k} holds {int(total[k])} electrons; this model was trained on "
-                             f"{cfg.electrons[0]}-{cfg.electrons[1]} per shell, so it accepts {lo:.0f}-{hi:.0f} "
+                             f"{cfg.data.electrons[0]}-{cfg.data.electrons[1]} per shell, so it accepts {lo:.0f}-{hi:.0f} "
                              f"in all (--electron-tolerance {tolerance})")
         x = feats(c)  # ValueError for a grid that does not rebin to the model's
         with torch.no_grad():

@@ -4,10 +4,10 @@ No Ray here. ``ray_jobs/`` (and ``sevi.cli.train`` without Ray) call ``train_loo
 next_batch, ctx)``; Ray enters only through ``LoopContext`` (``wrap_model`` = prepare_model,
 ``report`` = ray.train.report, ``resume_dir`` = ray.train.get_checkpoint()).
 
-The concepts the loop uses live in their own files and are re-exported here, so
-``from sevi.regressor.training import ...`` keeps working: the config and presets (``sevi.regressor.train_config``),
-batches and seeds (``sevi.regressor.batches``), loss and evaluation (``sevi.evaluation``), checkpoints and
-models on disk (``sevi.regressor.checkpoints``).
+The concepts the loop uses live in their own files: the config and presets
+(``sevi.regressor.train_config``), batches and seeds (``sevi.regressor.batches``), loss and
+validation (``sevi.regressor.evaluation``), checkpoints and models on disk
+(``sevi.regressor.checkpoints``).
 """
 
 from __future__ import annotations
@@ -20,29 +20,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from sevi.regressor.batches import (
-    target_stats,
-)
-from sevi.regressor.checkpoints import (
-    _model_file,
-    build_model,
-    load_state,
-    save_checkpoint,
-)
-from sevi.regressor.evaluation import (
-    angular_figure,
-    calibrate_uncertainties,
-    evaluate,
-    loss_fn,
-    make_validation_set,
-)
-from sevi.regressor.train_config import (
-    TrainConfig,
-)
+from sevi.regressor.batches import target_stats
+from sevi.regressor.checkpoints import _model_file, build_model, load_state, save_checkpoint
+from sevi.regressor.evaluation import angular_figure, calibrate_uncertainties, evaluate, loss_fn, make_validation_set
+from sevi.regressor.train_config import DATA_FIELDS, TrainConfig, changed_fields, config_from_dict
+from sevi.runtime.errors import InputError
 
-__all__ = ["LoopContext", "lr_at", "train_loop"]
+__all__ = ["LoopContext", "lr_at", "refuse_changed_resume", "train_loop"]
 
-# -- the loop ---------------------------------------------------------------------------------
+
 @dataclass
 class LoopContext:
     """How the loop meets the outside world (Ray Train or a plain process)."""
@@ -67,6 +53,19 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * t)) * (cfg.lr - cfg.min_lr)
 
 
+def refuse_changed_resume(saved: TrainConfig, cfg: TrainConfig, where) -> None:
+    """Raise InputError naming every data or model-shape field a resume would change: the
+    checkpoint's weights and its batch stream belong to the saved values (optimiser, schedule and
+    bookkeeping fields may change on a resume: the loop continues with the new ones)."""
+    changed = changed_fields(saved, cfg)
+    if changed:
+        def value(c, n):
+            return getattr(c.data, n) if n in DATA_FIELDS else getattr(c, n)
+        what = ", ".join(f"{n} {value(saved, n)!r} -> {value(cfg, n)!r}" for n in changed)
+        raise InputError(f"{where}: the checkpoint was written with other data or model-shape fields ({what}); "
+                         f"expected the same values to resume, or a new run (another --name or output folder)")
+
+
 def train_loop(cfg: TrainConfig, next_batch: Callable[[int], dict], ctx: LoopContext = LoopContext()) -> dict:
     """Train from step 0 (or ctx.resume_dir's step) to cfg.steps. ``next_batch(step)`` gives that
     step's batch for this rank. Returns {"step", "metrics" (last validation, rank 0), "checkpoint"
@@ -86,6 +85,7 @@ def train_loop(cfg: TrainConfig, next_batch: Callable[[int], dict], ctx: LoopCon
     step = 0
     if ctx.resume_dir:
         ck = torch.load(_model_file(ctx.resume_dir), map_location="cpu", weights_only=True)
+        refuse_changed_resume(config_from_dict(ck["config"]), cfg, ctx.resume_dir)
         load_state(model, ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step = int(ck["step"])

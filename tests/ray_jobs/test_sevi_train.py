@@ -95,7 +95,8 @@ def test_resume_takes_the_newest_complete_checkpoint_not_the_last_registered(tmp
     # registered; resuming from the registered step-80 one would redo 20 steps.
     import ray.train
 
-    from ray_jobs.sevi_train import checkpoint_step, newest_checkpoint
+    from ray_jobs.sevi_train import newest_checkpoint
+    from sevi.regressor.checkpoints import checkpoint_step
 
     def write(name, step=None):
         d = tmp_path / name

@@ -1,6 +1,5 @@
 """tools/gpu_check.py: the tiny CPU run of the whole check, the runner's failure handling, and the
 full-size a100 training path for two steps (its crash test)."""
-import dataclasses
 import json
 import math
 import os
@@ -128,8 +127,8 @@ def test_full_a100_training_path_two_steps_at_batch_2():
     (only the batch is 2), two steps and one validation through train_loop. About 20 s here."""
     from sevi.regressor.train_config import PRESETS
 
-    cfg = dataclasses.replace(PRESETS["a100"], batch_size=2, val_images=2)
-    assert (cfg.grid, cfg.n_r, cfg.n_theta, cfg.width, cfg.stem_stride) == (512, 256, 256, 64, 2)
+    cfg = PRESETS["a100"].replace(batch_size=2, val_images=2)
+    assert (cfg.data.grid, cfg.data.n_r, cfg.data.n_theta, cfg.width, cfg.stem_stride) == (512, 256, 256, 64, 2)
     r = training_run(cfg, torch.device("cpu"), wall_s=600, max_steps=2, eval_every=2, warmup=0)
     assert r["steps"] == 2
     assert [c["step"] for c in r["loss_curve"]] == [2]
@@ -140,7 +139,7 @@ def test_full_a100_training_path_two_steps_at_batch_2():
 def test_training_run_stops_at_its_wall_budget():
     from sevi.regressor.train_config import PRESETS
 
-    cfg = dataclasses.replace(PRESETS["tiny"], val_images=8, steps=10**6)  # the wall budget ends it, not the steps
+    cfg = PRESETS["tiny"].replace(val_images=8, steps=10**6)  # the wall budget ends it, not the steps
     t0 = time.perf_counter()
     r = training_run(cfg, torch.device("cpu"), wall_s=8.0, eval_every=10**6, warmup=0)  # 8 s: room on a loaded box
     took = time.perf_counter() - t0

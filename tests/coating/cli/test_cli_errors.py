@@ -169,7 +169,7 @@ CASES = [
     ("stack negative thickness", lambda d: _stack(d, _stack_doc(layers=[{"material": "SiO2", "thickness_nm": -5}])),
      "field 'thickness_nm': expected a finite number >= 0"),
     ("spectrum out over its stack", lambda d: _stack(d, _stack_doc()) + ["--out", str(d / "stack.json")],
-     "the same file as the input --stack"),
+     "is the input --stack"),
     # --- simulate's outputs ---
     ("simulate --standard-out folder", lambda d: ["simulate", "--cycles", "1", "--seed", "1", "--out", str(d / "H.csv"),
                                                   "--standard-out", str(d / "models")], "models: is a folder"),

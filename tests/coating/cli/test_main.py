@@ -42,7 +42,7 @@ def test_simulate_checks_every_output_before_writing_any(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     for std, message in ((folder, "is a folder; expected a file name"),
-                         (hist, "the same file as --out"),
+                         (hist, "name the same file"),
                          (blocker / "std.csv", "is a file, not a folder")):
         assert cli.main(["simulate", "--cycles", "1", "--seed", "1", "--out", str(hist),
                          "--standard-out", str(std)]) == 2
@@ -55,7 +55,7 @@ def test_spectrum_refuses_to_write_over_its_stack(tmp_path, capsys):
     stack = _default_stack_json(tmp_path / "stack.json")
     before = stack.read_bytes()
     assert cli.main(["spectrum", "--stack", str(stack), "--out", str(tmp_path / "." / "stack.json")]) == 2
-    assert "the same file as the input --stack" in capsys.readouterr().err
+    assert "is the input --stack" in capsys.readouterr().err
     assert stack.read_bytes() == before
 
 

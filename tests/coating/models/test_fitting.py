@@ -1,10 +1,10 @@
 """coating.models.fitting (through the coating.models front door): the fit loop and its reports, the
 best of several candidates, fine-tuning. Fixtures ``cycle_rows`` and ``fitted``: conftest.py."""
 import pytest
-from tests.coating.conftest import FAST  # the short fits the shared fixtures make too
 
 from coating.line import history_rows
 from coating.models import fitting
+from tests.coating.conftest import FAST  # the short fits the shared fixtures make too
 
 
 def test_fit_reports_every_epoch_and_greybox_validates_well(cycle_rows):

@@ -1,10 +1,11 @@
-"""tools/pool_closed_loop.py: pooling of closed-loop JSON files and the cycle bootstrap."""
+"""coating.recommend.closed_loop_stats and tools/pool_closed_loop.py: pooling of closed-loop JSON files and the cycle bootstrap."""
 import json
 
 import numpy as np
 import pytest
 
 from coating.recommend.closed_loop_stats import load_cycles, targets
+from sevi.runtime.errors import InputError
 from tools.pool_closed_loop import main
 
 
@@ -36,9 +37,9 @@ def test_pools_runs_not_medians_and_splits_cycles(tmp_path, capsys):
 def test_lengths_that_do_not_match_the_cycles_are_refused(tmp_path):
     _write(tmp_path / "a", {"ours_robust": np.zeros((5, 2)), "physics_ls": np.ones((5, 2)),
                             "unchanged": np.ones((5, 2))}, [2, 2])
-    with pytest.raises(SystemExit, match="do not add up"):
+    with pytest.raises(InputError, match="do not add up"):
         load_cycles([str(tmp_path / "a")])
-    with pytest.raises(SystemExit, match="not a closed_loop.json"):
+    with pytest.raises(InputError, match="not a closed_loop.json"):
         load_cycles([str(tmp_path / "missing")])
 
 
@@ -76,7 +77,7 @@ def test_folders_of_the_same_plants_join_with_plus(tmp_path):
     cycles = load_cycles([f"{tmp_path / 'a'}+{tmp_path / 'ref'}"])
     assert len(cycles) == 2 and set(cycles[0]) == {"physics_ls", "unchanged", "ours_robust", "oracle_lagged"}
     _write(tmp_path / "other", {**base, "physics_ls": base["physics_ls"] + 0.1}, [2, 2])
-    with pytest.raises(SystemExit, match="not the same runs"):
+    with pytest.raises(InputError, match="not the same runs"):
         load_cycles([f"{tmp_path / 'a'}+{tmp_path / 'other'}"])
     # Without the join, only the methods every folder holds are pooled.
     assert set(load_cycles([str(tmp_path / "a"), str(tmp_path / "ref")])[0]) == {"physics_ls", "unchanged"}

@@ -7,6 +7,7 @@ import pytest
 
 from sevi.camera import centroid_file
 from sevi.cli import frames, simulate_frames
+from sevi.cli.policy import run_command
 from sevi.io.frame_files import read_events, read_truth
 
 
@@ -23,9 +24,14 @@ def frame_file(tmp_path_factory):
 def reference(frame_file, tmp_path_factory):
     """Events of one uninterrupted in-process run (chunks of 2 frames)."""
     out = tmp_path_factory.mktemp("ref") / "ref.h5"
-    assert frames.run(frames_args(frame_file, out)) == 0
+    assert run_frames(frames_args(frame_file, out)) == 0
     assert not out.with_name("ref.h5.parts").exists(), "parts must be removed after the merge"
     return read_events(out)
+
+
+def run_frames(args) -> int:
+    """`sevi frames` with these options, under the commands' error policy: the exit status."""
+    return run_command("sevi", "frames", lambda: frames.run(args))
 
 
 def frames_args(frames, out, **kw):
@@ -69,7 +75,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(frame_file, ref
         return real(path, a, b, part, *rest)
 
     monkeypatch.setattr(centroid_file, "process_chunk", dies_on_second)
-    assert frames.run(frames_args(frame_file, out)) == 130
+    assert run_frames(frames_args(frame_file, out)) == 130
     parts = sorted(p.name for p in (tmp_path / "ev.h5.parts").glob("chunk_*.h5"))
     assert parts == ["chunk_000000000_000000002.h5"], parts
     assert not out.exists()
@@ -77,7 +83,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(frame_file, ref
     calls.clear()
     monkeypatch.setattr(centroid_file, "process_chunk",
                         lambda path, a, b, part, *rest: (calls.append((a, b)), real(path, a, b, part, *rest))[1])
-    assert frames.run(frames_args(frame_file, out)) == 0
+    assert run_frames(frames_args(frame_file, out)) == 0
     assert calls == [(2, 4), (4, 6)], f"resume redid or skipped chunks: {calls}"
     np.testing.assert_array_equal(read_events(out)[0], reference[0],
                                   err_msg="a resumed run must give the uninterrupted run's events")
@@ -92,7 +98,7 @@ def test_corrupt_chunk_stops_with_a_message_and_keeps_finished_parts(frame_file,
         f.seek(off + 4096)
         f.write(b"\x00\x01" * 100)
     out = tmp_path / "ev.h5"
-    assert frames.run(frames_args(bad, out)) == 2
+    assert run_frames(frames_args(bad, out)) == 2
     err = capsys.readouterr().err
     assert "bad.h5: frames 4..5" in err and "corrupt" in err, err
     assert "2 of 3 chunks finished and kept" in err, err
@@ -103,7 +109,7 @@ def test_corrupt_chunk_stops_with_a_message_and_keeps_finished_parts(frame_file,
 def test_truncated_input_is_refused_up_front(frame_file, tmp_path, capsys):
     cut = tmp_path / "cut.h5"
     cut.write_bytes(frame_file.read_bytes()[: frame_file.stat().st_size // 2])
-    assert frames.run(frames_args(cut, tmp_path / "ev.h5")) == 2
+    assert run_frames(frames_args(cut, tmp_path / "ev.h5")) == 2
     assert "cut.h5: not a readable HDF5 file (truncated or corrupt?)" in capsys.readouterr().err
 
 
@@ -132,7 +138,7 @@ def interrupt_after_first_chunk(frame_file, out, monkeypatch):
             raise KeyboardInterrupt
         return real(path, a, b, part, *rest)
     monkeypatch.setattr(centroid_file, "process_chunk", dies_on_second)
-    assert frames.run(frames_args(frame_file, out)) == 130
+    assert run_frames(frames_args(frame_file, out)) == 130
     calls.clear()
     monkeypatch.setattr(centroid_file, "process_chunk",
                         lambda path, a, b, part, *rest: (calls.append((a, b)), real(path, a, b, part, *rest))[1])
@@ -148,7 +154,7 @@ def test_resume_is_keyed_on_content_not_on_the_files_time(frame_file, reference,
     calls = interrupt_after_first_chunk(x, out, monkeypatch)
     x.unlink()
     x.write_bytes(frame_file.read_bytes())
-    assert frames.run(frames_args(x, out)) == 0
+    assert run_frames(frames_args(x, out)) == 0
     assert calls == [(2, 4), (4, 6)], f"the unchanged finished chunk was redone or skipped: {calls}"
     assert "1 kept, 0 to centroid again" in capsys.readouterr().err
     np.testing.assert_array_equal(read_events(out)[0], reference[0])
@@ -163,7 +169,7 @@ def test_a_finished_chunk_whose_frames_changed_is_redone(frame_file, tmp_path, m
         row = f["FinalImage"][1]
         row["Image"][500:505, 500:505] = 255
         f["FinalImage"][1] = row
-    assert frames.run(frames_args(x, out)) == 0
+    assert run_frames(frames_args(x, out)) == 0
     assert calls == [(0, 2), (2, 4), (4, 6)], calls
     assert "0 kept, 1 to centroid again" in capsys.readouterr().err
 
@@ -172,7 +178,7 @@ def test_a_damaged_manifest_is_reported_and_the_run_goes_on(frame_file, referenc
     out = tmp_path / "ev.h5"
     calls = interrupt_after_first_chunk(frame_file, out, monkeypatch)
     (tmp_path / "ev.h5.parts" / "manifest.json").write_text('{"n_frames": 6, "chu')
-    assert frames.run(frames_args(frame_file, out)) == 0
+    assert run_frames(frames_args(frame_file, out)) == 0
     err = capsys.readouterr().err
     assert "manifest.json: damaged" in err and "1 kept" in err, err
     assert calls == [(2, 4), (4, 6)]
@@ -182,7 +188,7 @@ def test_a_damaged_manifest_is_reported_and_the_run_goes_on(frame_file, referenc
 def test_other_settings_in_the_parts_folder_stop_the_run(frame_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "ev.h5"
     interrupt_after_first_chunk(frame_file, out, monkeypatch)
-    assert frames.run(frames_args(frame_file, out, chunk=3)) == 2
+    assert run_frames(frames_args(frame_file, out, chunk=3)) == 2
     assert "holds parts of a different run" in capsys.readouterr().err
 
 
@@ -191,12 +197,12 @@ def test_empty_frame_table_and_bad_options_are_refused(tmp_path, capsys):
     empty = tmp_path / "empty.h5"
     with h5py.File(empty, "w") as f:
         f.create_dataset("FinalImage", shape=(0,), dtype=FRAME_DTYPE)
-    assert frames.run(frames_args(empty, tmp_path / "ev.h5")) == 2
+    assert run_frames(frames_args(empty, tmp_path / "ev.h5")) == 2
     assert "'FinalImage' has no rows; expected camera frames" in capsys.readouterr().err
     for kw, text in ((dict(chunk=0), "--chunk: got 0"), (dict(grid=0), "--grid: got 0"),
                      (dict(device="tpu"), "--device tpu: not a torch device"),
                      (dict(max_in_flight=0), "--max-in-flight: got 0")):
-        assert frames.run(frames_args(empty, tmp_path / "ev.h5", **kw)) == 2
+        assert run_frames(frames_args(empty, tmp_path / "ev.h5", **kw)) == 2
         assert text in capsys.readouterr().err, kw
     assert not (tmp_path / "ev.h5").exists()
 
@@ -208,5 +214,5 @@ def test_duplicate_image_ids_are_warned_about(frame_file, tmp_path, capsys):
         row = f["FinalImage"][4]
         row["ImageId"] = 1
         f["FinalImage"][4] = row
-    assert frames.run(frames_args(x, tmp_path / "ev.h5")) == 0
+    assert run_frames(frames_args(x, tmp_path / "ev.h5")) == 0
     assert "FinalImage.ImageId 1 is used by 2 frames" in capsys.readouterr().err

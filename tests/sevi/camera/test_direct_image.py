@@ -124,17 +124,17 @@ def test_spot_blur_config_and_batches():
     from sevi.regressor.train_config import PRESETS, config_from_dict, resolve_config
 
     cfg = resolve_config("tiny", {"spot_blur": "0.015"})
-    assert cfg.spot_blur == 0.015 and config_from_dict(dataclasses.asdict(cfg)) == cfg
-    assert render_grid(cfg) == 32 * 7  # 0.015 units = 0.24 px at 32 -> 7x finer, 1.68 px
+    assert cfg.data.spot_blur == 0.015 and config_from_dict(dataclasses.asdict(cfg)) == cfg
+    assert render_grid(cfg.data) == 32 * 7  # 0.015 units = 0.24 px at 32 -> 7x finer, 1.68 px
     with pytest.raises(ValueError, match="spot_blur"):
-        dataclasses.replace(PRESETS["tiny"], spot_blur=-1.0)
+        PRESETS["tiny"].replace(spot_blur=-1.0)
     clean = PRESETS["tiny"]
-    a, b = make_batch(make_generator(cfg, "cpu"), cfg, 3), make_batch(make_generator(clean, "cpu"), clean, 3)
+    a, b = make_batch(make_generator(cfg.data, "cpu"), cfg.data, 3), make_batch(make_generator(clean.data, "cpu"), clean.data, 3)
     assert a["x"].shape == b["x"].shape
     assert torch.equal(a["y"], b["y"]), "the same parameters: only the images are blurred"
     assert not torch.allclose(a["x"], b["x"])
     with pytest.raises(ValueError, match="make_generator"):
-        make_batch(make_generator(clean, "cpu"), cfg, 3)
+        make_batch(make_generator(clean.data, "cpu"), cfg.data, 3)
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +144,10 @@ def tiny_direct_model(tmp_path_factory):
     from sevi.regressor.train_config import PRESETS
     from sevi.regressor.training import LoopContext, train_loop
 
-    cfg = dataclasses.replace(PRESETS["tiny"], steps=4, eval_every=4, checkpoint_every=4, spot_blur=0.015)
-    gen = make_generator(cfg, "cpu")
+    cfg = PRESETS["tiny"].replace(steps=4, eval_every=4, checkpoint_every=4, spot_blur=0.015)
+    gen = make_generator(cfg.data, "cpu")
     d = tmp_path_factory.mktemp("direct_model")
-    res = train_loop(cfg, lambda step: make_batch(gen, cfg, step), LoopContext(out_dir=str(d)))
+    res = train_loop(cfg, lambda step: make_batch(gen, cfg.data, step), LoopContext(out_dir=str(d)))
     return save_final_model(res["model"], cfg, d / "final"), cfg
 
 
@@ -159,7 +159,7 @@ def test_analyze_direct_path_writes_an_answer(tiny_direct_model, tmp_path, capsy
     # auto: the model was trained with spot_blur > 0, so the direct path (no centroiding, no events file)
     assert main(["analyze", str(frames), "--model", model, "--out", str(out), "--chunk", "16", "--device", "cpu"]) == 0
     answer = io.read_answer(out)
-    assert answer.dtype == io.answer_dtype(cfg.n_terms) and len(answer) == 2
+    assert answer.dtype == io.answer_dtype(cfg.data.n_terms) and len(answer) == 2
     assert answer["R"][0] <= answer["R"][1] and np.isfinite(answer["beta"]).all()
     with h5py.File(out) as f:
         unc = f["AnswerUncertainty"][()]
@@ -226,9 +226,9 @@ def test_compare_paths_tool_runs_end_to_end(tiny_direct_model, tmp_path):
     from tools import compare_paths
 
     direct, _ = tiny_direct_model
-    cfg = dataclasses.replace(PRESETS["tiny"], steps=4, eval_every=4, checkpoint_every=4)
-    gen = make_generator(cfg, "cpu")
-    res = train_loop(cfg, lambda step: make_batch(gen, cfg, step), LoopContext(out_dir=str(tmp_path / "ev")))
+    cfg = PRESETS["tiny"].replace(steps=4, eval_every=4, checkpoint_every=4)
+    gen = make_generator(cfg.data, "cpu")
+    res = train_loop(cfg, lambda step: make_batch(gen, cfg.data, step), LoopContext(out_dir=str(tmp_path / "ev")))
     events = save_final_model(res["model"], cfg, tmp_path / "ev" / "final")
     out = tmp_path / "cmp"
     # 54 frames x 100 / 0.9 / 2 = 3000 electrons per shell: inside tiny's training range (2000-4000).

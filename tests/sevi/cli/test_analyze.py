@@ -1,6 +1,5 @@
 """`sevi analyze`: frames -> events -> accumulated image -> model -> Answer, end to end on CPU."""
 
-import dataclasses
 
 import h5py
 import pytest
@@ -18,10 +17,10 @@ def tiny_model(tmp_path_factory):
     from sevi.regressor.training import LoopContext, train_loop
 
     torch.set_num_threads(1)
-    cfg = dataclasses.replace(PRESETS["tiny"], steps=4, eval_every=4, checkpoint_every=4)
-    gen = make_generator(cfg, "cpu")
+    cfg = PRESETS["tiny"].replace(steps=4, eval_every=4, checkpoint_every=4)
+    gen = make_generator(cfg.data, "cpu")
     d = tmp_path_factory.mktemp("model")
-    res = train_loop(cfg, lambda step: make_batch(gen, cfg, step), LoopContext(out_dir=str(d)))
+    res = train_loop(cfg, lambda step: make_batch(gen, cfg.data, step), LoopContext(out_dir=str(d)))
     return save_final_model(res["model"], cfg, d / "final"), cfg
 
 
@@ -33,7 +32,7 @@ def test_frames_to_answer(tiny_model, tmp_path):
     assert main(["analyze", str(frames), "--model", model, "--out", str(out), "--no-ray", "--chunk", "16",
                  "--device", "cpu"]) == 0
     answer = io.read_answer(out)
-    assert answer.dtype == io.answer_dtype(cfg.n_terms) and len(answer) == 2
+    assert answer.dtype == io.answer_dtype(cfg.data.n_terms) and len(answer) == 2
     assert answer["R"][0] <= answer["R"][1]
     with h5py.File(out) as f:
         unc = f["AnswerUncertainty"][()]

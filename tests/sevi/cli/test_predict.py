@@ -162,14 +162,19 @@ def test_refinement_is_the_default_and_records_the_first_answer(model_dir, tmp_p
         assert not np.array_equal(f["Answer"]["beta"], g["Answer"]["beta"])
 
 
-def test_a_refined_image_the_model_does_not_describe_is_named(monkeypatch, capsys):
+def test_a_refined_image_the_model_does_not_describe_is_named(monkeypatch, capsys, tiny_model_dir):
     """chi^2/dof far above 1 (a wrong optimum, or physics the forward model lacks) is said on stderr."""
+    from sevi.cli.policy import run_command
     from sevi.fit import fit_images
-    from sevi.pipeline.image_answer import MISFIT_CHI2, refine_or_explain
-    from sevi.regressor.train_config import PRESETS
+    from sevi.pipeline.image_answer import MISFIT_CHI2, answer_images
+    from sevi.regressor.inference import load_model_file
 
+    model, cfg = load_model_file(tiny_model_dir, "cpu")
     diag = {"converged": np.array([True, True]), "chi2_dof": np.array([1.01, MISFIT_CHI2 + 1.4])}
-    monkeypatch.setattr(fit_images, "refine_answers", lambda *a, **k: ({"R": None}, diag))
-    refine_or_explain({}, PRESETS["tiny"], "cpu", "images.h5", [None, None])
+    monkeypatch.setattr(fit_images, "refine_answers", lambda images, first, *a, **k: (first, diag))
+    images = np.full((2, 32, 32), 6, np.int32)  # 6144 electrons: inside the tiny preset's range
+    rc = run_command("sevi", "predict", lambda: answer_images(model, cfg, [(0, images)], "cpu", source="images.h5",
+                                                              fit_images=list(images)) and 0)
     err = capsys.readouterr().err
+    assert rc == 0 and err.startswith("sevi predict: warning: images.h5"), err
     assert "images.h5" in err and "does not match the forward model for 1 image(s)" in err and "rows 1" in err

@@ -7,7 +7,7 @@ import pytest
 
 from sevi.cli.main import main
 from sevi.io import tables as io
-from sevi.io.paths import OutputIsInputError, refuse_output_over_input, same_file
+from sevi.io.paths import OutputIsInputError, check_outputs, same_file
 
 
 def digest(path) -> str:
@@ -24,18 +24,18 @@ def test_same_file_sees_through_spelling_symlinks_and_hard_links(tmp_path, monke
     assert same_file("a.h5", a) and same_file("sub/../a.h5", a) and same_file("./a.h5", "a.h5")
     assert same_file(tmp_path / "link.h5", a) and same_file(tmp_path / "hard.h5", a)
     assert not same_file(tmp_path / "new.h5", a) and same_file("new.h5", tmp_path / "new.h5")
-    refuse_output_over_input({"--out": tmp_path / "new.h5"}, {"--in": a, "--none": None})
+    check_outputs({"--out": tmp_path / "new.h5"}, {"--in": a, "--none": None})
     with pytest.raises(OutputIsInputError, match="hard.h5: --out is the input --in"):
-        refuse_output_over_input({"--out": tmp_path / "hard.h5"}, {"--in": a})
+        check_outputs({"--out": tmp_path / "hard.h5"}, {"--in": a})
     with pytest.raises(OutputIsInputError, match="name the same file"):
-        refuse_output_over_input({"--out": "b.h5", "--events": tmp_path / "b.h5"}, {})
+        check_outputs({"--out": "b.h5", "--events": tmp_path / "b.h5"}, {})
 
 
 def test_a_model_directory_counts_with_its_model_pt(tmp_path):
     (tmp_path / "final").mkdir()
     (tmp_path / "final" / "model.pt").write_bytes(b"weights")
     with pytest.raises(OutputIsInputError, match="--model"):
-        refuse_output_over_input({"--out": tmp_path / "final" / "model.pt"}, {"--model": tmp_path / "final"})
+        check_outputs({"--out": tmp_path / "final" / "model.pt"}, {"--model": tmp_path / "final"})
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,16 @@ def test_predict_refuses_to_write_over_the_model(files, tmp_path, capsys):
     assert main(["predict", "--model", str(files / "model"), "--images", str(files / "images.h5"),
                  "--out", str(m)]) == 2
     assert "--model" in capsys.readouterr().err and digest(m) == before
+
+
+def test_an_output_that_is_a_folder_or_under_a_file_is_refused(tmp_path):
+    from sevi.io.paths import check_outputs
+    from sevi.runtime.errors import InputError
+
+    (tmp_path / "folder.h5").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="folder.h5: is a folder; expected a file name \\(--out\\)"):
+        check_outputs({"--out": tmp_path / "folder.h5"})
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_outputs({"--out": tmp_path / "file" / "out.h5"})
+    check_outputs({"--out": tmp_path / "new" / "deeper" / "out.h5"})  # folders that would be made are fine

@@ -107,14 +107,13 @@ def test_simulate_render_expected_writes_the_expected_dataset(tmp_path):
 
 
 def test_training_batches_with_the_poisson_renderer():
-    import dataclasses
 
     from sevi.regressor.batches import make_batch, make_generator
     from sevi.regressor.train_config import PRESETS
-    cfg = dataclasses.replace(PRESETS["tiny"], render="poisson")
-    gen = make_generator(cfg, "cpu")
+    cfg = PRESETS["tiny"].replace(render="poisson")
+    gen = make_generator(cfg.data, "cpu")
     assert isinstance(gen, ExpectedRenderer)
-    b = make_batch(gen, cfg, seed=3)
-    assert b["x"].shape[0] == cfg.batch_size and torch.isfinite(b["x"]).all()
+    b = make_batch(gen, cfg.data, seed=3)
+    assert b["x"].shape[0] == cfg.data.batch_size and torch.isfinite(b["x"]).all()
     with pytest.raises(ValueError, match="render"):
-        dataclasses.replace(cfg, render="expected")
+        cfg.replace(render="expected")

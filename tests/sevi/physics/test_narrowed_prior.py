@@ -19,17 +19,16 @@ def test_narrowed_prior_draws_inside_the_prediction_boxes():
 
 
 def test_refine_answer_file_narrows_the_training_prior(tmp_path):
-    import dataclasses
-
     from sevi.io.tables import answer_rows, write_tables
     from sevi.regressor.batches import prior_config
-    from sevi.regressor.train_config import PRESETS
+    from sevi.regressor.train_config import PRESETS, resolve_config
 
     beta = Prior(PriorConfig()).mean_beta().numpy()[None, None].repeat(2, 1)
     ans = answer_rows(np.array([[0.5, 0.7]]), beta)
     unc = ans.copy()
     unc["R"], unc["beta"] = 0.01, 0.02
     write_tables(tmp_path / "a.h5", {"Answer": ans, "AnswerUncertainty": unc})
-    pc = prior_config(dataclasses.replace(PRESETS["tiny"], refine_answer=str(tmp_path / "a.h5"), refine_width=2.0))
-    assert np.allclose(pc.radius_range, (0.48, 0.72)) and pc.electrons_range == PRESETS["tiny"].electrons
+    cfg = resolve_config("tiny", {"refine_answer": str(tmp_path / "a.h5"), "refine_width": "2"})
+    pc = prior_config(cfg)
+    assert np.allclose(pc.radius_range, (0.48, 0.72)) and pc.electrons_range == PRESETS["tiny"].data.electrons
     assert np.allclose(pc.beta_low[0], beta[0, 0, 0] - 0.04), "beta_2 box must be the prediction +- 2 sigma"

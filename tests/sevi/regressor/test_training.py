@@ -15,16 +15,16 @@ TINY = PRESETS["tiny"]
 
 
 def stream(cfg):
-    gen = make_generator(cfg, "cpu")
-    return lambda step: make_batch(gen, cfg, batch_seed(cfg, step))
+    gen = make_generator(cfg.data, "cpu")
+    return lambda step: make_batch(gen, cfg.data, batch_seed(cfg, step))
 
 
 def test_make_batch_is_pure_and_shaped():
     cfg = TINY
-    gen = make_generator(cfg, "cpu")
-    a, b = make_batch(gen, cfg, 3), make_batch(make_generator(cfg, "cpu"), cfg, 3)
-    assert a["x"].shape == (cfg.batch_size, 1, 16, 16) and a["x"].dtype == torch.float32
-    assert a["y"].shape == (cfg.batch_size, 28) and a["beta"].shape == (cfg.batch_size, 2, 12)
+    gen = make_generator(cfg.data, "cpu")
+    a, b = make_batch(gen, cfg.data, 3), make_batch(make_generator(cfg.data, "cpu"), cfg.data, 3)
+    assert a["x"].shape == (cfg.data.batch_size, 1, 16, 16) and a["x"].dtype == torch.float32
+    assert a["y"].shape == (cfg.data.batch_size, 28) and a["beta"].shape == (cfg.data.batch_size, 2, 12)
     for k in a:
         assert torch.equal(a[k], b[k]), f"make_batch is not a function of (cfg, seed): {k} differs"
     assert (a["R"][:, 0] <= a["R"][:, 1]).all(), "targets must have the smaller shell first"
@@ -61,7 +61,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_overrides_are_type_checked_and_unknown_keys_refused():
     cfg = resolve_config("cpu-smoke", {"width": "8", "lr": "1e-3", "electrons": "1000,2000", "amp": "none",
                                        "representation": "fold"})
-    assert (cfg.width, cfg.lr, cfg.electrons, cfg.amp) == (8, 1e-3, (1000, 2000), "none")
+    assert (cfg.width, cfg.lr, cfg.data.electrons, cfg.amp) == (8, 1e-3, (1000, 2000), "none")
     with pytest.raises(ValueError, match="unknown TrainConfig field 'widht'.*'width'"):
         resolve_config("cpu-smoke", {"widht": "8"})
     with pytest.raises(ValueError, match="expected int"):

@@ -1,8 +1,9 @@
-"""plant.MachineTwin: the machine as a cycle model (hidden truth) for the oracle references."""
+"""coating.models.machine_twin.MachineTwin: the machine as a cycle model (hidden truth) for the oracle references."""
 import numpy as np
 import torch
 
 from coating.line import plant
+from coating.models.machine_twin import MachineTwin
 from coating.recommend import optimise_settings as recommend
 
 P = plant.PlantParams()
@@ -10,7 +11,7 @@ P = plant.PlantParams()
 
 def test_twin_predicts_the_noise_free_run_and_draws_the_plants_errors():
     state = plant.init(P, seed=3)
-    twin = plant.MachineTwin(state, P)
+    twin = MachineTwin(state, P)
     x = plant.nominal_settings(P)
     lab = twin.predict(torch.as_tensor(x)[None]).lab[0].numpy()
     assert np.allclose(lab, plant.mean_run_lab(state, x, P), atol=1e-10)
@@ -30,14 +31,14 @@ def test_twin_predicts_the_noise_free_run_and_draws_the_plants_errors():
 
 def test_lagged_twin_draws_one_common_walk_step():
     state = plant.init(P, seed=3)
-    twin = plant.MachineTwin(state, P, walk_sd=P.tooling_walk_sd)
+    twin = MachineTwin(state, P, walk_sd=P.tooling_walk_sd)
     _, _, dlog = twin.noise_draws(20000, seed=2)
     assert dlog.shape == (20000, 10) and torch.all(dlog == dlog[:, :1])       # common to all layers
     assert abs(float(torch.expm1(dlog[:, 0]).std()) / P.tooling_walk_sd - 1) < 0.03
     # A walk step acts as that change of the tooling (plant.step: tooling * (1 + step)).
     x = torch.as_tensor(plant.nominal_settings(P))[None]
     zeros = torch.zeros(1, 14, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64)
-    stepped = plant.MachineTwin(plant.dataclasses.replace(
+    stepped = MachineTwin(plant.dataclasses.replace(
         state, tooling=tuple(np.array(state.tooling) * (1 + 0.004))), P)
     d = torch.full((1, 10), float(np.log1p(0.004)), dtype=torch.float64)
     assert torch.allclose(twin.predict_draws(x, *zeros, d).R[0, 0], stepped.predict(x).R[0], atol=1e-10)
@@ -45,7 +46,7 @@ def test_lagged_twin_draws_one_common_walk_step():
 
 def test_recommender_on_the_twin_keeps_its_limits():
     state = plant.init(P, seed=5)
-    twin = plant.MachineTwin(state, P)
+    twin = MachineTwin(state, P)
     std_R = plant.standard_reflectance(P)
     standard = recommend.Standard.from_curves(std_R[0], std_R[1])
     cur = np.array(state.settings)

@@ -1,0 +1,89 @@
+"""From camera frames to an answer, by one of two paths (``sevi analyze``).
+
+**direct** (a model that reads direct images, ``sevi.pipeline.image_answer.image_kind``): the frames
+are summed, streamed ``chunk`` frames at a time (``chunk`` MB of memory, no events file); the camera
+background's expected mean after rounding and clipping (21.67 counts per pixel for N(20, 20^2)) is
+subtracted once per frame; the sum is block-summed to the model's grid and divided by the mean spot
+flux, so the image is in electron units (``sevi.camera.direct_image``). The refinement reads the
+same frame sum at 256^2 (``sevi.fit.direct_fit.REFINE_GRID``: pixels of half a spot sigma) and fits
+it with the direct image's own forward model and noise.
+
+**events** (a model that reads count images): the frames are centroided into an events file
+(``sevi.camera.centroid_file``: streamed, chunked, resumable; the chunks run by the caller's
+runner), and its ``AccumulatedImage`` (counts of centroided electrons on the frames' grid) is read
+like ``sevi predict`` reads a count image.
+
+The path is the model's (``path="auto"``); forcing the other one is allowed and warned about
+(InputWarning): the model then reads images unlike its training set.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from sevi.camera.centroid_file import DEFAULT_CHUNK, ChunkRunner, run_in_process
+from sevi.pipeline.image_answer import ImageAnswer, answer_images, image_kind
+from sevi.runtime.errors import InputError, InputWarning
+
+__all__ = ["PATHS", "FramesAnswer", "choose_path", "answer_frames"]
+
+PATHS = ("auto", "events", "direct")
+
+
+@dataclass(frozen=True)
+class FramesAnswer:
+    """The answer of a measurement and how it was reached: ``path`` ("events" or "direct"),
+    ``attrs`` for the answer file (path, events file or n_frames), ``electrons`` (the image's
+    total, both shells)."""
+    result: ImageAnswer
+    path: str
+    attrs: dict
+    electrons: float
+
+
+def choose_path(requested: str, cfg) -> str:
+    """'events' or 'direct' for ``requested`` in :data:`PATHS` ("auto": the model's own)."""
+    trained_for = "direct" if image_kind(cfg) == "direct" else "events"
+    if requested == "auto":
+        return trained_for
+    if requested not in PATHS:
+        raise InputError(f"--path: got {requested!r}; expected auto, events or direct")
+    if requested != trained_for:
+        warnings.warn(f"--path {requested} with a model trained for the {trained_for} path (spot_blur = "
+                      f"{cfg.data.spot_blur}); its answers are not calibrated for these images", InputWarning)
+    return requested
+
+
+def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None, chunk: int = DEFAULT_CHUNK,
+                  fast: bool = False, runner: ChunkRunner = run_in_process, centroid_device: str | None = None,
+                  refine: bool = True, tolerance: float = 0.15) -> FramesAnswer:
+    """A frame file -> its answer (module docstring). ``events``: the events file of the events path
+    (kept, so a re-run resumes); ``chunk``: frames per centroiding task or per read;
+    ``centroid_device``: the centroider's device (None: its default)."""
+    import h5py
+
+    from sevi.camera.centroid_file import centroid_file
+    from sevi.camera.direct_image import direct_image, sum_frames
+    from sevi.fit.direct_fit import REFINE_GRID
+
+    if chunk < 1:
+        raise InputError(f"--chunk: got {chunk}; expected >= 1 frames per task (events) or per read (direct)")
+    how = choose_path(path, cfg)
+    if how == "direct":
+        total, n = sum_frames(frames, chunk)
+        image = direct_image(total, n, cfg.data.grid)
+        res = answer_images(model, cfg, [(0, image[None])], device, source=f"{frames} (direct path, {n} frames summed)",
+                            fit_images=[direct_image(total, n, REFINE_GRID)] if refine else None, n_frames=n,
+                            refine=refine, tolerance=tolerance)
+        return FramesAnswer(res, "direct", {"path": "direct", "n_frames": n, "spot_blur": cfg.data.spot_blur},
+                            float(image.sum()))
+    centroid_file(frames, events, chunk=chunk, fast=fast, device=centroid_device, runner=runner)
+    with h5py.File(events, "r") as f:
+        if "AccumulatedImage" not in f:
+            raise InputError(f"{events}: no AccumulatedImage (an events file from an older version?)")
+        image = f["AccumulatedImage"][()]
+    res = answer_images(model, cfg, [(0, image[None])], device, source=str(events), fit_images=[image],
+                        refine=refine, tolerance=tolerance)
+    return FramesAnswer(res, "events", {"path": "events", "events": str(Path(events))}, float(image.sum()))
