@@ -7,6 +7,9 @@ and take beta_l = P_l / P_0 in PyAbel's convention I ~ 1 + sum beta_l P_l, i.e. 
 course's convention I = 1/2 + sum beta_l P_l. Overlapping shells share a window.
 
     python tools/compare_rbasex.py --model runs/sevi-cpu-smoke/final --n 50
+
+The images are the evaluation tools' held-out draws (``sevi.evaluation.held_out``: prior seed
+10^9 + SEED, outside every training stream).
 """
 
 from __future__ import annotations
@@ -18,33 +21,28 @@ import numpy as np
 import torch
 
 from sevi.evaluation.abel_baselines import rbasex_betas
+from sevi.evaluation.held_out import HELD_OUT_OFFSET, add_held_out_args, held_out_params
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--n", type=int, default=50, help="held-out images")
-    ap.add_argument("--grid", type=int, default=512)
-    ap.add_argument("--electrons", type=int, default=100_000, help="per shell")
-    ap.add_argument("--seed", type=int, default=2024)
+    add_held_out_args(ap, grid=512, electrons="100000")  # the held-out draws every evaluation tool uses
+    ap.set_defaults(n=50)
     ap.add_argument("--orders", default="4,8,24", help="rBasex angular orders to try")
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
     from sevi.io.atomic import write_json
     from sevi.physics.generator import GeneratorConfig, SeviGenerator
     from sevi.physics.metric import distance
-    from sevi.physics.prior import PriorConfig
     from sevi.regressor.checkpoints import load_model
     from sevi.regressor.inference import predict_images
     from sevi.runtime.device import pick_device
 
     device = pick_device(a.device)
     model, cfg = load_model(a.model, device)
-    gen = SeviGenerator(GeneratorConfig(grid=a.grid), device, PriorConfig().with_electrons(a.electrons))
-    res, p = gen(a.seed, a.n)
-    counts = res.images.cpu().numpy()
+    pc, p = held_out_params(a)  # seed 10^9 + SEED: outside every training stream
+    counts = SeviGenerator(GeneratorConfig(grid=a.grid), device, pc).render(p, HELD_OUT_OFFSET + a.seed).images.cpu().numpy()
     truth = p.beta.numpy()
     t0 = time.perf_counter()
     with torch.inference_mode():
