@@ -84,6 +84,21 @@ def plain_space(kind: str, smoke_test: bool) -> dict:
     return space
 
 
+def best_finished(results, name: str = "sweep"):
+    """The trial of lowest final ``val_loss`` among those that finished with a checkpoint.
+
+    Tune's ``get_best_result`` compares every trial's last report, so a trial ASHA stopped early
+    (no checkpoint: only a finished trial saves its model) can win on a loss it reported at an
+    early rung and leave nothing to load."""
+    import math
+
+    done = [r for r in results if r.error is None and r.checkpoint is not None
+            and isinstance(r.metrics.get("val_loss"), (int, float)) and math.isfinite(r.metrics["val_loss"])]
+    if not done:
+        raise RuntimeError(f"coating_tune: {name}: no trial finished with a checkpoint and a finite val_loss")
+    return min(done, key=lambda r: r.metrics["val_loss"])
+
+
 def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name: str) -> dict:
     """Run (or resume) the sweep of one (cycle, kind) as experiment ``name``; returns the best
     trial's summary (with the registry's ``model_sha256`` of the model it saved)."""
@@ -118,7 +133,7 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name
                                                                 grace_period=3, reduction_factor=3)),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
     grid = tuner.fit()
-    best = grid.get_best_result(metric="val_loss", mode="min", filter_nan_and_inf=True)
+    best = best_finished(grid, name)
     wall = time.perf_counter() - t0
     import torch
 

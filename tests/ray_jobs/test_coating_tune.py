@@ -194,3 +194,20 @@ def test_a_job_without_room_fails_in_bounded_time_with_one_line(two_free_cpus, h
         assert time.monotonic() - t0 < 60
     finally:
         stop_pool(pool)
+
+
+def test_the_best_trial_is_chosen_among_those_that_finished_with_a_checkpoint():
+    """ASHA can stop a trial at an early rung with a lower reported loss than any finished trial's;
+    it saved no model, so it cannot be the sweep's best (the bug seen with --num-samples 2)."""
+    from types import SimpleNamespace
+
+    from ray_jobs.coating_tune import best_finished
+
+    stopped = SimpleNamespace(error=None, checkpoint=None, metrics={"val_loss": 0.01})
+    done = SimpleNamespace(error=None, checkpoint="ck", metrics={"val_loss": 0.05})
+    better = SimpleNamespace(error=None, checkpoint="ck2", metrics={"val_loss": 0.04})
+    nan = SimpleNamespace(error=None, checkpoint="ck3", metrics={"val_loss": float("nan")})
+    failed = SimpleNamespace(error=RuntimeError("x"), checkpoint="ck4", metrics={"val_loss": 0.0})
+    assert best_finished([stopped, done, better, nan, failed]) is better
+    with pytest.raises(RuntimeError, match="no trial finished"):
+        best_finished([stopped, nan, failed], "s")
