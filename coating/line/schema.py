@@ -119,16 +119,18 @@ def write_history(history: History, path) -> None:
     elif suffix in (".h5", ".hdf5"):
         import h5py
 
-        def write(tmp):
-            with h5py.File(tmp, "w") as f:
-                g = f.create_group("runs")
-                for c in COLUMNS:
-                    v = cols[c]
-                    if v.dtype == object:
-                        g.create_dataset(c, data=np.array([str(x) for x in v], dtype=object),
-                                         dtype=h5py.string_dtype("utf-8"))
-                    else:
-                        g.create_dataset(c, data=v)
+        from sevi.io.tables import atomic_h5
+
+        with atomic_h5(path) as f:  # closed safely after a write error (a full disk), then removed
+            g = f.create_group("runs")
+            for c in COLUMNS:
+                v = cols[c]
+                if v.dtype == object:
+                    g.create_dataset(c, data=np.array([str(x) for x in v], dtype=object),
+                                     dtype=h5py.string_dtype("utf-8"))
+                else:
+                    g.create_dataset(c, data=v)
+        return
     else:
         raise ValueError(f"{path}: unknown history format {suffix!r}; expected .csv, .h5 or .hdf5")
     _atomic(path, write)

@@ -5,12 +5,25 @@ entry points in ``ray_jobs/``): what ends a command, with which line and which e
   ``OSError`` such as a missing file, a folder given for a file, permission denied; a file that is
   not what it claims): one line ``<prog> <command>: <file>: <field>: <what is expected>`` on
   stderr, exit status **2** (argparse's own status for a usage error), no traceback.
-* Ctrl-C (``KeyboardInterrupt``): ``<prog> <command>: interrupted`` (and what was kept, when the
-  library says so in the exception), exit status **130** (128 + SIGINT, the shell's convention).
+* An output that cannot be written for want of space, quota or a writable file system
+  (``sevi.runtime.errors.OutputError``, raised by ``sevi.io.atomic``; or any ``OSError`` with
+  ENOSPC, EDQUOT, EFBIG or EROFS): one line naming the output and the error, exit status **1** (a
+  failure, not a usage error). The temporary file is gone and a previous output is untouched
+  (``sevi.io.atomic``).
+* Ctrl-C (``KeyboardInterrupt``), and SIGTERM and SIGHUP, which this policy turns into the same
+  exception while the command runs, so every temporary file is deleted on the way out
+  (``sevi.io.atomic``): ``<prog> <command>: interrupted`` (with the signal's name when it was not
+  SIGINT, and what was kept, when the library says so in the exception), exit status **128 +
+  the signal** (130 for Ctrl-C, 143 for SIGTERM: the shell's convention). ``ray.init`` replaces
+  the SIGTERM handler with ``sys.exit(15)``; that exit is reported the same way.
 * Warnings for the user (``sevi.runtime.errors.InputWarning``): one line each,
   ``<prog> <command>: warning: <text>``, and the command goes on. Warnings meant for developers
   (a library's RuntimeWarning, DeprecationWarning) are not shown; ``--debug`` shows them.
 * Anything else is a defect of ours: it raises with its traceback, which is the useful report.
+
+Temporaries a killed process (``kill -9``) left behind are the third part of the same policy:
+``sevi.io.paths.check_outputs``, which every command calls before it writes, removes those whose
+writer is gone and reports the others.
 
 ``--debug`` re-raises every error, so its traceback shows. Libraries never print or exit; only
 this module and the command modules that call it do.
@@ -19,15 +32,19 @@ this module and the command modules that call it do.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
 import sys
+import threading
 import warnings
 from typing import Callable
 
-from sevi.runtime.errors import InputWarning
+from sevi.runtime.errors import InputWarning, OutputError
 
-__all__ = ["EXIT_USAGE", "EXIT_INTERRUPTED", "USER_ERRORS", "error_line", "run_command"]
+__all__ = ["EXIT_USAGE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "USER_ERRORS", "error_line", "run_command"]
 
+EXIT_FAILURE = 1        # the command could not do its work for a reason outside the input (a full disk)
 EXIT_USAGE = 2         # bad input or options (argparse uses 2 for usage errors)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
 
@@ -35,6 +52,9 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ct
 # json.JSONDecodeError is one too; OSError covers missing files, folders given for files, h5py's
 # "unable to open" on a file that is not HDF5; UnpicklingError a .pt file that is not one.
 USER_ERRORS = (ValueError, OSError, pickle.UnpicklingError)
+
+# Signals that end a command as Ctrl-C does (through KeyboardInterrupt, so clean-up runs).
+_CAUGHT = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
 
 _OS_WHAT = {FileNotFoundError: "no such file", IsADirectoryError: "is a directory; expected a file",
             NotADirectoryError: "a parent of this path is not a directory", PermissionError: "permission denied"}
@@ -58,6 +78,49 @@ def error_line(prog: str, command: str | None, err: BaseException | str) -> str:
     return prefix + text
 
 
+class _Signals:
+    """While a command runs: SIGTERM and SIGHUP raise KeyboardInterrupt as SIGINT does, and the
+    signal that ended the command is remembered (only in the main thread, where Python runs
+    signal handlers; elsewhere nothing changes)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handler(self, signum, frame):
+        self.received = signum
+        raise KeyboardInterrupt
+
+    def _sigint(self, signum, frame):
+        self.received = signum
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for s in _CAUGHT:
+            if signal.getsignal(s) in (signal.SIG_DFL, None):
+                self._old[s] = signal.signal(s, self._handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._sigint)
+        return self
+
+    def replaced_sigterm(self) -> bool:
+        """Whether someone else (``ray.init``) put its own handler on SIGTERM since."""
+        s = getattr(signal, "SIGTERM", None)
+        return s in self._old and signal.getsignal(s) != self._handler
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def _interrupted_line(where: str, signum: int | None, err: BaseException | None) -> str:
+    name = "" if signum in (None, signal.SIGINT) else f" ({signal.Signals(signum).name})"
+    kept = str(err) if err is not None and str(err) else ""
+    return f"{where}: interrupted{name}" + (f"; {kept}" if kept else "")
+
+
 def run_command(prog: str, command: str | None, func: Callable[[], int | None], debug: bool = False) -> int:
     """Run ``func`` under the policy above; returns the exit status to give the shell."""
     where = f"{prog} {command}" if command else prog
@@ -68,24 +131,41 @@ def run_command(prog: str, command: str | None, func: Callable[[], int | None], 
         elif debug:
             print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _Signals() as signals:
         warnings.simplefilter("always" if debug else "ignore")
         warnings.simplefilter("always", InputWarning)
         warnings.showwarning = show
         try:
             return int(func() or 0)
         except SystemExit as e:
+            if e.code == getattr(signal, "SIGTERM", None) and signals.replaced_sigterm() and not debug:
+                print(_interrupted_line(where, signal.SIGTERM, None), file=sys.stderr)  # ray.init's handler
+                return 128 + signal.SIGTERM
             if not isinstance(e.code, str) or debug:  # a plain exit status (argparse), or --debug
                 raise
             err: BaseException | str = e.code
         except KeyboardInterrupt as e:
             if debug:
                 raise
-            print(f"{where}: interrupted" + (f"; {e}" if str(e) else ""), file=sys.stderr)
-            return EXIT_INTERRUPTED
+            signum = signals.received or signal.SIGINT
+            print(_interrupted_line(where, signum, e), file=sys.stderr)
+            return 128 + signum
+        except OutputError as e:
+            if debug:
+                raise
+            print(error_line(prog, command, e), file=sys.stderr)
+            return EXIT_FAILURE
         except USER_ERRORS as e:
             if debug:
                 raise
+            from sevi.io.atomic import DISK_ERRNOS, disk_errno, output_error
+
+            code = disk_errno(e)
+            if code:  # a write that did not go through sevi.io.atomic (a library's own file)
+                text = output_error(e.filename, e) if e.filename else \
+                    f"cannot write an output: {os.strerror(code)} ({DISK_ERRNOS[code]})"
+                print(error_line(prog, command, text if isinstance(text, str) else str(text)), file=sys.stderr)
+                return EXIT_FAILURE
             err = e
     print(error_line(prog, command, err), file=sys.stderr)
     return EXIT_USAGE

@@ -27,8 +27,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from sevi.io.atomic import atomic_path
-from sevi.io.tables import DETECTED_ELECTRONS_DTYPE, FINAL_IMAGE_DTYPE, FRAME_SHAPE
+from sevi.io.tables import DETECTED_ELECTRONS_DTYPE, FINAL_IMAGE_DTYPE, FRAME_SHAPE, atomic_h5
 
 __all__ = ["FRAME_DTYPE", "TRUTH_DTYPE", "EVENT_DTYPE", "FrameFileError", "frame_count", "read_frames",
            "iter_frame_chunks", "FrameWriter", "write_frames", "read_truth", "event_rows", "EventsWriter",
@@ -117,9 +116,8 @@ class FrameWriter:
 
     def __init__(self, path: str | os.PathLike, truth: bool = True):
         self.path = Path(path)
-        self._ctx = atomic_path(self.path)
-        self._tmp = self._ctx.__enter__()
-        self._f = h5py.File(self._tmp, "w")
+        self._stack = contextlib.ExitStack()
+        self._f = self._stack.enter_context(atomic_h5(self.path))
         self._frames = self._f.create_dataset("FinalImage", shape=(0,), maxshape=(None,),
                                               dtype=FRAME_DTYPE, chunks=(1,), fletcher32=True)
         self._truth = (self._f.create_dataset("DetectedElectrons", shape=(0,), maxshape=(None,),
@@ -147,24 +145,19 @@ class FrameWriter:
         self._truth[n:] = rows
 
     def close(self) -> None:
-        self._f.close()
-        self._ctx.__exit__(None, None, None)
+        """Publish the file (``sevi.io.tables.atomic_h5``: flushed, closed, renamed into place)."""
+        self._stack.close()
 
     def abort(self) -> None:
-        self._f.close()
-        with contextlib.suppress(Exception):
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-        if self._tmp.exists():
-            self._tmp.unlink()
+        """Discard the file: nothing is published."""
+        with contextlib.suppress(RuntimeError):
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     def __enter__(self) -> "FrameWriter":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    def __exit__(self, exc_type, exc, tb):
+        return self._stack.__exit__(exc_type, exc, tb)  # publishes, or deletes the temporary
 
 
 def write_frames(path, image_ids, images, truth: np.ndarray | None = None) -> None:
@@ -210,8 +203,7 @@ class EventsWriter:
         self.image = np.zeros((grid, grid), np.int64)
         self.count = 0
         self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_path(path))
-        self._f = self._stack.enter_context(h5py.File(tmp, "w"))
+        self._f = self._stack.enter_context(atomic_h5(path))
         self._rows = self._f.create_dataset("DetectedElectrons", shape=(0,), maxshape=(None,),
                                             dtype=EVENT_DTYPE, chunks=(65536,))
 

@@ -9,15 +9,20 @@ output with each input by identity, not by spelling: two paths are the same file
 links are all caught); where one of them does not exist yet, their resolved absolute paths are
 compared. A path that is a folder, lies under a file, or in a folder the user cannot write is
 refused too, so a command never computes for an hour and then fails to write.
+
+Temporaries that a killed run left beside an output (``sevi.io.atomic``: ``.NAME.PID@HOST.*.tmp``)
+are removed when their writer is gone for certain, and reported otherwise, one
+``InputWarning`` line per output, before the command writes.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
-from sevi.runtime.errors import InputError
+from sevi.runtime.errors import InputError, InputWarning
 
-__all__ = ["OutputIsInputError", "same_file", "check_outputs"]
+__all__ = ["OutputIsInputError", "same_file", "check_outputs", "clean_temporaries"]
 
 
 class OutputIsInputError(InputError):
@@ -55,7 +60,8 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None],
         if not parent.is_dir():
             raise InputError(f"{path}: {parent} is a file, not a folder; expected a file name in a folder ({flag})")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise InputError(f"{path}: cannot write in {parent} (permission denied) ({flag})")
+            why = "a read-only file system" if _read_only(parent) else "permission denied"
+            raise InputError(f"{path}: cannot write in {parent} ({why}) ({flag})")
     inputs = inputs or {}
     ins = []
     for flag, path in inputs.items():
@@ -74,3 +80,25 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None],
             if same_file(out, out2):
                 raise OutputIsInputError(f"{out}: {oflag} and {oflag2} name the same file; expected two "
                                          f"different paths")
+    for _, out in outs:
+        clean_temporaries(out)
+
+
+def clean_temporaries(target: str | os.PathLike, folder: bool = False) -> None:
+    """Remove the stale temporaries beside ``target`` (or, with ``folder``, in the folder
+    ``target``) that a killed run left (``sevi.io.atomic.clean_stale``); one InputWarning line
+    says what was removed and which were left because their writer may still run."""
+    from sevi.io.atomic import clean_stale, describe_cleanup, temporaries
+
+    found = temporaries(folder=target) if folder else temporaries(target)
+    if found:
+        line = describe_cleanup(target, *clean_stale(found))
+        if line:
+            warnings.warn(line, InputWarning, stacklevel=2)
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

@@ -22,6 +22,7 @@ half-written result.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -169,9 +170,45 @@ def read_rows(path, name: str, expected: np.dtype, *, any_length=()) -> np.ndarr
 # -- atomic writing --------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_h5(path, mode: str = "w"):
-    """Yield an h5py.File on a temporary file beside ``path``; rename into place on success."""
-    with atomic_path(path) as tmp, h5py.File(tmp, mode) as f:
-        yield f
+    """Yield an h5py.File on a temporary file beside ``path``; rename into place on success.
+
+    On any failure the file is closed for certain before the temporary is deleted. A write error
+    (a full disk) must surface in a flush, not in the close: an HDF5 close that fails leaves the
+    file half closed, and closing it again, or HDF5's own clean-up at exit, crashed the process
+    (a segmentation fault). After a failed flush :func:`close_failed_h5` closes it without
+    another write."""
+    with atomic_path(path) as tmp:
+        f = h5py.File(tmp, mode)
+        try:
+            yield f
+        except BaseException:
+            close_failed_h5(f)
+            raise
+        try:
+            f.flush()  # a write error surfaces here, while the file can still be closed safely
+        except BaseException:
+            close_failed_h5(f)
+            raise
+        f.close()
+
+
+def close_failed_h5(f: h5py.File) -> None:
+    """Close ``f``, an HDF5 file being written to a temporary that will be deleted, after a
+    failure. Its file descriptor is first pointed at /dev/null, so what HDF5 still flushes on
+    closing goes nowhere and cannot fail again. Errors of the close are ignored, since the file
+    is discarded."""
+    try:
+        fd = f.id.get_vfd_handle() if f.id.valid else None
+    except Exception:  # noqa: BLE001 - another driver, or already closed
+        fd = None
+    if fd is not None:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    with contextlib.suppress(Exception):
+        f.close()
 
 
 def write_tables(path, tables: dict[str, np.ndarray], attrs: dict | None = None) -> None:

@@ -11,7 +11,7 @@ field, then what is expected: ``FILE: FIELD: what is wrong; expected ...``. The 
 
 from __future__ import annotations
 
-__all__ = ["InputError", "InputWarning"]
+__all__ = ["InputError", "InputWarning", "OutputError"]
 
 
 class InputError(ValueError):
@@ -22,3 +22,10 @@ class InputWarning(UserWarning):
     """Something the user gave is odd but usable (a repeated ImageId, a replaced input checked by
     content): ``warnings.warn(text, InputWarning)``; the command prints it as one line,
     ``<prog> <command>: warning: <text>``, and goes on."""
+
+
+class OutputError(Exception):
+    """An output could not be written for a reason outside the input: the disk is full (ENOSPC), a
+    quota or file-size limit is reached, the file system is read-only. The text is one line naming
+    the output and the error, and saying what was left (the temporary removed, a previous output
+    untouched); the command ends with exit status 1, a failure, not a usage error."""

@@ -56,3 +56,87 @@ def test_a_defect_keeps_its_traceback():
 def test_error_line_does_not_repeat_the_prefix_and_joins_lines():
     assert error_line("sevi", "predict", "sevi predict: a\nb") == "sevi predict: a; b"
     assert error_line("coating", None, ValueError("bad")) == "coating: bad"
+
+
+def test_sigterm_and_sighup_end_a_command_as_ctrl_c_does_and_its_temporary_goes(tmp_path, capsys):
+    """A signal is turned into KeyboardInterrupt while the command runs, so sevi.io.atomic deletes
+    its temporary; the exit status is 128 + the signal, the line names it."""
+    import os
+    import signal
+
+    from sevi.io.atomic import atomic_path
+
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)):
+        def killed():
+            with atomic_path(tmp_path / "out.h5") as tmp:
+                tmp.write_text("half")
+                os.kill(os.getpid(), sig)
+                raise AssertionError("the signal should have ended the command")
+        assert run_command("sevi", "simulate", killed) == code
+        name = "" if sig == signal.SIGINT else f" ({sig.name})"
+        assert capsys.readouterr().err == f"sevi simulate: interrupted{name}\n"
+        assert os.listdir(tmp_path) == [], "temporary left behind"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handlers are put back afterwards"
+
+
+def test_rays_own_sigterm_handler_exit_is_reported_as_an_interrupt(capsys):
+    """ray.init replaces the SIGTERM handler with sys.exit(15)."""
+    import signal
+    import sys
+
+    def ray_like():
+        signal.signal(signal.SIGTERM, lambda s, f: sys.exit(s))
+        signal.raise_signal(signal.SIGTERM)
+    assert run_command("python -m ray_jobs.sevi_train", None, ray_like) == 143
+    assert capsys.readouterr().err == "python -m ray_jobs.sevi_train: interrupted (SIGTERM)\n"
+
+
+def test_a_full_disk_is_a_failure_exit_1_naming_the_output(tmp_path, capsys):
+    from sevi.cli.policy import EXIT_FAILURE
+    from sevi.io.atomic import atomic_text
+
+    (tmp_path / "a.txt").write_text("previous")
+
+    def full():
+        import builtins
+        real = builtins.open
+
+        def fake_open(path, mode="r", *a, **k):
+            f = real(path, mode, *a, **k)
+            if "w" in mode:
+                def write(data):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                f.write = write
+            return f
+        builtins.open = fake_open
+        try:
+            atomic_text(tmp_path / "a.txt", "new")
+        finally:
+            builtins.open = real
+    assert run_command("coating", "spectrum", full) == EXIT_FAILURE
+    assert capsys.readouterr().err == (f"coating spectrum: {tmp_path / 'a.txt'}: cannot write: No space left on "
+                                       f"device (ENOSPC); the temporary file was removed and the previous a.txt is "
+                                       f"untouched\n")
+    assert (tmp_path / "a.txt").read_text() == "previous" and len(list(tmp_path.iterdir())) == 1
+
+    def library_write():  # a write that does not go through sevi.io.atomic (TensorBoard, Ray's files)
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/events.out")
+    assert run_command("sevi", "train", library_write) == EXIT_FAILURE
+    assert capsys.readouterr().err.startswith("sevi train: runs/events.out: cannot write: No space left on device")
+
+
+def test_check_outputs_cleans_up_after_a_killed_run_in_one_warning_line(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from sevi.io.atomic import _host
+    from sevi.io.paths import check_outputs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".out.h5.{dead}@{_host()}.abcd1234.tmp"
+    stale.write_text("left by kill -9")
+    assert run_command("sevi", "simulate", lambda: check_outputs({"--out": tmp_path / "out.h5"})) == 0
+    assert capsys.readouterr().err == (f"sevi simulate: warning: {tmp_path / 'out.h5'}: cleaned up after a killed "
+                                       f"run (removed {stale.name})\n")
+    assert not stale.exists()
