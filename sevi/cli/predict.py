@@ -66,17 +66,12 @@ def run(args: argparse.Namespace) -> int:
     check_outputs({"--out": args.out}, {"--images": args.images, "--model": args.model})
     device = pick_device(args.device)
     model, cfg = load_model_file(args.model, device)
-    f, ds, ids = open_images(args.images)
-    with f:
-        if ids is None:
-            batches = [(0, ds[()][None])]
-        else:
-            batches = ((s, ds[s:s + args.batch]) for s in range(0, ds.shape[0], args.batch))
-        fit_images = None
-        if not args.no_refine:
-            fit_images = [ds[()]] if ids is None else [ds[i] for i in range(ds.shape[0])]
+    with open_images(args.images) as images:  # any integer or real dtype, either byte order (docs/formats.md)
+        ids = images.ids
+        batches = ((s, images.read(s, s + args.batch)) for s in range(0, images.n, args.batch))
+        fit_images = None if args.no_refine else [images.image(i) for i in range(images.n)]
         res = answer_images(model, cfg, batches, device, source=args.images, fit_images=fit_images,
-                            n_frames=ds.attrs.get("n_frames"), refine=not args.no_refine,
+                            n_frames=images.attrs.get("n_frames"), refine=not args.no_refine,
                             tolerance=args.electron_tolerance)
     write_answer(args.out, res.answer, ids, attrs={"model": str(args.model), "images": str(args.images),
                                                    "device": str(device), "model_grid": cfg.data.grid},

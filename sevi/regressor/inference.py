@@ -50,19 +50,26 @@ def electron_window(cfg, tolerance: float) -> tuple[float, float]:
 
 def check_images(c, first: int = 0, nonnegative: bool = True) -> None:
     """Raise ValueError naming the image (index ``first + k``) and pixel ``(x, z)`` of the first
-    defect of a (b, H, W) stack: not square, a NaN or infinite pixel, a negative pixel (with
-    ``nonnegative``: counts; the direct path's background-subtracted images may dip below 0), or
-    no electrons at all."""
+    defect of a (b, H, W) stack: not square, a NaN or infinite pixel, with ``nonnegative`` (count
+    images) a negative pixel or a fraction (counts are whole numbers, in whatever dtype they come:
+    ``sevi.io.image_file``; the direct path's background-subtracted images may dip below 0 and hold
+    fractions), a complex value, or no electrons at all."""
     import torch
 
     if c.ndim != 3 or c.shape[-1] != c.shape[-2]:
         raise ValueError(f"image {first} is {' x '.join(map(str, c.shape[1:]))} pixels; "
                          f"expected a square image (G, G), axis 0 = x, axis 1 = z")
+    if c.is_complex() or c.dtype == torch.bool:
+        raise ValueError(f"images have dtype {str(c.dtype).replace('torch.', '')}; expected real electron counts")
+    if not c.is_floating_point() and c.dtype != torch.int64:
+        c = c.to(torch.int64)  # comparisons are not implemented for every integer type (uint32: "lt_cpu")
     bad = None
     if c.is_floating_point() and not bool(torch.isfinite(c).all()):
         bad, what = ~torch.isfinite(c), "expected finite electron counts"
     elif nonnegative and bool((c < 0).any()):
         bad, what = c < 0, "expected electron counts >= 0"
+    elif nonnegative and c.is_floating_point() and bool((c != torch.round(c)).any()):
+        bad, what = c != torch.round(c), "expected whole electron counts (a count image)"
     if bad is not None:
         k, i, j = (int(v) for v in bad.nonzero()[0])
         raise ValueError(f"image {first + k}, pixel (x {i}, z {j}) is {c[k, i, j].item()}; {what}")
@@ -75,8 +82,8 @@ def predict_images(model, cfg, batches, device, tolerance: float = 0.15,
                    nonnegative: bool = False) -> dict[str, np.ndarray]:
     """Predictions for an iterable of (first_index, counts (b, G, G) numpy or tensor) batches.
 
-    Every batch is checked first (``check_images``: square, finite, with ``nonnegative`` no pixel
-    below 0, not empty; then the electron total against the model's training range), so no NaN
+    Every batch is checked first (``check_images``: square, finite, with ``nonnegative`` whole
+    counts, none below 0, not empty; then the electron total against the model's training range), so no NaN
     answer comes out of a bad image. Returns numpy arrays beta, beta_sd (n, 2, L); R, R_sd,
     sigma_R, sigma_R_sd (n, 2); shells sorted by predicted R (the same order for the values and
     their uncertainties)."""
@@ -86,7 +93,12 @@ def predict_images(model, cfg, batches, device, tolerance: float = 0.15,
     feats = cfg.data.features
     parts = []
     for first, counts in batches:
-        c = torch.as_tensor(np.asarray(counts)).to(device)
+        arr = np.asarray(counts)
+        if arr.dtype.kind in "iu":  # any integer type and byte order; torch compares only some
+            arr = arr.astype(np.int64)
+        elif not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        c = torch.as_tensor(arr).to(device)
         check_images(c, first, nonnegative)
         total = c.reshape(c.shape[0], -1).sum(1).double()
         bad = ((total < lo) | (total > hi)).nonzero()
