@@ -38,6 +38,8 @@ def _cmd_simulate(args) -> int:
 
     if args.cycles < 1:
         raise ValueError(f"--cycles must be >= 1, got {args.cycles}")
+    if args.seed < 0:
+        raise ValueError(f"--seed: got {args.seed}; expected a whole number >= 0")
     if Path(args.out).suffix.lower() not in (".csv", ".h5", ".hdf5"):
         raise ValueError(f"--out {args.out}: expected a .csv, .h5 or .hdf5 file name")
     check_outputs({"--out": args.out, "--standard-out": args.standard_out})
@@ -195,6 +197,8 @@ def recommend_config(args):
 
 def _cmd_recommend(args) -> int:
     from coating.recommend.plan import run_recommend
+    from sevi.io.paths import clean_temporaries
+    clean_temporaries(args.out)  # OUT is a folder (written whole by sevi.io.atomic.atomic_folder)
     return run_recommend(args.history, args.runs, args.standard, args.models, args.out, args.kind,
                          recommend_config(args))
 

@@ -41,6 +41,7 @@ __all__ = ["centroid_file", "CentroidSummary", "Chunk", "ChunkRunner", "run_in_p
 DEFAULT_CHUNK = 256    # frames per chunk: ~256 MB read per task
 DEFAULT_GRID = 1024    # accumulated image side: the camera's pixels
 GPUS_PER_TASK = 0.25   # Ray num_gpus per chunk task where the cluster has GPUs: four share a GPU
+MAX_GRID = 8192        # AccumulatedImage side at most: 8 bins per camera pixel (512 MiB of int64 counts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,13 +100,12 @@ def process_chunk(frames_path: str, start: int, stop: int, part_path: str,
     Pure with respect to its inputs: reads its own frames (nothing large travels through Ray),
     writes atomically, returns the number of events. Raises FrameFileError on unreadable frames.
     """
-    import h5py
     import torch
 
     from sevi.camera.centroid import centroid_frames
     from sevi.camera.centroid_config import CentroidConfig
-    from sevi.io.atomic import atomic_path
     from sevi.io.frame_files import event_rows, read_frames
+    from sevi.io.tables import atomic_h5
     from sevi.runtime.device import pick_device
 
     dev = torch.device(device) if device else pick_device()
@@ -113,7 +113,7 @@ def process_chunk(frames_path: str, start: int, stop: int, part_path: str,
     ids, imgs = read_frames(frames_path, start, stop)
     res = centroid_frames(torch.from_numpy(imgs).to(dev), cfg)
     rows = event_rows(ids[res.frame.cpu().numpy()], res.x.cpu().numpy(), res.z.cpu().numpy())
-    with atomic_path(part_path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(part_path) as f:
         f.create_dataset("DetectedElectrons", data=rows)
         f.create_dataset("ImageId", data=ids)  # every frame's id, events or not (duplicate check at merge)
         f.attrs["start"], f.attrs["stop"] = start, stop
@@ -264,7 +264,8 @@ def centroid_file(frames, out, *, chunk: int = DEFAULT_CHUNK, grid: int = DEFAUL
     frames_path, out = Path(frames), Path(out)
     problem = next((text for bad, text in (
         (chunk < 1, f"--chunk: got {chunk}; expected >= 1 frames per task"),
-        (grid < 1, f"--grid: got {grid}; expected >= 1 pixels per side"),
+        (not 1 <= grid <= MAX_GRID, f"--grid: got {grid}; expected 1..{MAX_GRID} pixels per side of the "
+                                    f"AccumulatedImage (the camera has 1024; {MAX_GRID} is 8 bins per pixel)"),
     ) if bad), None)
     if problem:
         raise InputError(problem)

@@ -23,6 +23,9 @@ import sys
 import numpy as np
 
 
+MAX_GRID = 8192  # pixels per side: 8x the camera's 1024; one image of counts is 256 MiB there
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="render accumulated SEVI images (counts) for given or random parameters",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from sevi.io.paths import check_outputs
     from sevi.physics.generator import GeneratorConfig
     from sevi.physics.prior import PriorConfig, ShellParams
+    from sevi.runtime.errors import InputError
 
     check_outputs({"--out": args.out}, {"--truth": args.truth})
-    if args.batch < 1 or args.grid < 2:
-        raise SystemExit("sevi simulate: --batch must be >= 1 and --grid >= 2")
+    if args.batch < 1:
+        raise InputError(f"--batch must be >= 1 (images rendered at a time), got {args.batch}")
+    if not 2 <= args.grid <= MAX_GRID:
+        raise InputError(f"--grid: got {args.grid}; expected 2..{MAX_GRID} pixels per side (an image of "
+                         f"{MAX_GRID}^2 counts is {MAX_GRID**2 * 4 / 2**20:.0f} MiB; the camera has 1024)")
     if args.electrons is not None and args.electrons < 1:
         raise SystemExit(f"sevi simulate: --electrons: got {args.electrons}; expected >= 1 electron per shell")
     if args.grid % 2:  # allowed (PyAbel likes odd grids), but no sevi model reads it: they rebin to an even grid

@@ -177,6 +177,8 @@ CASES = [
      "H.xlsx: expected a .csv, .h5 or .hdf5"),
     ("simulate --out under a file", lambda d: ["simulate", "--cycles", "1", "--seed", "1", "--out",
                                                str(d / "H.csv" / "x.csv")], "H.csv is a file, not a folder"),
+    ("simulate --seed -1", lambda d: ["simulate", "--cycles", "1", "--seed", "-1", "--out", str(d / "new.csv")],
+     "--seed: got -1; expected a whole number >= 0"),
 ]
 
 

@@ -109,6 +109,9 @@ CASES = {  # name: (argv with {d} for the inputs folder and {o} for an output pa
     "simulate --electrons 0": ("simulate --random 1 --electrons 0 --out {o}", "--electrons: got 0"),
     "simulate --device tpu": ("simulate --random 1 --electrons 5 --grid 8 --device tpu --out {o}", "--device tpu"),
     "simulate --batch 0": ("simulate --random 1 --batch 0 --out {o}", "--batch must be >= 1"),
+    "simulate --grid 100000": ("simulate --random 1 --grid 100000 --out {o}", "--grid: got 100000; expected 2..8192"),
+    "simulate --grid 1": ("simulate --random 1 --grid 1 --out {o}", "--grid: got 1; expected 2..8192"),
+    "simulate --out folder": ("simulate --random 1 --grid 8 --out {d}/folder.h5", "{d}/folder.h5: is a folder"),
     # sevi simulate-frames
     "simulate-frames --frames 0": ("simulate-frames {o} --frames 0", "--frames: got 0"),
     "simulate-frames --per-frame -5": ("simulate-frames {o} --per-frame -5", "--per-frame: got -5.0"),
@@ -130,6 +133,9 @@ CASES = {  # name: (argv with {d} for the inputs folder and {o} for an output pa
     "frames 8x8 frames": ("frames {d}/smallframes.h5 --out {o} --no-ray", "'FinalImage/Image' must be 'u1' (1024, 1024)"),
     "frames --chunk 0": ("frames {d}/frames.h5 --out {o} --no-ray --chunk 0", "--chunk: got 0"),
     "frames --grid 0": ("frames {d}/frames.h5 --out {o} --no-ray --grid 0", "--grid: got 0"),
+    "frames --grid 100000": ("frames {d}/frames.h5 --out {o} --no-ray --grid 100000", "--grid: got 100000; "
+                                                                                      "expected 1..8192"),
+    "frames --out folder": ("frames {d}/frames.h5 --out {d}/folder.h5 --no-ray", "{d}/folder.h5: is a folder"),
     "frames --device tpu": ("frames {d}/frames.h5 --out {o} --no-ray --device tpu", "--device tpu"),
     "frames out is input": ("frames {d}/frames.h5 --out {d}/frames.h5 --no-ray", "{d}/frames.h5: --out is the input"),
     # sevi predict
