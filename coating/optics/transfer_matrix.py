@@ -131,24 +131,31 @@ def reflectance(
     sin_d = torch.complex(sx * chy, cx * shy)
 
     pols = ("s", "p") if polarization == "u" else (polarization,)
+    # Off-diagonal elements of every layer's matrix at once, (..., L, W) each: for s,
+    # m12 = -i sin / q and m21 = -i q sin; for p (eta = n^2 / q) the same two times 1 / n^2 and
+    # n^2, so one complex division serves both polarisations.
+    sin_over_q = sin_d / q_layers * -1j
+    sin_times_q = sin_d * q_layers * -1j
+    n2 = n_layers * n_layers
+    L = n_layers.shape[-2]
+    # One unbind per tensor, not one index per layer: each indexing op's backward writes a
+    # zero-filled tensor of the full (..., L, W) size, which dominated the gradient's cost.
+    cos_l = cos_d.unbind(-2)
     R = 0
     for pol in pols:
         if pol == "s":
-            eta_layers, eta_sub, eta0 = q_layers, q_sub, q0
+            m12, m21, eta_sub, eta0 = sin_over_q, sin_times_q, q_sub, q0
         else:
-            eta_layers = n_layers * n_layers / q_layers
+            m12, m21 = sin_times_q * (1 / n2), sin_over_q * n2
             eta_sub = n_sub * n_sub / q_sub
             eta0 = n0 * n0 / q0
-        # Off-diagonal elements of every layer's matrix at once: (..., L, W) each.
-        m12 = sin_d / eta_layers * -1j
-        m21 = sin_d * eta_layers * -1j
+        m12_l, m21_l = m12.unbind(-2), m21.unbind(-2)
         # Propagate [B, C] from the substrate towards the incident side: (..., W) each.
-        L = n_layers.shape[-2]
-        B = cos_d[..., L - 1, :] + m12[..., L - 1, :] * eta_sub
-        C = m21[..., L - 1, :] + cos_d[..., L - 1, :] * eta_sub
+        B = cos_l[L - 1] + m12_l[L - 1] * eta_sub
+        C = m21_l[L - 1] + cos_l[L - 1] * eta_sub
         for j in range(L - 2, -1, -1):
-            c = cos_d[..., j, :]
-            B, C = c * B + m12[..., j, :] * C, m21[..., j, :] * B + c * C
+            c = cos_l[j]
+            B, C = c * B + m12_l[j] * C, m21_l[j] * B + c * C
         r = (eta0 * B - C) / (eta0 * B + C)
         R = R + (r.real ** 2 + r.imag ** 2)
     return R / len(pols)
