@@ -9,10 +9,15 @@ file and writes ``EVENTS.h5.parts/chunk_<start>_<stop>.h5`` atomically. A re-run
 whose part file exists, so an interrupted run resumes; when all are done the parts are merged into
 EVENTS.h5 (atomically) and the parts directory is removed. A chunk that cannot be read (truncated
 or corrupt input) stops the run with a message naming the frames; finished parts are kept.
-Resuming is keyed on content: each part records a digest of the frames it was made from and the
-centroider settings. While the input's path, size and mtime are those in ``manifest.json`` the
-parts are trusted; otherwise (the input was repaired, replaced or moved) every finished part is
-checked against the input's frames, and only those whose frames changed are centroided again.
+Resuming is keyed on content: each part records a digest of the frames it was made from, a
+digest of a sample of them (its first, middle and last frame) and the centroider settings. On
+every resume the sample of each finished part is read again and compared (three frames per
+chunk: ~1 % of the input's bytes): a part whose sample changed is centroided again. Beyond that,
+while the input is the very file the manifest names (path, size and mtime, and also its device,
+inode and ctime: ``cp -p`` keeps the size and mtime of what it copies, but the kernel sets the
+ctime of every file written), the parts are trusted; otherwise (the input was repaired, replaced
+or moved) every finished part is checked against all of its frames, and only those whose frames
+changed are centroided again. Temporaries a killed run left in the parts folder are removed.
 
 Who runs the chunks is a *chunk runner*: ``runner(chunks, finished) -> (failure, workers)`` runs
 each :class:`Chunk` through :func:`process_chunk`, calls ``finished(n_frames)`` as each one ends,
@@ -36,7 +41,8 @@ from sevi.runtime.errors import InputError, InputWarning
 
 
 __all__ = ["centroid_file", "CentroidSummary", "Chunk", "ChunkRunner", "run_in_process", "process_chunk", "chunk_ranges",
-           "centroid_config", "frames_digest", "DEFAULT_CHUNK", "DEFAULT_GRID", "GPUS_PER_TASK"]
+           "centroid_config", "frames_digest", "sample_rows", "sample_digest", "MAX_GRID", "DEFAULT_CHUNK",
+           "DEFAULT_GRID", "GPUS_PER_TASK"]
 
 DEFAULT_CHUNK = 256    # frames per chunk: ~256 MB read per task
 DEFAULT_GRID = 1024    # accumulated image side: the camera's pixels
@@ -118,6 +124,7 @@ def process_chunk(frames_path: str, start: int, stop: int, part_path: str,
         f.create_dataset("ImageId", data=ids)  # every frame's id, events or not (duplicate check at merge)
         f.attrs["start"], f.attrs["stop"] = start, stop
         f.attrs["frames_digest"] = frames_digest(ids, imgs)
+        f.attrs["sample_digest"] = frames_digest(*(x[sample_rows(0, len(ids))] for x in (ids, imgs)))
         f.attrs["centroid"] = json.dumps(config or {}, sort_keys=True)
     return len(rows)
 
@@ -134,6 +141,21 @@ def frames_digest(ids, imgs) -> str:
     return h.hexdigest()
 
 
+def sample_rows(start: int, stop: int) -> list[int]:
+    """The frames of ``start:stop`` whose digest is checked on every resume: first, middle, last."""
+    return sorted({start, (start + stop - 1) // 2, stop - 1})
+
+
+def sample_digest(frames_path, start: int, stop: int) -> str:
+    """:func:`frames_digest` of the :func:`sample_rows` of ``start:stop``, read from the file."""
+    import numpy as np
+
+    from sevi.io.frame_files import read_frames
+
+    rows = [read_frames(frames_path, r, r + 1) for r in sample_rows(start, stop)]
+    return frames_digest(np.concatenate([i for i, _ in rows]), np.concatenate([m for _, m in rows]))
+
+
 def run_in_process(chunks: list[Chunk], finished: Callable[[int], None]):
     """The chunk runner of ``--no-ray``: the chunks one by one in this process."""
 
@@ -146,34 +168,47 @@ def run_in_process(chunks: list[Chunk], finished: Callable[[int], None]):
     return None, 1
 
 
-# What makes finished parts reusable: the chunk layout and the centroider. The input's path, size
-# and mtime are only a fast path: when they differ (the input was moved, repaired or replaced),
-# each finished part is checked against the input's frames by its digest instead.
+# What makes finished parts reusable: the chunk layout and the centroider. The input file's
+# identity is only a fast path: when it differs (the input was moved, repaired or replaced), each
+# finished part is checked against the input's frames by its digest instead. The identity is the
+# path, size and mtime, and the device, inode and ctime: `cp -p` and `touch -r` give a replaced
+# file the old size and mtime, but no user can set the ctime, which every write moves.
 _IDENTITY = ("n_frames", "chunk", "centroid")
+_SAME_FILE = ("frames", "size", "mtime_ns", "dev", "ino", "ctime_ns")
 
 
 def _manifest(frames_path: Path, n_frames: int, chunk: int, config: dict) -> dict:
     st = frames_path.stat()
     return {"frames": str(frames_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "dev": st.st_dev, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns,
             "n_frames": n_frames, "chunk": chunk, "centroid": config}
 
 
-def _stale_parts(frames_path: Path, parts: Path, done, config: dict) -> list[tuple[int, int]]:
-    """The finished chunks whose part no longer matches the input's frames or the centroider
-    (or is unreadable, or predates digests). Reads those frames again: I/O of the finished part."""
+def _part_attrs(parts: Path, a: int, b: int) -> dict:
     import h5py
 
+    try:
+        with h5py.File(_part_path(parts, a, b), "r") as f:
+            return {k: f.attrs.get(k) for k in ("frames_digest", "sample_digest", "centroid")}
+    except OSError:
+        return {}
+
+
+def _stale_parts(frames_path: Path, parts: Path, done, config: dict, whole: bool) -> list[tuple[int, int]]:
+    """The finished chunks whose part no longer matches the input's frames or the centroider (or
+    is unreadable, or predates digests). ``whole``: check all of each chunk's frames (reads the
+    finished chunks again); else the sample (:func:`sample_rows`) only."""
     from sevi.io.frame_files import read_frames
 
     stale = []
     for a, b in done:
-        try:
-            with h5py.File(_part_path(parts, a, b), "r") as f:
-                digest, centroid = f.attrs.get("frames_digest"), f.attrs.get("centroid")
-        except OSError:
-            digest = centroid = None
-        if (digest is None or centroid != json.dumps(config, sort_keys=True)
-                or digest != frames_digest(*read_frames(frames_path, a, b))):
+        at = _part_attrs(parts, a, b)
+        if at.get("frames_digest") is None or at.get("centroid") != json.dumps(config, sort_keys=True):
+            stale.append((a, b))
+        elif whole or at.get("sample_digest") is None:
+            if at["frames_digest"] != frames_digest(*read_frames(frames_path, a, b)):
+                stale.append((a, b))
+        elif at["sample_digest"] != sample_digest(frames_path, a, b):
             stale.append((a, b))
     return stale
 
@@ -182,11 +217,15 @@ def _prepare_resume(frames_path: Path, parts: Path, ranges, manifest: dict) -> N
     """Check the parts folder before a run; raises InputError (or FrameFileError) to stop it.
 
     A manifest of another chunk layout or centroider stops the run (delete the folder to start
-    over). A damaged manifest is reported and replaced. When the manifest does not vouch for the
-    input (another path, size or mtime; damaged; missing), finished parts are checked by content
-    and the stale ones deleted, to be centroided again. Then the manifest is written (atomically)."""
+    over). A damaged manifest is reported and replaced. Every finished part's sample of frames is
+    checked; when the manifest does not vouch for the input (another file, or the same file
+    written since; damaged; missing), every finished part is checked by all of its frames. Stale
+    parts are deleted, to be centroided again, and said so. Then the manifest is written
+    (atomically)."""
     from sevi.io.atomic import write_json
+    from sevi.io.paths import clean_temporaries
 
+    clean_temporaries(parts, folder=True)  # a killed run's (or Ray task's) half-written parts
     mpath = parts / "manifest.json"
     old = None
     if mpath.exists():
@@ -203,18 +242,23 @@ def _prepare_resume(frames_path: Path, parts: Path, ranges, manifest: dict) -> N
                 raise InputError(f"{parts}: holds parts of a different run (frame count, chunk or centroid "
                                  f"settings changed); expected the same settings, or delete the folder to start over")
     done = [(a, b) for a, b in ranges if _part_path(parts, a, b).exists()]
-    same_file = old is not None and all(old.get(k) == manifest[k] for k in ("frames", "size", "mtime_ns"))
-    if done and not same_file:
+    same_file = old is not None and all(old.get(k) == manifest[k] for k in _SAME_FILE)
+    if done:
         try:
-            stale = _stale_parts(frames_path, parts, done, manifest["centroid"])
+            stale = _stale_parts(frames_path, parts, done, manifest["centroid"], whole=not same_file)
         except FrameFileError as err:
             raise FrameFileError(f"{err}; finished chunks cannot be checked against it; expected a readable "
                                  f"input") from None
         for a, b in stale:
             _part_path(parts, a, b).unlink()
-        warnings.warn(f"{frames_path}: not the file the finished chunks were made from (path, size or time "
-                      f"differ); {len(done)} finished chunks checked by content: {len(done) - len(stale)} kept, "
-                      f"{len(stale)} to centroid again", InputWarning)
+        if not same_file:
+            warnings.warn(f"{frames_path}: not the file the finished chunks were made from (another file, or "
+                          f"written since); {len(done)} finished chunks checked by content: "
+                          f"{len(done) - len(stale)} kept, {len(stale)} to centroid again", InputWarning)
+        elif stale:
+            warnings.warn(f"{frames_path}: the frames of {len(stale)} of {len(done)} finished chunks changed "
+                          f"(their sampled frames differ), though the file's size and times did not; those "
+                          f"chunks will be centroided again", InputWarning)
     write_json(mpath, manifest)
     return None
 

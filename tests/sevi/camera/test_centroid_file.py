@@ -216,3 +216,77 @@ def test_duplicate_image_ids_are_warned_about(frame_file, tmp_path, capsys):
         f["FinalImage"][4] = row
     assert run_frames(frames_args(x, tmp_path / "ev.h5")) == 0
     assert "FinalImage.ImageId 1 is used by 2 frames" in capsys.readouterr().err
+
+
+def _other_frames(tmp_path, like):
+    """Another measurement of the same size (a different seed): the same bytes count, other frames."""
+    import os
+
+    p = tmp_path / "other.h5"
+    args = argparse.Namespace(out=str(p), frames=6, per_frame=30.0, hits="disc", seed=4, batch=6, device="cpu")
+    assert simulate_frames.run(args) == 0
+    assert p.stat().st_size == like.stat().st_size
+    st = like.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))   # the old file's time, as cp -p or touch -r give it
+    return p
+
+
+def test_an_input_replaced_with_the_same_size_and_mtime_is_detected(frame_file, tmp_path, monkeypatch, capsys):
+    """`cp -p OTHER X` after an interrupted run: size and mtime as before, other frames. The resume
+    must give the uninterrupted run's events of the new content (it gave 3,889 against 3,879)."""
+    import shutil
+
+    x = tmp_path / "x.h5"
+    shutil.copy2(frame_file, x)
+    other = _other_frames(tmp_path, x)
+    want = tmp_path / "want.h5"
+    assert run_frames(frames_args(other, want)) == 0
+    out = tmp_path / "ev.h5"
+    calls = interrupt_after_first_chunk(x, out, monkeypatch)
+    size, mtime = x.stat().st_size, x.stat().st_mtime_ns
+    shutil.copy2(other, x)                              # cp -p: the same size and mtime, other frames
+    assert (x.stat().st_size, x.stat().st_mtime_ns) == (size, mtime)
+    assert run_frames(frames_args(x, out)) == 0
+    assert calls == [(0, 2), (2, 4), (4, 6)], f"the stale chunk was kept: {calls}"
+    assert "0 kept, 1 to centroid again" in capsys.readouterr().err
+    np.testing.assert_array_equal(read_events(out)[0], read_events(want)[0])
+
+
+def test_the_sampled_frames_are_checked_even_when_the_file_looks_the_same(frame_file, tmp_path, monkeypatch,
+                                                                          capsys):
+    """Where a file system keeps no trustworthy ctime or inode (the manifest's identity holds for a
+    replaced file), the digest of each finished chunk's first, middle and last frame still catches it."""
+    import json
+    import shutil
+
+    x = tmp_path / "x.h5"
+    shutil.copy2(frame_file, x)
+    other = _other_frames(tmp_path, x)
+    out = tmp_path / "ev.h5"
+    calls = interrupt_after_first_chunk(x, out, monkeypatch)
+    shutil.copy2(other, x)
+    m = tmp_path / "ev.h5.parts" / "manifest.json"
+    st = x.stat()
+    m.write_text(json.dumps({**json.loads(m.read_text()), "dev": st.st_dev, "ino": st.st_ino,
+                             "ctime_ns": st.st_ctime_ns}))   # as if the replaced file looked identical
+    assert run_frames(frames_args(x, out)) == 0
+    assert calls == [(0, 2), (2, 4), (4, 6)], calls
+    assert "the frames of 1 of 1 finished chunks changed (their sampled frames differ)" in capsys.readouterr().err
+
+
+def test_a_killed_runs_half_written_part_is_removed(frame_file, reference, tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    from sevi.io.atomic import _host
+
+    out = tmp_path / "ev.h5"
+    interrupt_after_first_chunk(frame_file, out, monkeypatch)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    half = tmp_path / "ev.h5.parts" / f".chunk_000000002_000000004.h5.{dead}@{_host()}.x1y2z3w4.tmp"
+    half.write_bytes(b"half a part: its Ray task was killed")
+    assert run_frames(frames_args(frame_file, out)) == 0
+    assert f"cleaned up after a killed run (removed {half.name})" in capsys.readouterr().err
+    assert not (tmp_path / "ev.h5.parts").exists()
+    np.testing.assert_array_equal(read_events(out)[0], reference[0])
