@@ -32,8 +32,6 @@ from sevi.io.paths import check_outputs
 def _cmd_simulate(args) -> int:
     from pathlib import Path
 
-    import torch
-
     from coating.line import plant, schema
 
     if args.cycles < 1:
@@ -43,9 +41,8 @@ def _cmd_simulate(args) -> int:
     if Path(args.out).suffix.lower() not in (".csv", ".h5", ".hdf5"):
         raise ValueError(f"--out {args.out}: expected a .csv, .h5 or .hdf5 file name")
     check_outputs({"--out": args.out, "--standard-out": args.standard_out})
-    # One run is a handful of tiny tensor ops: extra threads only add overhead (and the
-    # machine is shared), so the simulator runs single-threaded.
-    torch.set_num_threads(1)
+    # One run is a handful of tiny tensor ops: small work, one intra-op thread (main() applies
+    # the thread policy, sevi.runtime.threads).
     params = plant.PlantParams()
     runs = plant.simulate(params, args.cycles, args.seed)
     schema.write_history(schema.history_from_measurements(runs), args.out)
@@ -154,9 +151,18 @@ def _add_debug(p, default=argparse.SUPPRESS) -> None:
                    help="show the Python traceback of an error instead of one line")
 
 
+def _add_threads(p, default=argparse.SUPPRESS) -> None:
+    # Like --debug: before or after the subcommand.
+    p.add_argument("--threads", type=int, default=default, metavar="N",
+                   help="CPUs to use (default: every core this process may run on, or OMP_NUM_THREADS; "
+                        "never more). Coating work is small: one thread per tensor op, and recommend plans "
+                        "the runs of one call side by side in up to N processes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coating", description="AR-coating physics and plant tools")
     _add_debug(parser, False)
+    _add_threads(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate a plant history (one row per furnace run)")
@@ -165,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="history file, .csv or .h5")
     p.add_argument("--standard-out", help="also write the standard (target) CSV here")
     _add_debug(p)
+    _add_threads(p)
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("spectrum", help="reflectance and L*a*b* of one design")
@@ -172,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--angle", type=float, default=0.0, help="angle of incidence, degrees")
     p.add_argument("--out", help="write wavelength,R (percent) to this CSV")
     _add_debug(p)
+    _add_threads(p)
     p.set_defaults(func=_cmd_spectrum)
 
     add_recommend_parser(sub)
@@ -198,9 +206,19 @@ def recommend_config(args):
 def _cmd_recommend(args) -> int:
     from coating.recommend.plan import run_recommend
     from sevi.io.paths import clean_temporaries
+    policy = getattr(args, "thread_policy", None) or _thread_policy(args)
     clean_temporaries(args.out)  # OUT is a folder (written whole by sevi.io.atomic.atomic_folder)
-    return run_recommend(args.history, args.runs, args.standard, args.models, args.out, args.kind,
-                         recommend_config(args))
+    plans = run_recommend(args.history, args.runs, args.standard, args.models, args.out, args.kind,
+                          recommend_config(args), workers=policy.budget, executor=args.parallel)
+    for p in plans:
+        iv = "" if p.interval is None else \
+            f" (next run F {p.interval.median[0]:.2f} [{p.interval.lo[0]:.2f}, {p.interval.hi[0]:.2f}]" \
+            f" B {p.interval.median[1]:.2f} [{p.interval.lo[1]:.2f}, {p.interval.hi[1]:.2f}])"
+        print(f"{p.furnace_no}: cycle {p.cycle}, predicted dE00 F {p.rec.dE00[0]:.3f} B {p.rec.dE00[1]:.3f}{iv}"
+              + (f"; treat with care: {', '.join(p.care)}" if p.care else ""))
+    care = sum(bool(p.care) for p in plans)
+    print(f"wrote {len(plans)} recommendation(s) to {args.out}" + (f"; {care} to treat with care" if care else ""))
+    return 0
 
 
 def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
@@ -230,17 +248,34 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--spectral-weight", type=float, default=default.spectral_weight, metavar="W",
                    help="weight of the spectral distance to the standard against dE00^2 (default "
                         f"{default.spectral_weight}); lower trades curve shape for colour consistency")
+    p.add_argument("--parallel", default="processes", choices=("processes", "threads"),
+                   help="how the runs of one call are planned side by side (default processes: the faster "
+                        "beside other CPU-bound work, BENCHMARKS.md)")
     _add_debug(p)
+    _add_threads(p)
     p.set_defaults(func=_cmd_recommend)
     return p
+
+
+def _thread_policy(args):
+    """The project's thread policy (``sevi.runtime.threads``) for a coating command: small work
+    (one intra-op thread), ``--threads`` the budget. Applied before the heavy imports."""
+    from sevi.runtime.threads import apply_thread_policy
+    return apply_thread_policy(getattr(args, "threads", None), work="small")
+
+
+def _run(args) -> int:
+    args.thread_policy = _thread_policy(args)
+    return args.func(args)
 
 
 def main(argv=None) -> int:
     """The ``coating`` command, under the project's one error policy (``sevi.cli.policy``): bad
     input ends in one line ``coating <command>: <file>: <field>: <expected>``, exit status 2 and no
-    traceback (``--debug`` shows it); Ctrl-C in exit status 130."""
+    traceback (``--debug`` shows it); Ctrl-C in exit status 130. Every subcommand runs under the
+    thread policy (``--threads``)."""
     args = build_parser().parse_args(argv)
-    return run_command("coating", args.command, lambda: args.func(args), getattr(args, "debug", False))
+    return run_command("coating", args.command, lambda: _run(args), getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

@@ -10,27 +10,44 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # annotations only: the report needs no torch
+from coating.recommend.uncertainty import CARE_TEXT
+
+if TYPE_CHECKING:  # annotations only
     from coating.recommend.optimise_settings import Recommendation
+    from coating.recommend.uncertainty import Interval
 
 __all__ = ["REPORT_COLUMNS", "TABLE_NAME", "format_report", "report_file_name", "report_file_names",
            "check_out_folder", "check_finite", "format_table"]
 
 
-def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str) -> str:
+def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str, interval: Interval | None = None,
+                  care: tuple = (), n_runs: int | None = None) -> str:
+    """The per-run report: the settings, the predicted dE00, how sure (``interval``: the next
+    run's dE00 with its 90 % interval; ``care``: keys of ``uncertainty.CARE_TEXT``; ``n_runs``:
+    the cycle's runs behind the model)."""
     names = [f"F{i}" for i in range(1, 6)] + [f"B{i}" for i in range(1, 6)]
-    lines = [f"furnace_no {furnace_no}: recommended settings (cycle {cycle} {kind} model)", "",
+    lines = [f"furnace_no {furnace_no}: recommended settings (cycle {cycle} {kind} model"
+             + (f", brought up to date on {n_runs} runs of the cycle" if n_runs is not None else "") + ")", "",
              f"{'layer':>6} {'current nm':>11} {'recommended':>12} {'change nm':>10}"]
     for n, c, s, d in zip(names, rec.current, rec.settings, rec.change):
         lines.append(f"{n:>6} {c:11.2f} {s:12.2f} {d:+10.2f}")
     lines += ["", f"predicted dE00 front {rec.dE00[0]:.3f}  back {rec.dE00[1]:.3f}  "
-              f"(with the current settings: front {rec.dE00_current[0]:.3f}  back {rec.dE00_current[1]:.3f})",
-              "constraint: front and back changes of a layer never have opposite signs", ""]
+              f"(with the current settings: front {rec.dE00_current[0]:.3f}  back {rec.dE00_current[1]:.3f})"]
+    if interval is not None:
+        pct = f"{100 * interval.level:g} %"
+        lines.append(f"next run, with its own deposition errors and the machine's drift: dE00 front "
+                     f"{interval.median[0]:.3f} ({pct} interval {interval.lo[0]:.3f}-{interval.hi[0]:.3f})  back "
+                     f"{interval.median[1]:.3f} ({pct} interval {interval.lo[1]:.3f}-{interval.hi[1]:.3f})")
+    else:
+        lines.append(f"next run: no interval ({kind} has no noise model)")
+    lines.append("treat with care: " + ("; ".join(CARE_TEXT[c] for c in care) if care else "no"))
+    lines += ["constraint: front and back changes of a layer never have opposite signs", ""]
     return "\n".join(lines)
 
 
 REPORT_COLUMNS = ["furnace_no"] + [f"set_{n}" for n in [f"F{i}" for i in range(1, 6)] +
-                                     [f"B{i}" for i in range(1, 6)]] + ["dE00_F", "dE00_B"]
+                                     [f"B{i}" for i in range(1, 6)]] + ["dE00_F", "dE00_B"] + \
+    ["next_dE00_F", "next_dE00_F_lo", "next_dE00_F_hi", "next_dE00_B", "next_dE00_B_lo", "next_dE00_B_hi", "care"]
 TABLE_NAME = "recommendations.csv"
 
 
@@ -81,11 +98,20 @@ def check_finite(furnace_no: str, rec: Recommendation) -> None:
 
 
 def format_table(rows) -> str:
-    """``recommendations.csv`` text: ``REPORT_COLUMNS``, one row per (furnace_no, Recommendation);
-    written by the csv module, so a furnace number with a comma or quote is quoted."""
+    """``recommendations.csv`` text: ``REPORT_COLUMNS``, one row per ``(furnace_no,
+    Recommendation[, Interval or None, care])``: the settings, the predicted dE00, the next run's
+    dE00 median and 90 % interval (empty without one) and the care flags (``;``-separated keys
+    of ``uncertainty.CARE_TEXT``, empty when none). Written by the csv module, so a furnace
+    number with a comma or quote is quoted."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(REPORT_COLUMNS)
-    for fno, rec in rows:
-        w.writerow([fno] + [f"{v:.2f}" for v in rec.settings] + [f"{rec.dE00[0]:.4f}", f"{rec.dE00[1]:.4f}"])
+    for row in rows:
+        fno, rec = row[0], row[1]
+        interval = row[2] if len(row) > 2 else None
+        care = row[3] if len(row) > 3 else ()
+        nxt = [""] * 6 if interval is None else \
+            [f"{v:.4f}" for s in (0, 1) for v in (interval.median[s], interval.lo[s], interval.hi[s])]
+        w.writerow([fno] + [f"{v:.2f}" for v in rec.settings] + [f"{rec.dE00[0]:.4f}", f"{rec.dE00[1]:.4f}"]
+                   + nxt + [";".join(care)])
     return buf.getvalue()

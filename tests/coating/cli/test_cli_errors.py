@@ -44,6 +44,10 @@ def _recommend(d, **over):
     return argv + [str(x) for k, v in over.items() if k.startswith("+") for x in v]
 
 
+def _with_refit(argv):
+    return [a for a in argv if a != "--no-fine-tune"]
+
+
 def _edit_csv(path, fn):
     lines = path.read_text().splitlines()
     path.write_text("\n".join(fn(lines)) + "\n")
@@ -133,6 +137,15 @@ CASES = [
      "NEW.csv: row 1: expected 2 comma-separated fields"),
     ("runs unknown column", lambda d: ((d / "NEW.csv").write_text("furnace_no,cylce_id\nA,1\n"), _recommend(d))[1],
      "unexpected column(s) ['cylce_id']"),
+    ("runs cycle without a model", lambda d: ((d / "NEW.csv").write_text("furnace_no,cycle_id\nA,1\nB,4\n"),
+                                              _recommend(d))[1], "furnace_no B: no model for cycle 4"),
+    # (with the default refit: refused before any fit)
+    ("history cycle of one run", lambda d: (_edit_csv(d / "H.csv", lambda ls: ls[:2]), _with_refit(_recommend(d)))[1],
+     "H.csv: cycle 1 has 1 run(s) (furnace_no N1); the grey box's refit needs at least 2"),
+    ("history shorter than the model's training", lambda d: (_edit_csv(d / "H.csv", lambda ls: ls[:5]),
+                                                             _with_refit(_recommend(d)))[1],
+     "H.csv: cycle 1 has 4 run(s), fewer than the 8 its model was fitted on"),
+    ("--threads 0", lambda d: _recommend(d, **{"+": ["--threads", "0"]}), "--threads 0: expected a number of threads >= 1"),
     # --- the standard ---
     ("standard semicolons", lambda d: (_edit_csv(d / "STD.csv", lambda ls: [x.replace(",", ";") for x in ls]),
                                        _recommend(d))[1], "STD.csv: line 1: the header is semicolon-separated"),

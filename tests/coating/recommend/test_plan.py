@@ -100,10 +100,15 @@ def test_cli_writes_the_files_atomically(setup, tmp_path, monkeypatch):
         assert args.func(args) == 0
         text = (out / f"{fno}.txt").read_text()
         assert "predicted dE00 front" in text and "F1" in text and "B5" in text
+        assert "90 % interval" in text and "treat with care: " in text
         csv = (out / "recommendations.csv").read_text().splitlines()
-        assert csv[0] == "furnace_no," + ",".join(schema.SET_COLS) + ",dE00_F,dE00_B"
+        assert csv[0] == "furnace_no," + ",".join(schema.SET_COLS) + ",dE00_F,dE00_B," + \
+            "next_dE00_F,next_dE00_F_lo,next_dE00_F_hi,next_dE00_B,next_dE00_B_lo,next_dE00_B_hi,care"
         row = csv[1].split(",")
-        assert row[0] == fno and len(row) == 13
+        assert row[0] == fno and len(row) == 20
+        nxt = np.array(row[13:19], dtype=float).reshape(2, 3)          # (side, [median, lo, hi])
+        assert np.all(nxt[:, 1] <= nxt[:, 0]) and np.all(nxt[:, 0] <= nxt[:, 2])
+        assert "few_runs" in row[19]                                    # a 16-run cycle
         new_s = np.array(row[1:11], dtype=float)
         d = new_s - hist.settings[-1]
         assert np.all(d[:5] * d[5:] >= -1e-9)
@@ -241,3 +246,86 @@ def test_plan_run_refits_the_grey_box_on_the_cycles_runs_and_the_measured_run(se
     tuned.clear()
     plan.plan_run(entry, hist, {1: grey}, setup["standard"], n_starts=2, fine_tune=False)
     assert not seen and not tuned
+
+
+# --- a day's runs at once (plan_runs) -----------------------------------------------------------
+def _day(setup, n_planned=3):
+    """A one-cycle registry model with registry metadata, the history and a day's entries:
+    ``n_planned`` planned runs (no measurement) and one just-measured run."""
+    import dataclasses
+    hist = setup["hist"]
+    tr, va = history_rows.time_split(hist, 1)
+    grey = fitting.fit("greybox", {"epochs": 2, "inner_steps": 6, "width": 0}, tr, va).model
+    grey.registry_meta = {"last_run_in_cycle": int(tr.run_in_cycle.max()), "n_train": len(tr)}
+    last = int(hist.run_in_cycle.max())
+    entries = [{"furnace_no": f"P{i}", "cycle_id": 1, "run_in_cycle": last + 1 + i, "date": None, "measured": None}
+               for i in range(n_planned)]
+    meas = history_rows.select_rows(hist, [len(hist) - 1])
+    meas = dataclasses.replace(meas, furnace_no=np.array(["M"], dtype=object))
+    entries.append({"furnace_no": "M", "cycle_id": 1, "run_in_cycle": None, "date": None, "measured": meas})
+    return grey, entries
+
+
+FAST_PLAN = dict(robust_draws=4, interval_draws=32)
+
+
+def test_a_days_runs_share_one_refit_per_update_and_plan_as_if_alone(setup, monkeypatch):
+    from coating.recommend.config import RecommendConfig
+    grey, entries = _day(setup)
+    config = RecommendConfig(**FAST_PLAN)
+    calls = []
+    real = fitting.refit
+    monkeypatch.setattr(fitting, "refit", lambda m, rows: calls.append(len(rows)) or real(m, rows))
+    together = plan.plan_runs(entries, setup["hist"], {1: grey}, setup["standard"], config, n_starts=2)
+    # The three planned rows share one refit on the cycle's 16 runs; the measured row has its own
+    # (the cycle's runs and the measured one).
+    assert sorted(calls) == [len(setup["hist"]), len(setup["hist"]) + 1]
+    assert [p.furnace_no for p in together] == [e["furnace_no"] for e in entries]
+    calls.clear()
+    for e, p in zip(entries, together):   # the reference: each row planned alone
+        alone = plan.plan_runs([e], setup["hist"], {1: grey}, setup["standard"], config, n_starts=2)[0]
+        assert np.array_equal(alone.rec.settings, p.rec.settings) and np.array_equal(alone.rec.dE00, p.rec.dE00)
+        assert np.array_equal(alone.interval.lo, p.interval.lo) and alone.care == p.care
+    assert len(calls) == len(entries)
+    # Later runs of the day: the model's trend moves the plan (not four copies of one plan).
+    assert not np.array_equal(together[0].rec.dE00, together[2].rec.dE00)
+
+
+@pytest.mark.parametrize("executor", ["processes", "threads"])
+def test_plans_side_by_side_equal_the_plans_one_after_the_other(setup, executor):
+    from coating.recommend.config import RecommendConfig
+    grey, entries = _day(setup)
+    config = RecommendConfig(**FAST_PLAN)
+    one = plan.plan_runs(entries, setup["hist"], {1: grey}, setup["standard"], config, n_starts=2)
+    two = plan.plan_runs(entries, setup["hist"], {1: grey}, setup["standard"], config, n_starts=2, workers=2,
+                         executor=executor)
+    for a, b in zip(one, two):
+        assert a.furnace_no == b.furnace_no and a.care == b.care and a.n_runs == b.n_runs
+        assert np.allclose(a.rec.settings, b.rec.settings, atol=1e-9) and np.allclose(a.rec.dE00, b.rec.dE00)
+        assert np.allclose(a.interval.hi, b.interval.hi)
+    with pytest.raises(ValueError, match="executor"):
+        plan.plan_runs(entries, setup["hist"], {1: grey}, setup["standard"], config, workers=2, executor="gpu")
+
+
+def test_rows_are_refused_before_any_fit(setup, monkeypatch):
+    """A cycle without a model, a cycle with fewer runs than the refit needs, a history shorter
+    than the model's training: one clear error, and no fit has started."""
+    from coating.recommend.config import RecommendConfig
+    from sevi.runtime.errors import InputError
+    grey, entries = _day(setup)
+    monkeypatch.setattr(fitting, "refit", lambda *a: pytest.fail("a fit started before the checks"))
+    hist = setup["hist"]
+    bad = dict(entries[0], furnace_no="Z", cycle_id=3)
+    with pytest.raises(InputError, match=r"furnace_no Z: no model for cycle 3 \(models for cycles \[1\]\)"):
+        plan.plan_runs(entries + [bad], hist, {1: grey}, setup["standard"], RecommendConfig(), where="H.csv")
+    short = history_rows.select_rows(hist, [0])
+    with pytest.raises(InputError, match=r"H.csv: cycle 1 has 1 run\(s\) .*refit needs at least 2"):
+        plan.plan_runs(entries[:1], short, {1: grey}, setup["standard"], RecommendConfig(), where="H.csv")
+    cut = history_rows.select_rows(hist, np.arange(5))
+    with pytest.raises(InputError, match=rf"H.csv: cycle 1 has 5 run\(s\), fewer than the {grey.registry_meta['n_train']}"):
+        plan.plan_runs(entries[:1], cut, {1: grey}, setup["standard"], RecommendConfig(), where="H.csv")
+    # Filter steps (--no-refit) keep what the model knew: a cut history is planned.
+    monkeypatch.undo()
+    p = plan.plan_runs(entries[:1], cut, {1: grey}, setup["standard"], RecommendConfig(refit=False, **FAST_PLAN),
+                       n_starts=2)[0]
+    assert p.n_runs == 5 and "few_runs" in p.care

@@ -45,8 +45,8 @@ def test_a_furnace_number_with_a_comma_is_quoted(files, tmp_path):
     with open(out / "recommendations.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == report.REPORT_COLUMNS and len(rows) == 2
-    assert rows[1][0] == "A,1" and len(rows[1]) == len(rows[0]) == 13
-    assert np.all(np.isfinite(np.array(rows[1][1:], dtype=float)))
+    assert rows[1][0] == "A,1" and len(rows[1]) == len(rows[0]) == 20
+    assert np.all(np.isfinite(np.array(rows[1][1:13], dtype=float)))
     assert sorted(p.name for p in out.iterdir()) == ["A_1.txt", "recommendations.csv"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left beside OUT"
 
@@ -92,15 +92,40 @@ def test_an_out_folder_of_other_files_is_refused_not_emptied(files, tmp_path, ca
 
 
 def test_a_non_finite_plan_is_an_error_not_a_report(files, tmp_path, capsys, monkeypatch):
-    real = plan.plan_run
+    import dataclasses
+    real = plan._plan_job
 
     def nan_plan(*a, **k):
-        cycle, rec = real(*a, **k)
-        return cycle, optimise_settings.Recommendation(rec.settings * np.nan, rec.current, rec.change * np.nan,
-                                               rec.dE00 * 0, rec.dE00_current, rec.rms_R, rec.loss)
-    monkeypatch.setattr(plan, "plan_run", nan_plan)
+        p = real(*a, **k)
+        rec = p.rec
+        return dataclasses.replace(p, rec=optimise_settings.Recommendation(
+            rec.settings * np.nan, rec.current, rec.change * np.nan, rec.dE00 * 0, rec.dE00_current, rec.rms_R, rec.loss))
+    monkeypatch.setattr(plan, "_plan_job", nan_plan)
     out = tmp_path / "out"
     assert recommend_cmd(files, "furnace_no,cycle_id\nN1,1\n", out) == 2
     err = capsys.readouterr().err
     assert "furnace_no N1: the settings came out non-finite" in err, err
     assert not out.exists()
+
+
+_REAL_PLAN_JOB = plan._plan_job
+
+
+def _fail_on_x2(model, row, *a):
+    """A row that fails inside a worker (module level, so a worker process can run it)."""
+    if row.furnace_no == "X2":
+        raise ValueError("furnace_no X2: failed in a worker")
+    return _REAL_PLAN_JOB(model, row, *a)
+
+
+@pytest.mark.parametrize("parallel", ["processes", "threads"])
+def test_a_row_failing_in_a_worker_leaves_the_good_output(files, tmp_path, capsys, monkeypatch, parallel):
+    out = tmp_path / "out"
+    assert recommend_cmd(files, "furnace_no,cycle_id\nX1,1\n", out) == 0
+    before = snapshot(out)
+    monkeypatch.setattr(plan, "_plan_job", _fail_on_x2)
+    rc = recommend_cmd(files, "furnace_no,cycle_id,run_in_cycle\nX1,1,13\nX2,1,14\nX3,1,15\n", out,
+                       "--threads", "2", "--parallel", parallel)
+    assert rc == 2 and "furnace_no X2: failed in a worker" in capsys.readouterr().err
+    assert snapshot(out) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left beside OUT"

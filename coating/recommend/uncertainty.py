@@ -1,0 +1,124 @@
+"""How sure a recommendation is: the next run's dE00 (front, back) as the cycle model sees it,
+with a 90 % interval, and the reasons to treat a recommendation with care.
+
+**The interval.** The grey box predicts the next run's colour from the recommended settings;
+what it cannot know is the run's own deposition error and how far the machine moves before the
+run. Both are drawn (``interval_draws``): the run's own errors as the robust design draws them
+(``GreyBox.noise_draws``: the sensor-linked layer errors through the monitor gains and the
+per-side rate error, from the model's fitted spread), and a common log-tooling step of
+``tooling_scale * walk_sd``, the model's own walk prior for one run scaled by a factor
+calibrated in closed loop (``RecommendConfig.interval_tooling_scale``; the calibration and its
+measured coverage: BENCHMARKS.md, "How sure"). The next run's dE00 of each draw against the
+standard gives per side a median and the 5 % and 95 % quantiles. Seeded (common random
+numbers), so the same plan gives the same interval.
+
+**Care.** A recommendation is flagged (``care_flags``) when
+
+- ``few_runs``: the cycle model was brought up to date on fewer than ``min_runs`` runs (just
+  after a cleaning: its calibration is mostly prior);
+- ``unseen_settings``: a recommended setting lies outside the range the cycle's runs have used
+  (the model extrapolates);
+- ``interval_wider_than_gain``: the wider of the two 90 % intervals is wider than the predicted
+  gain (dE00 with the current settings minus dE00 with the recommended ones, both sides): the
+  change is smaller than what the model cannot tell.
+
+torch is imported inside the functions, so the report (``coating.recommend.report``) reads
+``CARE_TEXT`` and ``Interval`` without it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Interval", "CARE_TEXT", "interval_draws", "predict_interval", "care_flags"]
+
+CARE_TEXT = {
+    "few_runs": "few runs in the cycle",
+    "unseen_settings": "settings outside the range the cycle has run",
+    "interval_wider_than_gain": "the 90 % interval is wider than the predicted gain",
+}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The next run's dE00 under the model's uncertainty: ``median``, ``lo``, ``hi`` (2,) front,
+    back; ``level`` (0.9: ``lo``/``hi`` the 5 % and 95 % quantiles); ``draws``."""
+    median: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    level: float
+    draws: int
+
+    def width(self) -> np.ndarray:
+        return self.hi - self.lo
+
+    def covers(self, dE00) -> np.ndarray:
+        """(2,) bools: the measured ``dE00`` (front, back) inside the interval."""
+        d = np.asarray(dE00, dtype=float)
+        return (d >= self.lo) & (d <= self.hi)
+
+
+def interval_draws(model, n: int, tooling_scale, seed: int = 7):
+    """``n`` draws of what the model cannot know about the next run: ``(z, u, dlog)`` for
+    ``GreyBox.predict_draws``. ``z``, ``u``: the run's own errors (``noise_draws``);
+    ``dlog`` (n, 10): a common log-tooling step ``N(0, (s * walk_sd)^2)`` for each ``s`` of
+    ``tooling_scale`` (a number, or a sequence: then a list of ``dlog``, one per scale, on the
+    same underlying draws)."""
+    import torch
+    DTYPE = torch.float64
+    z, u, _ = model.noise_draws(n, seed)
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    m = (n + 1) // 2
+    e = torch.randn(m, 1, generator=g, dtype=DTYPE)
+    e = torch.cat([e, -e])[:n].expand(n, 10)              # antithetic, as noise_draws
+    walk = float(model.hparams["walk_sd"])
+    if np.ndim(tooling_scale) == 0:
+        return z, u, e * float(tooling_scale) * walk
+    return z, u, [e * float(s) * walk for s in tooling_scale]
+
+
+def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, draws: int = 256,
+                     level: float = 0.9, seed: int = 7):
+    """The next run's dE00 (front, back) of ``settings`` (10,) under ``draws`` draws of
+    ``interval_draws``: an ``Interval`` (or a list of them, one per scale, when
+    ``tooling_scale`` is a sequence). None for a model without a noise model (model1)."""
+    if not hasattr(model, "noise_draws") or draws < 2:
+        return None
+    import torch
+
+    from coating.optics.colour import ciede2000
+    DTYPE = torch.float64
+    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed)
+    single = not isinstance(dlogs, list)
+    x = torch.as_tensor(np.asarray(settings, dtype=np.float64)).reshape(1, 10)
+    run = None if run_in_cycle is None else torch.tensor([float(run_in_cycle)], dtype=DTYPE)
+    q = [(1 - level) / 2, 0.5, (1 + level) / 2]
+    out = []
+    with torch.no_grad():
+        for dlog in [dlogs] if single else dlogs:
+            p = model.predict_draws(x, z, u, dlog, run_in_cycle=run)
+            de = ciede2000(p.lab, standard.lab)[0].numpy()          # (M, 2)
+            lo, med, hi = np.quantile(de, q, axis=0)
+            out.append(Interval(med, lo, hi, level, draws))
+    return out[0] if single else out
+
+
+def care_flags(rec, interval: Interval | None, n_runs: int, seen_settings, min_runs: int) -> tuple[str, ...]:
+    """The reasons (keys of ``CARE_TEXT``) to treat recommendation ``rec`` with care.
+    ``n_runs``: the cycle's runs the model was brought up to date on; ``seen_settings`` (N, 10)
+    the settings those runs used; ``min_runs``: fewer is ``few_runs``."""
+    flags = []
+    if n_runs < min_runs:
+        flags.append("few_runs")
+    seen = np.asarray(seen_settings, dtype=float).reshape(-1, 10)
+    if len(seen):
+        tol = 0.005   # half the plant's 0.01 nm set-point step
+        x = np.asarray(rec.settings, dtype=float)
+        if np.any(x < seen.min(0) - tol) or np.any(x > seen.max(0) + tol):
+            flags.append("unseen_settings")
+    if interval is not None:
+        gain = float(np.sum(np.asarray(rec.dE00_current) - np.asarray(rec.dE00)))
+        if float(np.max(interval.width())) > gain:
+            flags.append("interval_wider_than_gain")
+    return tuple(flags)

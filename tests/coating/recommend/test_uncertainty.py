@@ -1,0 +1,92 @@
+"""How sure a recommendation is: the next run's dE00 interval (its quantiles, its coverage of
+draws the model itself would make, its collapse without uncertainty) and the care flags."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from coating.line import history_rows, plant, schema
+from coating.models import fitting
+from coating.optics.colour import ciede2000
+from coating.recommend import optimise_settings
+from coating.recommend.uncertainty import Interval, care_flags, interval_draws, predict_interval
+
+
+@pytest.fixture(scope="module")
+def grey(operator_runs):
+    _, _, runs, std = operator_runs(51, 52, 14, plant.PlantParams())
+    hist = schema.history_from_measurements(runs)
+    tr, va = history_rows.time_split(hist, 1)
+    model = fitting.fit("greybox", {"epochs": 2, "inner_steps": 6, "width": 0}, tr, va).model
+    return model, hist, optimise_settings.Standard.from_curves(std[0], std[1])
+
+
+def test_the_interval_covers_90_percent_of_the_models_own_next_runs(grey):
+    """Independent draws (another seed, drawn here by hand: settings scaled by the tooling step,
+    the run's errors through predict_draws) of what the model says the next run can be fall
+    inside its 90 % interval 90 % of the time, per side."""
+    model, hist, std = grey
+    x = hist.settings[-1]
+    iv = predict_interval(model, x, 15, std, tooling_scale=2.0, draws=512, seed=3)
+    n = 4000
+    z, u, _ = model.noise_draws(n, seed=11)
+    step = torch.randn(n, 1, generator=torch.Generator().manual_seed(12), dtype=torch.float64) \
+        * 2.0 * model.hparams["walk_sd"]
+    with torch.no_grad():
+        xs = torch.as_tensor(x)[None] * torch.exp(step)                       # (n, 10)
+        lab = torch.stack([model.predict_draws(xs[i:i + 1], z[i:i + 1], u[i:i + 1],
+                                               run_in_cycle=torch.tensor([15.0], dtype=torch.float64)).lab[0, 0]
+                           for i in range(0, n, 10)])                           # every 10th: 400 truths
+    de = ciede2000(lab, std.lab).numpy()                                        # (400, 2)
+    cover = ((de >= iv.lo) & (de <= iv.hi)).mean(0)
+    assert np.all(np.abs(cover - 0.9) < 0.05), cover
+    assert np.all(iv.lo <= iv.median) and np.all(iv.median <= iv.hi)
+
+
+def test_without_uncertainty_the_interval_is_the_nominal_prediction(grey):
+    model, hist, std = grey
+    quiet = copy.deepcopy(model)
+    quiet.hparams["run_scale_sd"] = 0.0
+    quiet.z_sd.zero_()
+    x = hist.settings[-1]
+    iv = predict_interval(quiet, x, 15, std, tooling_scale=0.0, draws=16)
+    nominal = optimise_settings.predicted_delta_e(quiet, x, 15, std)
+    assert np.allclose(iv.lo, nominal, atol=1e-9) and np.allclose(iv.hi, nominal, atol=1e-9)
+    # More tooling uncertainty, a wider interval; a list of scales shares the draws.
+    a, b = predict_interval(model, x, 15, std, tooling_scale=[1.0, 4.0], draws=128)
+    assert np.all(b.width() > a.width())
+    one = predict_interval(model, x, 15, std, tooling_scale=4.0, draws=128)
+    assert np.array_equal(one.hi, b.hi)
+
+
+def test_draws_are_antithetic_and_scaled_by_the_models_walk(grey):
+    model, _, _ = grey
+    z, u, dlog = interval_draws(model, 2000, 3.0, seed=5)
+    assert torch.equal(dlog[1000:], -dlog[:1000]) and torch.equal(dlog[:, 0], dlog[:, 9])
+    assert abs(float(dlog[:, 0].std()) / (3.0 * model.hparams["walk_sd"]) - 1) < 0.08
+
+
+def test_model1_has_no_interval(grey):
+    model, hist, std = grey
+    m1 = fitting.fit("model1", {"epochs": 2}, *history_rows.time_split(hist, 1)).model
+    assert predict_interval(m1, hist.settings[-1], 15, std, 1.0) is None
+
+
+def _rec(settings, de, de_cur):
+    s = np.asarray(settings, float)
+    return optimise_settings.Recommendation(s, s, s * 0, np.asarray(de, float), np.asarray(de_cur, float),
+                                            np.zeros(2), 0.0)
+
+
+def test_care_flags():
+    seen = np.array([[10.0] * 10, [12.0] * 10])
+    iv = Interval(np.array([0.4, 0.4]), np.array([0.2, 0.2]), np.array([0.6, 0.9]), 0.9, 100)
+    assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ()
+    assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 19, seen, 20) == ("few_runs",)
+    assert care_flags(_rec([11.0] * 9 + [12.01], [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ("unseen_settings",)
+    assert care_flags(_rec([11.0] * 9 + [12.004], [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ()   # within a step
+    # The wider interval (0.7, back) against the gain over both sides (0.6): flagged.
+    assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), iv, 30, seen, 20) == ("interval_wider_than_gain",)
+    assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), None, 30, seen, 20) == ()
+    assert np.array_equal(iv.covers([0.3, 1.0]), [True, False])
