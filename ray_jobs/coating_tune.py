@@ -57,8 +57,9 @@ def trainable(config: dict, kind: str, train_rows, val_rows, pretrain) -> None:
     from ray import tune
 
     from coating.models.fitting import fit
+    from sevi.runtime.threads import apply_thread_policy
 
-    torch.set_num_threads(1)  # many trials share a node (docs/ray.md)
+    apply_thread_policy(None, work="small")  # one intra-op thread: many trials share a node (docs/ray.md)
     last = {}
 
     def report(epoch: int, metrics: dict) -> None:
