@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(sys.modules[args.func.__module__], "ACCEPTS_FIELDS", False):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.fields = rest
-    return run_command("sevi", args.command, lambda: args.func(args), args.debug)
+    from sevi.runtime.threads import apply_thread_policy  # before a subcommand imports torch
+
+    def run():  # the project's thread policy (large work: image batches), then the subcommand
+        apply_thread_policy(getattr(args, "threads", None) or None, work="large")
+        return args.func(args)
+    return run_command("sevi", args.command, run, args.debug)
 
 
 if __name__ == "__main__":
