@@ -11,13 +11,18 @@ the standard, front and back) is recorded. All methods start from the same machi
 draw the same random numbers (``plant.step`` consumes the same draws whatever the settings), so
 they are compared on the same runs. Methods:
 
-- ``ours``: the grey-box cycle model (``coating.models.greybox``), brought up to date after each
-  just-measured run by ``fitting.update_cycle_model``, the rule ``coating recommend`` runs
-  (``refit_every=1``: fitted again on all the cycle's runs each time; ``0``: filter steps);
-  settings by ``coating.recommend.optimise_settings.recommend_settings``;
-- ``ours_robust``: the same model, recommender with robust design (``robust_draws`` =
-  ``RecommendConfig.robust_draws``, 32: the expected dE00^2 over the model's antithetic draws of
-  the run's own deposition errors): what ``coating recommend`` does by default;
+- ``ours``: ``coating recommend`` itself: before each run, the cycle's runs so far (the
+  operators' and the loop's) are the history, the grey box fitted on the first ``fit_runs`` (time
+  split, as the Tune sweep does) is the registry model, and the run is planned by
+  ``coating.recommend.plan.plan_runs``, the command's code path (``refit_every=1``: the grey box
+  fitted again on all the cycle's runs; its bounds from the median settings of those runs; 4
+  starts); nominal design. With ``refit_every`` 0 or K > 1 (not the command's rule) the model
+  is carried from run to run instead: filter steps after each run (``fitting.update_cycle_model``),
+  a refit every K;
+- ``ours_robust``: the same with robust design (``robust_draws`` = ``RecommendConfig.robust_draws``,
+  32: the expected dE00^2 over the model's antithetic draws of the run's own deposition errors):
+  what ``coating recommend`` does by default. Its plans carry the next run's dE00 interval and
+  care flags, recorded with the measured dE00 (``info["plans"]``; ``interval_summary``);
 - ``unchanged``: the settings of the last fitted run, kept;
 - ``notes_model1``: the notes' approach: the model1 MLP of the cycle, fine-tuned on each
   just-measured run, input optimisation by the same recommender;
@@ -35,10 +40,12 @@ they are compared on the same runs. Methods:
 - ``oracle_lagged`` (for reference, uses hidden truth): the same, but the machine is known as it
   was at the last run (tooling times its trend); the walk step since is drawn in the robust
   design. What a planner reaches that knows everything a measurement could tell.
-All methods get the same bounds and step limit per run (``recommend.default_limits``).
+All other methods get the same bounds and step limit per run (``recommend.default_limits`` of the
+median settings of the first ``fit_runs`` runs).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 
@@ -52,10 +59,12 @@ from coating.models.machine_twin import MachineTwin
 from coating.optics.colour import ciede2000
 from coating.optics.stacks import settings_of_recipe
 from coating.recommend import optimise_settings as recommend
+from coating.recommend import plan as planner
 from coating.recommend.config import RecommendConfig
+from coating.recommend.report import check_finite
 
 __all__ = ["METHODS", "ROBUST_DRAWS", "SPECTRAL_WEIGHT", "physics_ls_settings", "run_cycle", "summarise",
-           "targets"]
+           "targets", "interval_summary"]
 
 METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
            "oracle_last", "oracle_robust", "oracle_lagged")
@@ -88,12 +97,19 @@ def _clip(x, x0, limits):
 
 def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print, methods=METHODS,
               finish_cycle=True, robust_draws=ROBUST_DRAWS, spectral_weight=SPECTRAL_WEIGHT, refit_every=1,
-              grey_select=()):
+              grey_select=(), config: RecommendConfig | None = None, interval_scales=()):
     """Operator runs for ``fit_runs``, fit, then every method in closed loop. Returns
     (state after the whole cycle under the operator, rng, {method: [(dE_F, dE_B), ...]}, info).
 
     ``grey_select``: candidate grey-box overrides; with two or more, the grey box is the one of
-    lowest validation loss (``fitting.fit_best``), its hyperparameters kept for every refit."""
+    lowest validation loss (``fitting.fit_best``), its hyperparameters kept for every refit.
+    ``config``: the command's settings for ``ours``/``ours_robust`` (default ``RecommendConfig``;
+    ``robust_draws`` and ``spectral_weight`` override its fields); ``interval_scales``: also
+    record each plan's intervals at these tooling scales (calibration of
+    ``interval_tooling_scale``). ``info["plans"]``: per ``ours``/``ours_robust`` run, the
+    plan's interval, care flags, runs behind the model, wall and CPU seconds of the call, and the
+    measured dE00."""
+    config = dataclasses.replace(config or RecommendConfig(), spectral_weight=spectral_weight)
     std_R = plant.standard_reflectance(params)
     wl = schema.WAVELENGTHS_NM.astype(np.float64)
     standard = recommend.Standard.from_curves(std_R[0], std_R[1])
@@ -117,6 +133,8 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         else:
             grey = fitting.fit("greybox", {**hp_grey, **(grey_select[0] if grey_select else {})}, tr, va)
         grey_m = fitting.fine_tune(grey.model, va)  # condition on the validation runs (the latest)
+        registry_model = copy.deepcopy(grey.model)   # as the sweep would store it
+        registry_model.registry_meta = {"n_train": len(tr), "last_run_in_cycle": int(np.max(tr.run_in_cycle))}
     if "notes_model1" in methods:
         m1 = fitting.fit("model1", hp_m1, tr, va)
         m1_m = fitting.fine_tune(m1.model, va)
@@ -126,7 +144,8 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     snap_state, snap_rng = state, rng.bit_generator.state
     recipe = np.array(settings_of_recipe())
     lab_std = standard.lab
-    results, times, aims, specs = {}, {}, {}, {}
+    results, times, aims, specs, plans = {}, {}, {}, {}, {}
+    cli_path = refit_every == 1
     for method in methods:
         st = snap_state
         r = np.random.default_rng()
@@ -134,7 +153,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         last, cur = rows[-1], np.array(rows[-1].settings)
         last_tooling = last_state.tooling
         model = {"ours": grey_m, "ours_robust": grey_m, "notes_model1": m1_m}.get(method)
-        des, aim, spec, made = [], [], [], []
+        des, aim, spec, made, recs = [], [], [], [], []
         t0 = time.time()
         for _ in range(n_loop):
             if method == "unchanged":
@@ -156,6 +175,31 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                                                    robust_draws=robust_draws, spectral_weight=spectral_weight).settings
             elif method == "physics_ls":
                 nxt = _clip(physics_ls_settings(last, params), cur, limits)
+            elif method in ("ours", "ours_robust") and cli_path:   # coating recommend's code path
+                cfg = dataclasses.replace(config, robust_draws=robust_draws if method == "ours_robust" else 0)
+                entry = {"furnace_no": "next", "cycle_id": cycle, "run_in_cycle": st.run_in_cycle + 1,
+                         "date": None, "measured": None}
+                t_call, c_call = time.perf_counter(), time.process_time()
+                try:
+                    p = planner.plan_runs([entry], schema.history_from_measurements(rows + made),
+                                          {cycle: registry_model}, standard, cfg,
+                                          calibration_scales=tuple(interval_scales))[0]
+                    check_finite(entry["furnace_no"], p.rec)
+                except Exception as e:  # noqa: BLE001 - counted as a failure (the command would stop with
+                    # one line); the run is made with unchanged settings so the loop goes on
+                    recs.append({"failed": f"{type(e).__name__}: {e}", "n_runs": len(rows) + len(made),
+                                 "wall_s": time.perf_counter() - t_call, "cpu_s": time.process_time() - c_call,
+                                 "care": [], "interval": None, "calibration": [], "predicted_lab": None})
+                    p = None
+                    nxt = cur
+                if p is not None:
+                    nxt = p.rec.settings
+                    recs.append({"n_runs": p.n_runs, "wall_s": time.perf_counter() - t_call,
+                                 "cpu_s": time.process_time() - c_call, "care": list(p.care),
+                                 "interval": None if p.interval is None else
+                                 [p.interval.median.tolist(), p.interval.lo.tolist(), p.interval.hi.tolist()],
+                                 "calibration": [[c.lo.tolist(), c.hi.tolist()] for c in p.calibration],
+                                 "predicted_lab": np.asarray(p.rec.details["lab"]).tolist()})
             else:
                 rec = recommend.recommend_settings(model, cur, st.run_in_cycle + 1, standard, limits,
                                                    robust_draws=robust_draws if method == "ours_robust" else 0,
@@ -167,7 +211,9 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
             lab_mean = torch.as_tensor(plant.mean_run_lab(st, nxt, params))
             a = ciede2000(lab_mean, lab_std).numpy()
             b = np.full(2, np.nan)
-            if model is not None:
+            if recs and len(recs) == len(des) + 1 and recs[-1]["predicted_lab"] is not None:  # the command's path
+                b = ciede2000(torch.as_tensor(recs[-1]["predicted_lab"]), lab_mean).numpy()
+            elif model is not None:
                 b = ciede2000(torch.as_tensor(recommend.predicted_lab(model, nxt, st.run_in_cycle + 1)),
                               lab_mean).numpy()
             aim.append((float(a[0]), float(a[1]), float(b[0]), float(b[1])))
@@ -177,11 +223,15 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
             spec.append(tuple(np.sqrt(((np.stack([meas.R_F, meas.R_B]) - std_R) ** 2).mean(-1))))
             last, cur = meas, np.array(meas.settings)
             made.append(meas)
-            if model is not None:  # the rule `coating recommend` runs before each plan
+            if recs and len(recs) == len(des):
+                recs[-1]["measured"] = list(des[-1])
+            elif model is not None:  # carried from run to run (refit_every != 1: not the command's path)
                 model = fitting.update_cycle_model(model, schema.history_from_measurements(rows + made),
                                                   [schema.history_from_measurements([meas])],
                                                   full_refit=bool(refit_every) and len(made) % refit_every == 0)
         results[method] = des
+        if recs:
+            plans[method] = recs
         aims[method] = aim
         specs[method] = spec
         times[method] = time.time() - t0
@@ -196,7 +246,7 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
         settings = plant.operator_settings(m, std_R, wl, params)
     info = {"cycle": cycle, "fit_s": fit_s, "loop_runs": n_loop, "loop_s": times, "aim": aims, "spectral_rms": specs,
             "greybox_val": grey.metrics if grey else None, "model1_val": m1.metrics if m1 else None,
-            "greybox_selected": chosen}
+            "greybox_selected": chosen, "plans": plans, "interval_scales": list(interval_scales)}
     return state, rng, results, info
 
 
@@ -226,4 +276,36 @@ def targets(summary: dict) -> dict:
         out[name] = {"median_vs_physics_ls": o["median"] / base[0], "median_vs_unchanged": o["median"] / base[1],
                      "p90": o["p90"], "met": bool(o["median"] <= 0.75 * base[0] and o["median"] <= 0.45 * base[1]
                                                   and o["p90"] <= 1.2)}
+    return out
+
+
+def interval_summary(plans: list[dict], scales=()) -> dict:
+    """From ``info["plans"]`` records of one method (all cycles): the share of measured next-run
+    dE00 inside the plan's 90 % interval (``coverage``, over run-sides; ``coverage_F``/``_B``;
+    ``below``/``above``: the shares under and over it), the median interval width, the share of
+    plans flagged for care (``flagged``) and per flag, and with ``scales`` the coverage at each
+    calibration scale. Per call: median wall and CPU seconds."""
+    recs = [r for r in plans if r.get("interval") is not None and "measured" in r]
+    out: dict = {"n_plans": len(plans), "failures": sum("failed" in r for r in plans)}
+    if recs:
+        meas = np.array([r["measured"] for r in recs])                   # (n, 2)
+        lo = np.array([r["interval"][1] for r in recs])
+        hi = np.array([r["interval"][2] for r in recs])
+        inside = (meas >= lo) & (meas <= hi)
+        out.update(coverage=float(inside.mean()), coverage_F=float(inside[:, 0].mean()),
+                   coverage_B=float(inside[:, 1].mean()), below=float((meas < lo).mean()),
+                   above=float((meas > hi).mean()), median_width=float(np.median(hi - lo)), n_run_sides=int(meas.size))
+        cal = {}
+        for k, s in enumerate(scales):
+            clo = np.array([r["calibration"][k][0] for r in recs])
+            chi = np.array([r["calibration"][k][1] for r in recs])
+            cal[str(s)] = float(((meas >= clo) & (meas <= chi)).mean())
+        if cal:
+            out["coverage_by_scale"] = cal
+    if plans:
+        out["flagged"] = float(np.mean([bool(r["care"]) for r in plans]))
+        for flag in sorted({f for r in plans for f in r["care"]}):
+            out[f"flagged_{flag}"] = float(np.mean([flag in r["care"] for r in plans]))
+        out["call_wall_s_median"] = float(np.median([r["wall_s"] for r in plans]))
+        out["call_cpu_s_median"] = float(np.median([r["cpu_s"] for r in plans]))
     return out

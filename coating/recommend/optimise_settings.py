@@ -236,7 +236,8 @@ def recommend_settings(model, current, run_in_cycle, standard: Standard, limits:
         _, ms = _terms(model, torch.as_tensor(x)[None], run_in_cycle, standard)
         loss = float(losses(torch.as_tensor(x)[None])[0])
     return Recommendation(x, x0, change, de_new, de_cur, (ms[0].sqrt() * SPECTRAL_UNIT).numpy(),
-                          loss, {"conflicts_resolved": len(conflict), "starts": len(starts)})
+                          loss, {"conflicts_resolved": len(conflict), "starts": len(starts),
+                                 "lab": predicted_lab(model, x, run_in_cycle)})
 
 
 def _gauss_newton_start(model, x0, run_in_cycle, standard, lo, hi) -> np.ndarray:

@@ -74,6 +74,7 @@ class Plan:
     interval: Interval | None
     care: tuple[str, ...]
     n_runs: int
+    calibration: tuple = ()     # intervals at plan_runs' calibration_scales (the closed loop's calibration)
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -161,16 +162,21 @@ def _update_job(model, seen, batches, config: RecommendConfig):
     return update_cycle_model(model, seen, list(batches), full_refit=config.refit)
 
 
-def _plan_job(model, row: _Row, standard: Standard, config: RecommendConfig, n_starts: int) -> Plan:
+def _plan_job(model, row: _Row, standard: Standard, config: RecommendConfig, n_starts: int,
+              calibration_scales: tuple = ()) -> Plan:
     """Optimise one row's settings on its updated model; the interval and the care flags."""
     grey = getattr(model, "kind", None) == "greybox"
     rec = recommend_settings(model, row.current, row.run, standard, row.limits, n_starts=n_starts,
                              robust_draws=config.robust_draws if grey else 0,  # model1: nominal design
                              spectral_weight=config.spectral_weight)
+    steps = row.run - int(row.seen.run_in_cycle.max()) if len(row.seen) else 1
     interval = predict_interval(model, rec.settings, row.run, standard, config.interval_tooling_scale,
-                                draws=config.interval_draws) if grey else None
-    care = care_flags(rec, interval, len(row.seen), row.seen.settings, config.care_min_runs)
-    return Plan(row.furnace_no, row.cycle, rec, interval, care, len(row.seen))
+                                draws=config.interval_draws, steps=steps) if grey else None
+    care = care_flags(rec, interval, len(row.seen), row.seen.settings, config.care_min_runs, steps)
+    calibration = tuple(predict_interval(model, rec.settings, row.run, standard, list(calibration_scales),
+                                         draws=config.interval_draws, steps=steps) or ()) \
+        if grey and calibration_scales else ()
+    return Plan(row.furnace_no, row.cycle, rec, interval, care, len(row.seen), calibration)
 
 
 def _call(job):
@@ -195,11 +201,14 @@ def _run_all(jobs: list, workers: int, executor: str, pool=None) -> list:
 
 
 def plan_runs(entries, history, cycle_models: dict, standard: Standard, config: RecommendConfig = RecommendConfig(),
-              n_starts: int = 4, workers: int = 1, executor: str = "processes", where: str = "the history") -> list[Plan]:
+              n_starts: int = 4, workers: int = 1, executor: str = "processes", where: str = "the history",
+              calibration_scales: tuple = ()) -> list[Plan]:
     """Plans for the runs-file ``entries`` (see the module docstring), in their order.
 
     ``workers``: updates and optimisations side by side (1: in this process, one after the
-    other; the plans are the same either way). ``where``: the history's name in messages."""
+    other; the plans are the same either way). ``where``: the history's name in messages.
+    ``calibration_scales``: each plan also carries its intervals at these tooling scales
+    (``Plan.calibration``; how the closed loop calibrates ``interval_tooling_scale``)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r}; expected one of {EXECUTORS}")
     rows = [_resolve(e, history, cycle_models, config, where) for e in entries]   # every check first
@@ -223,7 +232,8 @@ def plan_runs(entries, history, cycle_models: dict, standard: Standard, config: 
         for m, ix in zip(models, groups.values()):
             for i in ix:
                 model_of[i] = m
-        plan_jobs = [(_plan_job, (model_of[i], r, standard, config, n_starts)) for i, r in enumerate(rows)]
+        plan_jobs = [(_plan_job, (model_of[i], r, standard, config, n_starts, tuple(calibration_scales)))
+                     for i, r in enumerate(rows)]
         return _run_all(plan_jobs, workers, executor, pool)
     finally:
         if pool is not None:

@@ -6,8 +6,8 @@ what it cannot know is the run's own deposition error and how far the machine mo
 run. Both are drawn (``interval_draws``): the run's own errors as the robust design draws them
 (``GreyBox.noise_draws``: the sensor-linked layer errors through the monitor gains and the
 per-side rate error, from the model's fitted spread), and a common log-tooling step of
-``tooling_scale * walk_sd``, the model's own walk prior for one run scaled by a factor
-calibrated in closed loop (``RecommendConfig.interval_tooling_scale``; the calibration and its
+``tooling_scale * walk_sd * sqrt(k)`` for a run ``k`` runs after the cycle's last measured one:
+the model's own walk prior, scaled by a factor calibrated in closed loop (``RecommendConfig.interval_tooling_scale``; the calibration and its
 measured coverage: BENCHMARKS.md, "How sure"). The next run's dE00 of each draw against the
 standard gives per side a median and the 5 % and 95 % quantiles. Seeded (common random
 numbers), so the same plan gives the same interval.
@@ -17,7 +17,11 @@ numbers), so the same plan gives the same interval.
 - ``few_runs``: the cycle model was brought up to date on fewer than ``min_runs`` runs (just
   after a cleaning: its calibration is mostly prior);
 - ``unseen_settings``: a recommended setting lies outside the range the cycle's runs have used
-  (the model extrapolates);
+  by more than the spread (standard deviation) of that setting over those runs (the model
+  extrapolates; within a step of the latest run's settings, as every plan is, counts as seen
+  unless the cycle has barely moved);
+- ``far_ahead``: the run is more than ``max_ahead`` runs after the cycle's last measured run
+  (the model extrapolates the machine's drift; the interval widens as ``sqrt(k)``);
 - ``interval_wider_than_gain``: the wider of the two 90 % intervals is wider than the predicted
   gain (dE00 with the current settings minus dE00 with the recommended ones, both sides): the
   change is smaller than what the model cannot tell.
@@ -36,6 +40,7 @@ __all__ = ["Interval", "CARE_TEXT", "interval_draws", "predict_interval", "care_
 CARE_TEXT = {
     "few_runs": "few runs in the cycle",
     "unseen_settings": "settings outside the range the cycle has run",
+    "far_ahead": "a run far after the cycle's last measured run",
     "interval_wider_than_gain": "the 90 % interval is wider than the predicted gain",
 }
 
@@ -59,12 +64,12 @@ class Interval:
         return (d >= self.lo) & (d <= self.hi)
 
 
-def interval_draws(model, n: int, tooling_scale, seed: int = 7):
+def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1):
     """``n`` draws of what the model cannot know about the next run: ``(z, u, dlog)`` for
     ``GreyBox.predict_draws``. ``z``, ``u``: the run's own errors (``noise_draws``);
-    ``dlog`` (n, 10): a common log-tooling step ``N(0, (s * walk_sd)^2)`` for each ``s`` of
-    ``tooling_scale`` (a number, or a sequence: then a list of ``dlog``, one per scale, on the
-    same underlying draws)."""
+    ``dlog`` (n, 10): a common log-tooling step ``N(0, steps * (s * walk_sd)^2)`` (``steps``
+    runs of the walk) for each ``s`` of ``tooling_scale`` (a number, or a sequence: then a list
+    of ``dlog``, one per scale, on the same underlying draws)."""
     import torch
     DTYPE = torch.float64
     z, u, _ = model.noise_draws(n, seed)
@@ -72,24 +77,25 @@ def interval_draws(model, n: int, tooling_scale, seed: int = 7):
     m = (n + 1) // 2
     e = torch.randn(m, 1, generator=g, dtype=DTYPE)
     e = torch.cat([e, -e])[:n].expand(n, 10)              # antithetic, as noise_draws
-    walk = float(model.hparams["walk_sd"])
+    walk = float(model.hparams["walk_sd"]) * float(np.sqrt(max(int(steps), 1)))
     if np.ndim(tooling_scale) == 0:
         return z, u, e * float(tooling_scale) * walk
     return z, u, [e * float(s) * walk for s in tooling_scale]
 
 
 def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, draws: int = 256,
-                     level: float = 0.9, seed: int = 7):
+                     level: float = 0.9, seed: int = 7, steps: int = 1):
     """The next run's dE00 (front, back) of ``settings`` (10,) under ``draws`` draws of
-    ``interval_draws``: an ``Interval`` (or a list of them, one per scale, when
-    ``tooling_scale`` is a sequence). None for a model without a noise model (model1)."""
+    ``interval_draws`` (``steps``: runs since the cycle's last measured run): an ``Interval``
+    (or a list of them, one per scale, when ``tooling_scale`` is a sequence). None for a model
+    without a noise model (model1)."""
     if not hasattr(model, "noise_draws") or draws < 2:
         return None
     import torch
 
     from coating.optics.colour import ciede2000
     DTYPE = torch.float64
-    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed)
+    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed, steps)
     single = not isinstance(dlogs, list)
     x = torch.as_tensor(np.asarray(settings, dtype=np.float64)).reshape(1, 10)
     run = None if run_in_cycle is None else torch.tensor([float(run_in_cycle)], dtype=DTYPE)
@@ -104,19 +110,23 @@ def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, dra
     return out[0] if single else out
 
 
-def care_flags(rec, interval: Interval | None, n_runs: int, seen_settings, min_runs: int) -> tuple[str, ...]:
+def care_flags(rec, interval: Interval | None, n_runs: int, seen_settings, min_runs: int, steps: int = 1,
+               max_ahead: int = 4) -> tuple[str, ...]:
     """The reasons (keys of ``CARE_TEXT``) to treat recommendation ``rec`` with care.
     ``n_runs``: the cycle's runs the model was brought up to date on; ``seen_settings`` (N, 10)
-    the settings those runs used; ``min_runs``: fewer is ``few_runs``."""
+    the settings those runs used; ``min_runs``: fewer is ``few_runs``; ``steps``: runs from the
+    cycle's last measured run to this one (more than ``max_ahead``: ``far_ahead``)."""
     flags = []
     if n_runs < min_runs:
         flags.append("few_runs")
     seen = np.asarray(seen_settings, dtype=float).reshape(-1, 10)
     if len(seen):
-        tol = 0.005   # half the plant's 0.01 nm set-point step
+        margin = seen.std(0) + 0.005   # the setting's spread over the cycle (+ half a 0.01 nm step)
         x = np.asarray(rec.settings, dtype=float)
-        if np.any(x < seen.min(0) - tol) or np.any(x > seen.max(0) + tol):
+        if np.any(x < seen.min(0) - margin) or np.any(x > seen.max(0) + margin):
             flags.append("unseen_settings")
+    if steps > max_ahead:
+        flags.append("far_ahead")
     if interval is not None:
         gain = float(np.sum(np.asarray(rec.dE00_current) - np.asarray(rec.dE00)))
         if float(np.max(interval.width())) > gain:

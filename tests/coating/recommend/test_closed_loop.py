@@ -30,3 +30,39 @@ def test_oracle_last_is_the_oracle_lagged_by_the_walk_step_only():
                                     methods=("unchanged", "oracle", "oracle_last"), finish_cycle=False)
         # Without a walk the machine's next tooling is its last one times the trend, exactly.
         assert np.array_equal(res["oracle"], res["oracle_last"]) == same, walk
+
+
+def test_ours_plans_through_the_commands_code_path_and_records_how_sure(monkeypatch):
+    from coating.recommend import plan
+    calls = []
+    real = plan.plan_runs
+    monkeypatch.setattr(plan, "plan_runs", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    params = plant.PlantParams()
+    _, _, res, info = cl.run_cycle(plant.init(params, 1), np.random.default_rng([1, 1]), params, fit_runs=14,
+                                   loop_runs=3, hp_grey={"epochs": 2, "inner_steps": 6, "width": 0}, hp_m1={},
+                                   log=lambda s: None, methods=("ours_robust", "unchanged"), finish_cycle=False,
+                                   robust_draws=4, interval_scales=(1.0, 8.0))
+    assert len(calls) == 3
+    (entries, history, models, _std, config), kw = calls[-1]
+    assert len(history) == 14 + 2 and entries[0]["run_in_cycle"] == 17 and config.robust_draws == 4
+    assert models[1].registry_meta["n_train"] == 11              # the time split's training runs
+    recs = info["plans"]["ours_robust"]
+    assert len(recs) == 3 and all(len(r["measured"]) == 2 and r["interval"] is not None for r in recs)
+    assert np.allclose([r["measured"] for r in recs], res["ours_robust"])
+    s = cl.interval_summary(recs, (1.0, 8.0))
+    assert s["failures"] == 0 and s["n_run_sides"] == 6 and s["flagged_few_runs"] == 1.0   # 14-16 runs
+    assert s["coverage_by_scale"]["8.0"] >= s["coverage_by_scale"]["1.0"]   # wider intervals cover more
+
+
+def test_interval_summary_counts_coverage_flags_and_failures():
+    recs = [{"measured": [0.5, 1.0], "interval": [[0.4, 0.4], [0.2, 0.2], [0.6, 0.8]], "care": ["few_runs"],
+             "calibration": [[[0.0, 0.0], [2.0, 2.0]]], "wall_s": 1.0, "cpu_s": 0.5},
+            {"measured": [0.1, 0.3], "interval": [[0.4, 0.4], [0.2, 0.2], [0.6, 0.8]], "care": [],
+             "calibration": [[[0.0, 0.0], [2.0, 2.0]]], "wall_s": 3.0, "cpu_s": 1.5},
+            {"failed": "ValueError: x", "care": [], "interval": None, "calibration": [], "wall_s": 2.0, "cpu_s": 1.0}]
+    s = cl.interval_summary(recs, (5.0,))
+    assert s["failures"] == 1 and s["n_plans"] == 3 and s["n_run_sides"] == 4
+    assert s["coverage"] == 0.5 and s["below"] == 0.25 and s["above"] == 0.25      # 0.5 and 0.3 inside
+    assert s["coverage_F"] == 0.5 and s["coverage_B"] == 0.5
+    assert s["coverage_by_scale"] == {"5.0": 1.0}
+    assert s["flagged"] == 1 / 3 and s["flagged_few_runs"] == 1 / 3 and s["call_wall_s_median"] == 2.0

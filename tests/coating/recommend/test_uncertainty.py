@@ -65,6 +65,9 @@ def test_draws_are_antithetic_and_scaled_by_the_models_walk(grey):
     z, u, dlog = interval_draws(model, 2000, 3.0, seed=5)
     assert torch.equal(dlog[1000:], -dlog[:1000]) and torch.equal(dlog[:, 0], dlog[:, 9])
     assert abs(float(dlog[:, 0].std()) / (3.0 * model.hparams["walk_sd"]) - 1) < 0.08
+    # k runs ahead: k steps of the walk.
+    _, _, d4 = interval_draws(model, 2000, 3.0, seed=5, steps=4)
+    assert torch.allclose(d4, 2 * dlog)
 
 
 def test_model1_has_no_interval(grey):
@@ -84,8 +87,11 @@ def test_care_flags():
     iv = Interval(np.array([0.4, 0.4]), np.array([0.2, 0.2]), np.array([0.6, 0.9]), 0.9, 100)
     assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ()
     assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 19, seen, 20) == ("few_runs",)
-    assert care_flags(_rec([11.0] * 9 + [12.01], [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ("unseen_settings",)
-    assert care_flags(_rec([11.0] * 9 + [12.004], [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ()   # within a step
+    # Outside the seen range by more than the setting's spread over the cycle (1.0 nm here).
+    assert care_flags(_rec([11.0] * 9 + [13.01], [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ("unseen_settings",)
+    assert care_flags(_rec([11.0] * 9 + [12.9], [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ()
+    assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20, steps=5) == ("far_ahead",)
+    assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20, steps=4) == ()
     # The wider interval (0.7, back) against the gain over both sides (0.6): flagged.
     assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), iv, 30, seen, 20) == ("interval_wider_than_gain",)
     assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), None, 30, seen, 20) == ()
