@@ -121,20 +121,48 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name
     fn = tune.with_resources(fn, {"cpu": 1, "gpu": args_dict["gpus_per_trial"]})
     path = os.path.join(storage, name)
     t0 = time.perf_counter()
-    if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, fn, resume_unfinished=True, resume_errored=True)
-    else:
+
+    def new_tuner():
         space = to_tune_space(plain_space(kind, args_dict["smoke_test"]))
         max_t = 10**6  # ASHA's budget in reports; epochs vary per trial, so let them end on their own
-        tuner = tune.Tuner(
+        return tune.Tuner(
             fn, param_space=space,
             tune_config=tune.TuneConfig(metric="val_loss", mode="min", num_samples=args_dict["num_samples"],
                                         max_concurrent_trials=args_dict["max_concurrent"],
                                         scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_t,
                                                                 grace_period=3, reduction_factor=3)),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
-    grid = tuner.fit()
-    best = best_finished(grid, name)
+
+    # An interrupted sweep (its driver killed at any moment) is resumed where Tune can restore it;
+    # where it cannot (a state file cut off mid-write, trials whose files were never written, so
+    # no trial is left with a saved model), the experiment is deleted and the sweep started again.
+    how = "started"
+    tuner = None
+    if tune.Tuner.can_restore(path):
+        # Tune itself, given a state file cut off mid-write, "restarts" the experiment with one
+        # trial of an empty config and no word of it: the state is checked before it is restored.
+        why = unreadable_state(path)
+        if why is None:
+            try:
+                tuner = tune.Tuner.restore(path, fn, resume_unfinished=True, resume_errored=True)
+                how = "resumed"
+            except Exception as e:  # noqa: BLE001 - whatever Tune cannot read back
+                why = _short(e)
+        if why is not None:
+            how = f"restarted (the interrupted experiment could not be restored: {why})"
+            storage_remove_dir(path)
+    grid = (tuner or new_tuner()).fit()
+    try:
+        if how == "resumed" and len(grid) != args_dict["num_samples"]:
+            raise RuntimeError(f"it held {len(grid)} of the sweep's {args_dict['num_samples']} trials")
+        best = best_finished(grid, name)
+    except RuntimeError as e:
+        if how != "resumed":
+            raise
+        how = f"restarted (the resumed experiment was not the sweep: {_short(e)})"
+        storage_remove_dir(path)
+        grid = new_tuner().fit()
+        best = best_finished(grid, name)
     wall = time.perf_counter() - t0
     import torch
 
@@ -149,7 +177,40 @@ def sweep_one(cycle_id: int, kind: str, history, args_dict: dict, pretrain, name
     return {"cycle_id": cycle_id, "kind": kind, "trials": len(grid), "errors": len(grid.errors),
             "val_loss": best.metrics.get("val_loss"), "val_dE00": best.metrics.get("val_dE00"),
             "wall_s": round(wall, 1), "hparams": resolve_hparams(kind, ck["hparams"]), "path": best.path,
-            "model_sha256": meta["model_sha256"], "fitted": True}
+            "model_sha256": meta["model_sha256"], "fitted": True, "how": how}
+
+
+def unreadable_state(path: str) -> str | None:
+    """Why the newest ``experiment_state-*.json`` of the Tune experiment at ``path`` (a local
+    path or a URI) cannot be read back, or None when it can."""
+    import pyarrow.fs
+
+    try:
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else \
+            (pyarrow.fs.LocalFileSystem(), os.path.abspath(path))
+        names = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(inner))
+                       if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
+        if not names:
+            return "no experiment state file"
+        with fs.open_input_stream(names[-1]) as f:
+            state = json.loads(f.read().decode("utf-8"))
+        if not isinstance(state, dict) or "trial_data" not in state:
+            return f"{names[-1].rsplit('/', 1)[-1]} holds no trials"
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return f"{type(e).__name__}: {_short(e)}"
+    return None
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def storage_remove_dir(path: str) -> None:
+    """Delete an experiment folder (a local path or a URI)."""
+    from ray_jobs.storage import remove_dir
+
+    remove_dir(path)
 
 
 # --- the sweeps' input records (the logic is coating.models.sweep_inputs; here only the storage I/O) ---
@@ -245,7 +306,7 @@ def plan_sweeps(history, cycles, kinds, args, log=print) -> tuple[list[dict], li
                 log(f"cycle {c} {k}: resuming sweep {name} (same inputs as when it started)")
                 started = record.get("started")
             todo.append({"cycle_id": c, "kind": k, "name": name, "record_path": rec_path,
-                         "inputs": inputs, "started": started})
+                         "inputs": inputs, "started": started, "resumed": record is not None})
     return reused, todo
 
 
@@ -279,7 +340,48 @@ def parse_args(argv=None):
     ap.add_argument("--wait-s", type=float, default=120.0,
                     help="longest wait for the pool and for one trial's resources before giving up with a reason")
     ap.add_argument("--smoke-test", action="store_true", help="tiny epochs (CI)")
-    return ap.parse_args(argv)
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
+    args = ap.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args) -> None:
+    """Refuse an option out of range in one line (InputError), before anything is read or started."""
+    import math
+
+    from sevi.runtime.errors import InputError
+
+    for bad, text in (
+        (args.num_samples < 1, f"--num-samples: got {args.num_samples}; expected >= 1 trials per sweep"),
+        (args.max_concurrent < 1, f"--max-concurrent: got {args.max_concurrent}; expected >= 1 trials at once"),
+        (not args.gpus_per_trial >= 0, f"--gpus-per-trial: got {args.gpus_per_trial}; expected >= 0"),
+        (args.pretrain_runs < 1, f"--pretrain-runs: got {args.pretrain_runs}; expected >= 1 spectra per cycle"),
+        (not (args.wait_s >= 0 and math.isfinite(args.wait_s)),
+         f"--wait-s: got {args.wait_s}; expected a finite number of seconds >= 0"),
+        (args.num_cpus is not None and args.num_cpus < 1, f"--num-cpus: got {args.num_cpus}; expected >= 1"),
+        (not args.name or "/" in args.name, f"--name: got {args.name!r}; expected a sweep name (no '/')"),
+        (os.path.exists(args.models) and not os.path.isdir(args.models),
+         f"--models {args.models}: is a file; expected the registry folder (made if missing)"),
+    ):
+        if bad:
+            raise InputError(text)
+    args.cycle_list = parse_cycles(args.cycles)
+
+
+def parse_cycles(text: str) -> list[int] | None:
+    """``all`` -> None; ``1,2`` -> [1, 2]; anything else is refused in one line."""
+    from sevi.runtime.errors import InputError
+
+    if text.strip() == "all":
+        return None
+    try:
+        cycles = [int(c) for c in text.split(",")]
+    except ValueError:
+        cycles = []
+    if not cycles:
+        raise InputError(f"--cycles {text}: expected 'all' or a comma list of cycle ids (e.g. 1,2)")
+    return cycles
 
 
 def run(argv=None) -> list[dict]:
@@ -291,6 +393,7 @@ def run(argv=None) -> list[dict]:
     from coating.models.hparams import KINDS
     from ray_jobs.pool import (
         ResourcesUnavailable,
+        connect,
         ensure_pool,
         find_pool,
         pool_spec,
@@ -300,8 +403,7 @@ def run(argv=None) -> list[dict]:
     )
 
     history = read_history(args.history)  # validates every row before anything starts
-    cycles = sorted(set(int(c) for c in history.cycle_id)) if args.cycles == "all" else \
-        [int(c) for c in args.cycles.split(",")]
+    cycles = sorted(set(int(c) for c in history.cycle_id)) if args.cycle_list is None else args.cycle_list
     missing = set(cycles) - set(int(c) for c in history.cycle_id)
     if missing:
         raise SystemExit(f"coating_tune: {args.history}: no runs of cycle(s) {sorted(missing)}")
@@ -320,7 +422,7 @@ def run(argv=None) -> list[dict]:
     args.models = resolve_output(args.models, "--models", "coating_tune")
     if not ray.is_initialized():
         if args.address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=args.address or os.environ["RAY_ADDRESS"])
+            connect(args.address or os.environ["RAY_ADDRESS"], args.wait_s, "coating_tune")  # bounded: --wait-s
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
@@ -349,7 +451,13 @@ def run(argv=None) -> list[dict]:
             for s in todo]
     fitted = ray.get(refs)
     for s, row in zip(todo, fitted):  # finished: the record now says so, with the model it saved
-        _write_record(s["record_path"], record_text(s["inputs"], row, started=s["started"]))
+        how = row.get("how", "started")
+        if s["resumed"] and how == "started":
+            how = "started again (the interrupted sweep had saved nothing to resume from)"
+        if s["resumed"] or how != "started":  # say what became of an interrupted sweep
+            print(f"coating_tune: cycle {s['cycle_id']} {s['kind']}: sweep {s['name']} {how}")
+        _write_record(s["record_path"], record_text(s["inputs"], {k: v for k, v in row.items() if k != "how"},
+                                                    started=s["started"]))
     rows = sorted(reused + fitted, key=lambda r: (r["cycle_id"], r["kind"]))
     write_summary(rows, Path(args.models) / "tune_summary.csv")
     return rows
@@ -371,15 +479,19 @@ def write_summary(rows: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    t0 = time.perf_counter()
-    from ray_jobs.pool import ResourcesUnavailable
-    from ray_jobs.storage import OutputPathError
+    """The job's entry point, under the project's one error policy (``sevi.cli.policy``): a bad
+    option or history, an output path the job cannot use, resources that cannot be had within
+    ``--wait-s``: one line and exit status 2, whether run here or through ``ray job submit`` (then
+    it is the job log's last line); Ctrl-C or ``ray job stop`` (SIGTERM): one line, 130 or 143."""
+    from sevi.cli.policy import run_command
 
-    try:
-        rows = run(argv)
-    except (OutputPathError, ResourcesUnavailable) as e:
-        print(e, file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command("coating_tune", None, lambda: _main(argv), debug="--debug" in argv)
+
+
+def _main(argv) -> int:
+    t0 = time.perf_counter()
+    rows = run(argv)
     print(f"{'cycle':>6} {'kind':>8} {'trials':>6} {'errors':>6} {'val_loss':>10} {'val_dE00':>9} {'wall_s':>7} "
           f"{'fitted':>6}")
     for r in sorted(rows, key=lambda r: (r["cycle_id"], r["kind"])):

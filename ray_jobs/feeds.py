@@ -42,11 +42,11 @@ class PoolFeed:
         self._stream = self.client.stream(self.recipe, self.params, seeds)
         self._next_step = step
 
-    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+    def __call__(self, step: int) -> dict:
         if self._stream is None or step != self._next_step:
             self._open(step)
         seed, batch, wait = next(self._stream)
         assert seed == stream_seed(self.base_seed, step, self.rank, self.world)
         self._next_step = step + 1
         self.wait_s += wait
-        return to_torch(batch)
+        return {**to_torch(batch), "seed": seed}  # the loop records which batches the weights have seen

@@ -44,14 +44,50 @@ from typing import Iterable, Iterator
 
 import ray
 
+from sevi.runtime.errors import InputError
+
 NAMESPACE = "datagen"
 DEFAULT_POOL = "gen"
 DEFAULT_IDLE_TIMEOUT_S = 600.0  # a pool nobody asked for 10 minutes frees its node (cluster.yaml idles nodes out at 15)
 DEFAULT_WAIT_S = 120.0  # how long a job waits for resources before it gives up with a reason
 
 
-class ResourcesUnavailable(RuntimeError):
-    """A job's resources could not be had within its wait; the message is one line for the user."""
+class ResourcesUnavailable(InputError):
+    """A job's resources could not be had within its wait; the message is one line for the user,
+    who can change it (ask for less, wait longer, stop the pool, add nodes): an InputError, so the
+    command ends with it in one line and exit status 2 (``sevi.cli.policy``)."""
+
+
+def connect(address: str, wait_s: float, job: str, **init_kwargs) -> None:
+    """``ray.init(address=...)``, ended within ``wait_s`` with one line when no Ray cluster answers
+    there. A ``host:port`` that refuses or does not accept a connection is named at once (a plain
+    ``ray.init`` retried for minutes, past any ``--wait-s``); ``auto`` with no cluster running is
+    Ray's own error, in one line. When the port accepts but no Ray answers within ``wait_s``, the
+    process ends with that line and exit status 2 (Ray's connection cannot be interrupted)."""
+    import socket
+    import sys
+
+    host, _, port = address.rpartition(":")
+    if "://" not in address and host and port.isdigit():
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.1, wait_s)).close()
+        except OSError as e:
+            why = "connection refused" if isinstance(e, ConnectionRefusedError) else \
+                "no answer" if isinstance(e, (socket.timeout, TimeoutError)) else (e.strerror or str(e))
+            raise ConnectionError(f"{job}: --address {address}: no Ray cluster reachable there ({why}, waited at "
+                                  f"most {wait_s:g} s); expected the head's GCS address HOST:PORT (ray start --head "
+                                  f"prints it), or none to use RAY_ADDRESS or a local instance") from None
+    line = (f"{job}: --address {address}: no Ray cluster answered within {wait_s:g} s (--wait-s); expected the "
+            f"head's GCS address HOST:PORT")
+    timer = threading.Timer(max(wait_s, 1.0), lambda: (print(line, file=sys.stderr, flush=True), os._exit(2)))
+    timer.daemon = True
+    timer.start()
+    try:
+        ray.init(address=address, **init_kwargs)
+    except ConnectionError as e:
+        raise ConnectionError(f"{job}: {e}") from None
+    finally:
+        timer.cancel()
 
 
 @ray.remote
@@ -417,9 +453,21 @@ def run_as_job(address: str, argv: list[str], timeout_s: float = 300.0) -> int:
 
 
 def main(argv=None) -> int:
+    """``python -m ray_jobs.pool start|inspect|stop``, under the project's one error policy
+    (``sevi.cli.policy``): a bad option, no cluster, an address where no Ray answers within
+    ``--wait-s``: one line, exit status 2."""
     import sys
 
+    from sevi.cli.policy import run_command
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    action = next((a for a in argv if a in ("start", "inspect", "stop")), None)
+    return run_command("pool", action, lambda: _main(argv), debug="--debug" in argv)
+
+
+def _main(argv: list[str]) -> int:
+    import math
+
     ap = argparse.ArgumentParser(prog="python -m ray_jobs.pool", description="start, inspect or stop the generator pool")
     ap.add_argument("action", choices=["start", "inspect", "stop"])
     ap.add_argument("--name", default=DEFAULT_POOL)
@@ -432,21 +480,38 @@ def main(argv=None) -> int:
     ap.add_argument("--address", default=None,
                     help="Ray address (default: RAY_ADDRESS or a running local cluster); an http:// dashboard "
                          "address runs this command as a Ray job there")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     a = ap.parse_args(argv)
+    for bad, text in (
+        (not (a.wait_s >= 0 and math.isfinite(a.wait_s)), f"--wait-s: got {a.wait_s}; expected a finite number "
+                                                          f"of seconds >= 0"),
+        (a.actors is not None and a.actors < 1, f"--actors: got {a.actors}; expected >= 1"),
+        (a.gpus_per_actor is not None and not a.gpus_per_actor >= 0, f"--gpus-per-actor: got {a.gpus_per_actor}; "
+                                                                      f"expected >= 0"),
+        (a.cpus_per_actor is not None and not a.cpus_per_actor >= 0, f"--cpus-per-actor: got {a.cpus_per_actor}; "
+                                                                      f"expected >= 0"),
+        (a.idle_timeout_s is not None and not (a.idle_timeout_s >= 0 and math.isfinite(a.idle_timeout_s)),
+         f"--idle-timeout-s: got {a.idle_timeout_s}; expected a finite number of seconds >= 0 (0: never)"),
+        (not a.name or "/" in a.name, f"--name: got {a.name!r}; expected a pool name"),
+    ):
+        if bad:
+            raise InputError(text)
     address = a.address or os.environ.get("RAY_ADDRESS") or "auto"
     if address.startswith(("http://", "https://")):
-        return run_as_job(address, argv)
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        return run_as_job(address, argv, timeout_s=max(300.0, a.wait_s + 60))
+    try:
+        connect(address, a.wait_s, f"pool {a.action}", namespace=NAMESPACE, log_to_driver=False)
+    except ConnectionError:
+        if address != "auto":
+            raise
+        raise ConnectionError("no running Ray cluster found (RAY_ADDRESS is not set and none runs on this "
+                              "machine); start one (ray start --head) or give --address HOST:PORT") from None
     if a.action == "start":
         spec = pool_spec(ray.cluster_resources(), a.name, a.actors, a.gpus_per_actor, a.cpus_per_actor,
                          a.idle_timeout_s)
-        try:
-            _print_stats(ensure_pool(spec, a.wait_s))
-        except ResourcesUnavailable as e:
-            print(e)
-            return 2
+        _print_stats(ensure_pool(spec, a.wait_s))
     elif a.action == "inspect":
-        _print_stats(pool_stats(find_pool(a.name)))
+        _print_stats(pool_stats(find_pool(a.name), timeout_s=a.wait_s))
     else:
         print(f"stopped {stop_pool(a.name)} actors of pool '{a.name}'")
     return 0

@@ -62,13 +62,44 @@ def parse_args(argv=None):
                     help="pool actors created by this job exit after this long without a request (default 600)")
     ap.add_argument("--address", default=None, help="Ray address; default: RAY_ADDRESS, or a new local instance")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     args, rest = ap.parse_known_args(argv)
     from sevi.runtime.overrides import split_flags
     try:
         args.overrides = split_flags(rest)
     except ValueError as e:
         ap.error(str(e))
+    check_args(args)
     return args
+
+
+def check_args(args) -> None:
+    """Refuse an option out of range in one line (InputError), before Ray starts."""
+    import math
+
+    from sevi.runtime.errors import InputError
+
+    def bad_seconds(v):
+        return v is not None and not (v >= 0 and math.isfinite(v))
+    for bad, text in (
+        (args.num_workers is not None and args.num_workers < 0,
+         f"--num-workers: got {args.num_workers}; expected >= 0 training workers (0: the loop in this process)"),
+        (args.in_flight < 1, f"--in-flight: got {args.in_flight}; expected >= 1 pool requests per worker"),
+        (args.max_failures < -1, f"--max-failures: got {args.max_failures}; expected >= 0 restarts (-1: no limit)"),
+        (bad_seconds(args.wait_s), f"--wait-s: got {args.wait_s}; expected a finite number of seconds >= 0"),
+        (bad_seconds(args.pool_idle_timeout_s),
+         f"--pool-idle-timeout-s: got {args.pool_idle_timeout_s}; expected a finite number of seconds >= 0 (0: never)"),
+        (args.pool_actors is not None and args.pool_actors < 1,
+         f"--pool-actors: got {args.pool_actors}; expected >= 1 actors"),
+        (args.gpus_per_actor is not None and not 0 <= args.gpus_per_actor < 1,
+         f"--gpus-per-actor: got {args.gpus_per_actor}; expected a share of a GPU in [0, 1)"),
+        (args.num_cpus is not None and args.num_cpus < 1, f"--num-cpus: got {args.num_cpus}; expected >= 1"),
+        (not args.pool or "/" in args.pool, f"--pool: got {args.pool!r}; expected a name (no '/')"),
+        (args.name is not None and (not args.name or "/" in args.name or args.name in (".", "..")),
+         f"--name: got {args.name!r}; expected a run name (a folder name, no '/')"),
+    ):
+        if bad:
+            raise InputError(text)
 
 
 def worker_resources(use_gpu: bool, actor_gpus: float) -> dict | None:
@@ -208,14 +239,15 @@ def train_fn(config: dict) -> dict:
         result = train_loop(cfg, next_batch, loop)
         if rank == 0:
             if remote:
-                save_final_model(result["model"], cfg, Path(stage) / "final")  # final/model.pt + config.json
+                save_final_model(result["model"], cfg, Path(stage) / "final", stream=result["stream"])
                 storage.upload_dir(str(Path(stage) / "final"), storage.join(run_dir, "final"))
                 if Path(tb_dir).exists():
                     storage.upload_dir(tb_dir, storage.join(run_dir, "tensorboard"))
                 final = storage.join(run_dir, "final", "model.pt")
             else:
-                final = save_final_model(result["model"], cfg, Path(run_dir) / "final")
+                final = save_final_model(result["model"], cfg, Path(run_dir) / "final", stream=result["stream"])
             return {"final_model": final, "resumed_from": resumed_from, "step": result["step"],
+                    "stream": result["stream"],
                     "metrics": {k: v for k, v in result["metrics"].items() if not k.startswith("val_coef/")}}
     return {}
 
@@ -243,6 +275,7 @@ def run(argv=None):
     from ray_jobs.pool import (
         ResourcesUnavailable,
         _fmt,
+        connect,
         ensure_pool,
         pool_spec,
         shortage,
@@ -262,7 +295,7 @@ def run(argv=None):
     if ray.is_initialized():
         pass  # called from a process already connected (tests, notebooks)
     elif address:
-        ray.init(address=address)
+        connect(address, wait_s, "sevi_train")  # at most --wait-s, then one line
     else:  # the embedded default: a fresh local instance, never a cluster found by accident
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # The dashboard process also serves the state API that Ray Train's controller polls.
@@ -316,14 +349,18 @@ def run(argv=None):
 
 
 def main(argv=None) -> int:
-    from ray_jobs.pool import ResourcesUnavailable
-    from ray_jobs.storage import OutputPathError
+    """The job's entry point, under the project's one error policy (``sevi.cli.policy``): a bad
+    option or input, an output path the job cannot use, resources that cannot be had within
+    ``--wait-s``: one line and exit status 2, whether run here or through ``ray job submit`` (then
+    it is the job log's last line); Ctrl-C or ``ray job stop`` (SIGTERM): one line, 130 or 143."""
+    from sevi.cli.policy import run_command
 
-    try:
-        result = run(argv)
-    except (OutputPathError, ResourcesUnavailable) as e:
-        print(e, file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command("sevi_train", None, lambda: _main(argv), debug="--debug" in argv)
+
+
+def _main(argv) -> int:
+    result = run(argv)
     value = result.return_value or {}
     if value.get("already_finished"):
         print(f"sevi_train: already finished at step {value['step']}; final model at {value['final_model']}")
@@ -331,6 +368,11 @@ def main(argv=None) -> int:
     for k, v in sorted(value.get("metrics", {}).items()):
         if k.startswith("val/") and "coverage" not in k:  # coverage is before the final error-bar calibration
             print(f"{k:28s} {v:.4f}")
+    if value.get("resumed_from"):
+        print(f"resumed from the checkpoint of step {value['resumed_from']}")
+    stream = value.get("stream") or {}
+    if stream.get("sha256"):
+        print(f"data stream: {stream['batches']} batches, seeds sha256 {stream['sha256'][:16]}")
     print(f"final model: {value.get('final_model')}")
     print(f"TensorBoard: tensorboard --logdir {result.path.rsplit('/', 1)[0] if result.path else 'runs'}")
     return 0

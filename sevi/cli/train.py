@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         if bar.n != step:
             bar.n = step
         bar.update(1)
-        return make_batch(gen, cfg.data, batch_seed(cfg, step))
+        seed = batch_seed(cfg, step)
+        return {**make_batch(gen, cfg.data, seed), "seed": seed}
 
     def report(metrics: dict, ckpt: str | None):
         shown = {k.split("/")[-1]: round(v, 4) for k, v in metrics.items() if k in ("loss", "val/distance")}
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     res = train_loop(cfg, next_batch, LoopContext(device=device, report=report, resume_dir=resume,
                                                   log_dir=str(out / "tensorboard"), out_dir=str(out / "checkpoints")))
     bar.close()
-    path = save_final_model(res["model"], cfg, out / "final")
+    path = save_final_model(res["model"], cfg, out / "final", stream=res["stream"])
     print(f"trained to step {res['step']} in {time.perf_counter() - t0:.1f} s"
           + (f" (resumed from {resume})" if resume else "") + f"; final model: {path}")
     return 0

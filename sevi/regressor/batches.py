@@ -50,6 +50,21 @@ def stream_seed(base: int, step: int, rank: int = 0, world_size: int = 1) -> int
     return int(base) * 2**32 + step * world_size + rank
 
 
+def chain_seed(stream: dict, seed: int | None) -> dict:
+    """The record of the batches a model's weights have seen, one batch further: ``{"batches": n,
+    "sha256": h}`` with h = SHA-256 of the previous h and the seed, so two runs whose records are
+    equal trained on the same batch seeds in the same order (a resumed run carries its
+    checkpoint's record on). A batch without its seed makes the digest unknown (None)."""
+    import hashlib
+
+    h = stream.get("sha256", "")
+    if h is not None and seed is not None:
+        h = hashlib.sha256(f"{h}:{int(seed)}".encode()).hexdigest()
+    else:
+        h = None
+    return {"batches": int(stream.get("batches", 0)) + 1, "sha256": h}
+
+
 def batch_seed(cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1) -> int:
     """Seed of the training batch of (step, rank): :func:`stream_seed` of ``cfg.seed``."""
     return stream_seed(cfg.seed, step, rank, world_size)
@@ -99,8 +114,9 @@ class StreamBatches:
         self.base_seed, self.rank, self.world = base_seed, rank, world
         self.wait_s = 0.0  # time spent generating (the consumer waits for all of it here)
 
-    def __call__(self, step: int) -> dict[str, Tensor]:
+    def __call__(self, step: int) -> dict:
         t0 = time.perf_counter()
-        out = make_batch(self.generator, self.data, stream_seed(self.base_seed, step, self.rank, self.world))
+        seed = stream_seed(self.base_seed, step, self.rank, self.world)
+        out = make_batch(self.generator, self.data, seed)
         self.wait_s += time.perf_counter() - t0
-        return out
+        return {**out, "seed": seed}  # the loop records which batches the weights have seen

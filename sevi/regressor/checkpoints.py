@@ -2,7 +2,8 @@
 
 Checkpoint dir ``<out_dir>/checkpoint_<step:06d>/model.pt`` (written atomically) holds
 ``{"model": state_dict, "optimizer": state_dict, "step": int, "config": dict (resolved
-TrainConfig), "target_mean": (T,), "target_std": (T,)}``: plain types and tensors only, so
+TrainConfig), "target_mean": (T,), "target_std": (T,), "stream": {"batches", "sha256"} (the
+batches the weights have seen: ``sevi.regressor.batches.chain_seed``)}``: plain types and tensors only, so
 ``torch.load(path, weights_only=True)`` reads it. The final model (``save_final_model``) is the
 same dict without the optimizer, plus ``config.json`` beside it.
 """
@@ -32,19 +33,23 @@ def _atomic_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def save_checkpoint(model: ResNetRegressor, opt, step: int, cfg: TrainConfig, out_dir: str | Path) -> str:
+def save_checkpoint(model: ResNetRegressor, opt, step: int, cfg: TrainConfig, out_dir: str | Path,
+                    stream: dict | None = None) -> str:
+    """``stream``: the record of the batches the weights have seen (``sevi.regressor.batches.chain_seed``)."""
     d = Path(out_dir) / f"checkpoint_{step:06d}"
     _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                   "config": dataclasses.asdict(cfg), "target_mean": model.target_mean.cpu(),
-                  "target_std": model.target_std.cpu()}, d / "model.pt")
+                  "target_std": model.target_std.cpu(), **({"stream": stream} if stream else {})}, d / "model.pt")
     return str(d)
 
 
-def save_final_model(model: ResNetRegressor, cfg: TrainConfig, path: str | Path) -> str:
-    """Write ``path/model.pt`` and ``path/config.json`` (each atomically); returns the model.pt path."""
+def save_final_model(model: ResNetRegressor, cfg: TrainConfig, path: str | Path, stream: dict | None = None) -> str:
+    """Write ``path/model.pt`` and ``path/config.json`` (each atomically); returns the model.pt path.
+    ``stream``: the record of the batches the weights have seen, kept in model.pt."""
     path = Path(path)
     _atomic_save({"model": model.state_dict(), "config": dataclasses.asdict(cfg),
-                  "target_mean": model.target_mean.cpu(), "target_std": model.target_std.cpu()}, path / "model.pt")
+                  "target_mean": model.target_mean.cpu(), "target_std": model.target_std.cpu(),
+                  **({"stream": stream} if stream else {})}, path / "model.pt")
     with atomic_path(path / "config.json") as tmp:
         tmp.write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     return str(path / "model.pt")

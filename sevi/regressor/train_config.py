@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 from sevi.physics.prior import PriorConfig
 from sevi.regressor.features import Features
@@ -116,9 +117,21 @@ class TrainConfig:
                              f"data.prior; build the config with resolve_config, which reads the file once")
         if self.amp not in ("bf16", "fp16", "none"):
             raise ValueError(f"amp must be 'bf16', 'fp16' or 'none', got {self.amp!r}")
-        for name in ("steps", "val_images", "eval_every", "checkpoint_every", "log_every", "width"):
+        for name in ("steps", "val_images", "eval_every", "checkpoint_every", "log_every", "width",
+                     "target_stats_draws"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.lr == float("inf"):  # also false for NaN
+            raise ValueError(f"lr must be a finite number > 0 (the peak learning rate), got {self.lr}")
+        for name in ("min_lr", "weight_decay", "grad_clip", "radius_loss_weight", "nll_weight", "warmup_steps"):
+            v = getattr(self, name)
+            if not v >= 0 or v == float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr must be <= lr (the cosine floor below the peak), got min_lr {self.min_lr} "
+                             f"and lr {self.lr}")
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
 
     def replace(self, **fields) -> "TrainConfig":
         """This config with ``fields`` changed, each routed to the DataConfig or the TrainConfig by
@@ -173,6 +186,11 @@ def resolve_config(preset: str, overrides: dict[str, str] | None = None) -> Trai
     overrides = dict(overrides or {})
     answer = overrides.pop("refine_answer", overrides.pop("refine-answer", ""))
     cfg = PRESETS[preset].replace(**overrides)
+    if cfg.init_from:  # read by every worker later: a missing file fails here, on the driver, in one line
+        f = Path(cfg.init_from) / "model.pt" if Path(cfg.init_from).is_dir() else Path(cfg.init_from)
+        if not f.is_file():
+            raise InputError(f"--init_from {cfg.init_from}: no such model file; expected model.pt written by sevi "
+                             f"training (a final model or checkpoint), or the directory holding it")
     if not answer:
         return cfg
     from sevi.physics.narrowed_prior import narrow_prior_from_file

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from sevi.regressor.batches import target_stats
+from sevi.regressor.batches import chain_seed, target_stats
 from sevi.regressor.checkpoints import _model_file, build_model, load_state, save_checkpoint
 from sevi.regressor.evaluation import angular_figure, calibrate_uncertainties, evaluate, loss_fn, make_validation_set
 from sevi.regressor.train_config import DATA_FIELDS, TrainConfig, changed_fields, config_from_dict
@@ -68,9 +68,11 @@ def refuse_changed_resume(saved: TrainConfig, cfg: TrainConfig, where) -> None:
 
 def train_loop(cfg: TrainConfig, next_batch: Callable[[int], dict], ctx: LoopContext = LoopContext()) -> dict:
     """Train from step 0 (or ctx.resume_dir's step) to cfg.steps. ``next_batch(step)`` gives that
-    step's batch for this rank. Returns {"step", "metrics" (last validation, rank 0), "checkpoint"
-    (last dir written, rank 0, or None), "model" (the unwrapped model; on rank 0 with its error bars
-    calibrated on the validation set, which the last checkpoint is not: save it with save_final_model)}."""
+    step's batch for this rank (with its ``"seed"``, when the feed knows it). Returns {"step", "metrics"
+    (last validation, rank 0), "checkpoint" (last dir written, rank 0, or None), "model" (the unwrapped
+    model; on rank 0 with its error bars calibrated on the validation set, which the last checkpoint is
+    not: save it with save_final_model), "stream" (the batches the weights have seen, carried through
+    checkpoints: ``sevi.regressor.batches.chain_seed``)}."""
     torch.manual_seed(cfg.seed)
     dev, master = torch.device(ctx.device), ctx.rank == 0
     model = build_model(cfg)
@@ -83,12 +85,14 @@ def train_loop(cfg: TrainConfig, next_batch: Callable[[int], dict], ctx: LoopCon
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     step = 0
+    stream = {"batches": 0, "sha256": ""}  # the batches the weights have seen (chain_seed)
     if ctx.resume_dir:
         ck = torch.load(_model_file(ctx.resume_dir), map_location="cpu", weights_only=True)
         refuse_changed_resume(config_from_dict(ck["config"]), cfg, ctx.resume_dir)
         load_state(model, ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step = int(ck["step"])
+        stream = dict(ck.get("stream") or {"batches": step, "sha256": None})  # older checkpoints: unknown
     net = ctx.wrap_model(model)
     amp = dev.type == "cuda" and cfg.amp != "none"
     amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
@@ -105,6 +109,7 @@ def train_loop(cfg: TrainConfig, next_batch: Callable[[int], dict], ctx: LoopCon
             g["lr"] = lr
         t0 = time.perf_counter()
         batch = next_batch(step)
+        stream = chain_seed(stream, batch.get("seed"))
         wait += time.perf_counter() - t0
         x, y = batch["x"].to(dev, non_blocking=True), batch["y"].to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
@@ -142,7 +147,7 @@ def train_loop(cfg: TrainConfig, next_batch: Callable[[int], dict], ctx: LoopCon
                 writer.add_figure("val/angular_distributions", angular_figure(p["beta"], val["beta"]), step)
                 writer.flush()
         if master and saving:
-            ckpt = last_ckpt = save_checkpoint(model, opt, step, cfg, ctx.out_dir)
+            ckpt = last_ckpt = save_checkpoint(model, opt, step, cfg, ctx.out_dir, stream)
         ctx.report(metrics, ckpt)
     if master and val is not None:  # error bars calibrated on the fixed validation set
         scale = calibrate_uncertainties(model, val)
@@ -150,4 +155,4 @@ def train_loop(cfg: TrainConfig, next_batch: Callable[[int], dict], ctx: LoopCon
             writer.add_text("val/sd_scale", ", ".join(f"{v:.3g}" for v in scale.tolist()), step)
     if writer:
         writer.close()
-    return {"step": step, "metrics": metrics, "checkpoint": last_ckpt, "model": model}
+    return {"step": step, "metrics": metrics, "checkpoint": last_ckpt, "model": model, "stream": stream}

@@ -211,3 +211,73 @@ def test_the_best_trial_is_chosen_among_those_that_finished_with_a_checkpoint():
     assert best_finished([stopped, done, better, nan, failed]) is better
     with pytest.raises(RuntimeError, match="no trial finished"):
         best_finished([stopped, nan, failed], "s")
+
+
+def _interrupted(runs, models):
+    """Make a finished sweep look like one whose driver was killed: its record unfinished, no
+    registry model yet (as when the kill came before Tune returned)."""
+    import json
+    import shutil
+
+    for rec in runs.glob("*.inputs.json"):
+        d = json.loads(rec.read_text())
+        d.pop("result", None)
+        rec.write_text(json.dumps(d))
+    shutil.rmtree(models)
+
+
+def test_an_interrupted_sweep_resumes_or_restarts_and_says_which(ray_local, history, tmp_path, capsys):
+    """A driver killed mid-write can leave the experiment state cut off. Tune, given one, silently
+    'restarts' with a single trial of an empty config; the job checks the state first, deletes the
+    experiment and starts the sweep again, and says so. A readable one is resumed, and said so."""
+    from coating.models import registry
+    from ray_jobs import coating_tune
+
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    args = ["--history", str(history), "--models", str(models), "--num-samples", "2", "--max-concurrent", "1",
+            "--smoke-test", "--kinds", "greybox", "--storage-path", str(runs)]
+    assert coating_tune.main(args) == 0
+    capsys.readouterr()
+
+    _interrupted(runs, models)
+    assert coating_tune.main(args) == 0
+    out = capsys.readouterr().out
+    assert "greybox: resuming sweep" in out and "sweep coating-tune-cycle1-greybox-" in out and " resumed\n" in out, out
+
+    _interrupted(runs, models)
+    (state,) = [max(d.glob("experiment_state-*.json")) for d in runs.iterdir() if d.is_dir()]
+    state.write_text(state.read_text()[:100])              # cut off mid-write
+    assert coating_tune.main(args) == 0
+    out = capsys.readouterr().out
+    assert "restarted (the interrupted experiment could not be restored: JSONDecodeError" in out, out
+    row = [ln.split() for ln in out.splitlines() if ln.split()[:2] == ["1", "greybox"]]
+    assert row and row[0][2:4] == ["2", "0"], "the restarted sweep ran all its trials: " + out
+    assert registry.load(models, 1, "greybox") is not None
+
+
+@pytest.mark.slow  # test_an_interrupted_sweep_resumes_or_restarts_and_says_which covers the same code in-process
+def test_a_sweep_whose_driver_is_killed_is_resumed_by_the_same_command(history, tmp_path):
+    """kill -9 of the job's driver while trials run (the issue's time-out), then the same command:
+    it ends with exit 0, a model in the registry, and a line saying what became of the sweep."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "ray_jobs.coating_tune", "--history", str(history), "--models",
+           str(tmp_path / "models"), "--storage-path", str(tmp_path / "runs"), "--num-samples", "4",
+           "--max-concurrent", "1", "--smoke-test", "--kinds", "greybox", "--num-cpus", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None and \
+            len(list((tmp_path / "runs").glob("coating-tune-*/trial_*"))) < 2:
+        time.sleep(0.2)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming sweep" in again.stdout and any(w in again.stdout for w in (" resumed\n", " restarted (",
+                                                                                  " started again (")), again.stdout
+    assert (tmp_path / "models" / "tune_summary.csv").exists()

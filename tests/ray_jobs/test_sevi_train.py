@@ -131,3 +131,84 @@ def test_prune_keeps_the_newest_checkpoints_only(tmp_path):
     deleted = prune_checkpoints(f"file://{tmp_path}", 2)
     assert sorted(p.rsplit("/", 1)[1] for p in deleted) == names[:2]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:] + ["final"])
+
+
+def _job(tmp_path, name, *extra):
+    import sys
+
+    return [sys.executable, "-m", "ray_jobs.sevi_train", "--preset", "tiny", "--num-workers", "1", "--no-pool",
+            "--num-cpus", "2", "--steps", "200", "--checkpoint_every", "20", "--eval_every", "100",
+            "--name", name, "--storage-path", str(tmp_path), *extra]
+
+
+def test_a_train_worker_killed_mid_run_resumes_to_the_same_weights_and_batches(tmp_path):
+    """kill -9 of the training worker (the RayTrainWorker actor's process) after its first
+    checkpoint: Ray Train restarts it, it resumes from the newest complete checkpoint, and the final
+    model and the batch seeds its weights consumed are those of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
+    ref = subprocess.run(_job(tmp_path, "ref"), env=env, capture_output=True, text=True, timeout=400)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert "resumed" not in ref.stdout
+
+    p = subprocess.Popen(_job(tmp_path, "killed"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, killed, seen = time.monotonic() + 300, None, None
+        while killed is None and time.monotonic() < deadline and p.poll() is None:
+            done = [d for d in (tmp_path / "killed").glob("checkpoint_*") if (d / "model.pt").exists()]
+            workers = [pid for pid, cmd in descendants(p.pid) if "RayTrainWorker" in cmd]
+            if done and workers:
+                seen = max(checkpoint_step_of(d) for d in done)
+                os.kill(workers[0], signal.SIGKILL)
+                killed = workers[0]
+            time.sleep(0.05)
+        out, err = p.communicate(timeout=400)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert killed is not None, "no checkpoint and worker seen before the run ended: " + err[-2000:]
+    assert p.returncode == 0, err[-3000:]
+    resumed = int(out.split("resumed from the checkpoint of step ")[1].split()[0])
+    assert seen <= resumed < 200 and resumed % 20 == 0, (seen, resumed)
+
+    a = torch.load(tmp_path / "ref" / "final" / "model.pt", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "final" / "model.pt", map_location="cpu", weights_only=True)
+    assert a["stream"] == b["stream"] and a["stream"]["batches"] == 200 and a["stream"]["sha256"], (a["stream"],
+                                                                                                    b["stream"])
+    assert a["model"].keys() == b["model"].keys()
+    differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not differ, f"weights differ after the resume: {differ[:5]}"
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below ``pid`` (Linux /proc; Ray's workers are children
+    of the raylet that the driver started)."""
+    from pathlib import Path
+
+    parent, cmd = {}, {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                cmd[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += [(c, cmd.get(c, "")) for c in kids]
+        todo += kids
+    return out
+
+
+def checkpoint_step_of(d) -> int:
+    try:
+        return int(torch.load(d / "model.pt", map_location="cpu", weights_only=True)["step"])
+    except Exception:  # noqa: BLE001 - being written
+        return 0
