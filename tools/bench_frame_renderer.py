@@ -1,6 +1,8 @@
 """Frames/s of the fast renderer (``sevi.camera.frame_renderer.FrameRenderer``) against today's
 ``sevi.camera.frames.render_frames`` and a plain numpy spot-by-spot renderer, on the same hits, with
 1 and 2 torch threads, in one run; and of the streaming sum (``accumulate_frames``) with its hits.
+The new renderer is timed serial and with ``overlap=True`` (its background drawn in a second
+Python thread: one more core, whatever torch's thread count).
 
     OMP_NUM_THREADS=2 python tools/bench_frame_renderer.py --out bench_frame_renderer.json
 
@@ -22,11 +24,7 @@ import time
 import numpy as np
 import torch
 
-from sevi.camera.frame_renderer import (
-    FrameRenderer,
-    accumulate_frames,
-    frames_per_second,
-)
+from sevi.camera.frame_renderer import FrameRenderer, accumulate_frames
 from sevi.camera.frames import FrameModel, draw_prior_hits, render_frames
 from sevi.io.atomic import write_json
 from sevi.physics.prior import Prior, ShellParams
@@ -60,6 +58,25 @@ def numpy_frames(x: np.ndarray, z: np.ndarray, frame: np.ndarray, n_frames: int,
         ri, ci = (rows >= 0) & (rows < G), (cols >= 0) & (cols < G)
         img[frame[k]][np.ix_(rows[ri], cols[ci])] += win[np.ix_(ri, ci)]
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def frames_per_second(render, x, z, frame, n_frames: int, *, device: torch.device, seed: int = 0,
+                      repeats: int = 3) -> float:
+    """Frames/s of ``render(x, z, frame, n_frames, generator)`` (a :class:`FrameRenderer`, or any
+    callable of that signature returning frames first): the best of ``repeats`` timed calls after
+    one untimed warm-up, each with a generator seeded ``seed``, synchronised on CUDA."""
+    def once() -> float:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        render(x, z, frame, n_frames, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    once()
+    return n_frames / min(once() for _ in range(max(1, repeats)))
 
 
 def stream_rate(renderer: FrameRenderer, n_frames: int, per_frame: float, seed: int) -> dict:
@@ -118,29 +135,30 @@ def main(argv=None) -> int:
     print(f"numpy spot by spot: {out['numpy_frames_per_s']:.2f} frames/s ({a.baseline_frames} frames)", flush=True)
 
     old_threads = torch.get_num_threads()
+    old = lambda x_, z_, f_, n_, g_: render_frames(x_, z_, f_, n_, model, generator=g_)  # noqa: E731
     try:
         for t in threads:
             torch.set_num_threads(t)
-            new = FrameRenderer(model, device)
-            r = {"new_frames_per_s": frames_per_second(new, x, z, f, a.frames, device=device, seed=a.seed,
-                                                       repeats=a.repeats)}
-            if device.type == "cpu" and t > 1:  # intra-op threads alone, no background thread
-                r["new_no_overlap_frames_per_s"] = frames_per_second(
-                    FrameRenderer(model, device, overlap=False), x, z, f, a.frames, device=device, seed=a.seed,
-                    repeats=a.repeats)
-            old = lambda x_, z_, f_, n_, g_: render_frames(x_, z_, f_, n_, model, generator=g_)
-            r["render_frames_per_s"] = frames_per_second(old, xb, zb, fb, a.baseline_frames, device=device,
-                                                         seed=a.seed, repeats=max(1, a.repeats - 1))
-            r["ratio_to_render_frames"] = r["new_frames_per_s"] / r["render_frames_per_s"]
-            r["ratio_to_numpy"] = r["new_frames_per_s"] / out["numpy_frames_per_s"]
-            r["stream"] = stream_rate(new, a.stream_frames, a.per_frame / model.detect_prob, a.seed)
+            r = {"render_frames_per_s": frames_per_second(old, xb, zb, fb, a.baseline_frames, device=device,
+                                                          seed=a.seed, repeats=max(1, a.repeats - 1))}
+            # overlap: the background drawn in a second Python thread (CPU only; same frames).
+            for name, overlap in (("serial", False), ("overlap", True)):
+                if overlap and device.type != "cpu":
+                    continue
+                new = FrameRenderer(model, device, overlap=overlap)
+                fps = frames_per_second(new, x, z, f, a.frames, device=device, seed=a.seed, repeats=a.repeats)
+                r[name] = {"frames_per_s": fps, "ratio_to_render_frames": fps / r["render_frames_per_s"],
+                           "ratio_to_numpy": fps / out["numpy_frames_per_s"],
+                           "stream": stream_rate(new, a.stream_frames, a.per_frame / model.detect_prob, a.seed)}
             out["by_threads"][str(t)] = r
-            extra = (f" (no background thread: {r['new_no_overlap_frames_per_s']:.0f})"
-                     if "new_no_overlap_frames_per_s" in r else "")
-            print(f"{t} thread(s): new {r['new_frames_per_s']:.0f} frames/s{extra}; render_frames "
-                  f"{r['render_frames_per_s']:.2f} frames/s; new / render_frames {r['ratio_to_render_frames']:.0f}x, "
-                  f"new / numpy {r['ratio_to_numpy']:.0f}x; streaming sum {r['stream']['frames_per_s']:.0f} frames/s "
-                  f"({r['stream']['frames']} frames, {r['stream']['electrons']} electrons)", flush=True)
+            print(f"{t} torch thread(s): render_frames {r['render_frames_per_s']:.1f} frames/s", flush=True)
+            for name in ("serial", "overlap"):
+                if name in r:
+                    v = r[name]
+                    print(f"  new ({name:7s}) {v['frames_per_s']:6.0f} frames/s = {v['ratio_to_render_frames']:5.1f}x "
+                          f"render_frames, {v['ratio_to_numpy']:5.1f}x numpy; streaming sum "
+                          f"{v['stream']['frames_per_s']:.0f} frames/s ({v['stream']['frames']} frames, "
+                          f"{v['stream']['electrons']} electrons)", flush=True)
     finally:
         torch.set_num_threads(old_threads)
     out["load_average_end"] = os.getloadavg()[0]

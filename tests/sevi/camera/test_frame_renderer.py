@@ -325,7 +325,9 @@ def test_frames_are_reproducible_by_seed_and_independent_of_threads_and_steps():
     assert not torch.equal(a, c), "another seed must give other frames"
     threads = torch.get_num_threads()
     try:
-        for nt, step, overlap in ((1, 1, False), (2, 3, True), (1, 4, True), (2, 1, None)):
+        # Step 2100: past 2^31 buffer elements at G = 1024, so the int64 index path.
+        for nt, step, overlap in ((1, 1, False), (2, 3, True), (1, 4, True), (2, 1, True), (1, 2, False),
+                                  (1, 16, False), (1, 2100, False)):
             torch.set_num_threads(nt)
             e, de = FrameRenderer(device=CPU, frames_per_step=step, overlap=overlap)(
                 x, z, f, 4, torch.Generator().manual_seed(7))
