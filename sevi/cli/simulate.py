@@ -109,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
     truth = io.sim_truth_rows(image_ids, params.R.numpy(), params.sigma_R.numpy(), params.n_electrons.numpy(),
                               params.beta.numpy())
     # Streamed: the counts dataset is created with its final shape and filled batch by batch, so
-    # memory is one batch of images whatever N (the file is renamed into place at the end).
-    with io.atomic_h5(args.out) as f, tqdm(total=n, unit="image", desc="sevi simulate", disable=None) as bar:
+    # memory is one batch of images whatever N (the file is renamed into place at the end). Every
+    # dataset is held until the file is flushed (sevi.io.tables.atomic_h5: a full disk is then
+    # one line, not a crash).
+    with io.atomic_h5(args.out, stream=True) as f, tqdm(total=n, unit="image", desc="sevi simulate", disable=None) as bar:
         name, dtype = ("expected", np.float64) if args.render == "expected" else ("counts", np.int32)
         counts = f.create_dataset(name, shape=(n, args.grid, args.grid), dtype=dtype, chunks=(1, args.grid, args.grid))
         for start in range(0, n, args.batch):
@@ -125,9 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 counts[start:start + len(part)] = res.images.cpu().numpy()
                 out_of_view[start:start + len(part)] = res.out_of_view.cpu().numpy()
             bar.update(len(part))
-        f.create_dataset("image_id", data=image_ids)
-        f.create_dataset("out_of_view", data=out_of_view)
-        f.create_dataset("Truth", data=truth)
+        _held = [f.create_dataset("image_id", data=image_ids), f.create_dataset("out_of_view", data=out_of_view),
+                f.create_dataset("Truth", data=truth)]
         f.attrs.update({"seed": args.seed, "grid": args.grid, "device": str(gen.device),
                         "generator_config": json.dumps(dataclasses.asdict(gen.config)), "render": args.render,
                         "axes": f"{name}[image, x, z]; x and z from -1 to +1"})

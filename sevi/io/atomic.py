@@ -51,23 +51,25 @@ def _umask() -> int:
 
 def disk_errno(err: BaseException) -> int | None:
     """The errno of ``err`` when it is one of :data:`DISK_ERRNOS` (also where HDF5 reports it only in
-    its text, ``... errno = 28, ...``), else None."""
-    if not isinstance(err, OSError):
-        return None
-    if err.errno in DISK_ERRNOS:
+    its text, ``... errno = 28, ...``, as h5py does in an OSError or, from a flush, a RuntimeError),
+    else None."""
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
         return err.errno
+    if not isinstance(err, (OSError, RuntimeError)):
+        return None
     m = re.search(r"errno = (\d+)", str(err))
     return int(m.group(1)) if m and int(m.group(1)) in DISK_ERRNOS else None
 
 
-def output_error(path: str | os.PathLike, err: OSError) -> OutputError:
+def output_error(path: str | os.PathLike, err: OSError, started: bool = True) -> OutputError:
     """The one-line :class:`OutputError` for ``err`` while writing ``path``: the output, the error,
-    and what was left (the temporary removed; the previous file, if any, as it was)."""
+    and what was left (the temporary removed, when one was ``started``; the previous file, if any,
+    as it was)."""
     code = disk_errno(err) or err.errno
     path = Path(path)
     left = f"the previous {path.name} is untouched" if path.exists() else f"no {path.name} was written"
-    return OutputError(f"{path}: cannot write: {os.strerror(code)} ({DISK_ERRNOS.get(code, code)}); "
-                       f"the temporary file was removed and {left}")
+    done = "the temporary file was removed and " if started else "nothing was written: "
+    return OutputError(f"{path}: cannot write: {os.strerror(code)} ({DISK_ERRNOS.get(code, code)}); {done}{left}")
 
 
 def _host() -> str:
@@ -93,7 +95,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as e:
         if disk_errno(e):
-            raise output_error(path, e) from e
+            raise output_error(path, e, started=False) from e
         raise
     try:
         # mkstemp makes the file 0600; the result is for others on shared storage and for other
@@ -151,7 +153,7 @@ def atomic_folder(path: str | os.PathLike, files: dict[str, bytes]) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
     except OSError as e:
         if disk_errno(e):
-            raise output_error(path, e) from e
+            raise output_error(path, e, started=False) from e
         raise
     old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
     moved = False

@@ -117,7 +117,7 @@ class FrameWriter:
     def __init__(self, path: str | os.PathLike, truth: bool = True):
         self.path = Path(path)
         self._stack = contextlib.ExitStack()
-        self._f = self._stack.enter_context(atomic_h5(self.path))
+        self._f = self._stack.enter_context(atomic_h5(self.path, stream=True))
         self._frames = self._f.create_dataset("FinalImage", shape=(0,), maxshape=(None,),
                                               dtype=FRAME_DTYPE, chunks=(1,), fletcher32=True)
         self._truth = (self._f.create_dataset("DetectedElectrons", shape=(0,), maxshape=(None,),
@@ -203,7 +203,7 @@ class EventsWriter:
         self.image = np.zeros((grid, grid), np.int64)
         self.count = 0
         self._stack = contextlib.ExitStack()
-        self._f = self._stack.enter_context(atomic_h5(path))
+        self._f = self._stack.enter_context(atomic_h5(path, stream=True))
         self._rows = self._f.create_dataset("DetectedElectrons", shape=(0,), maxshape=(None,),
                                             dtype=EVENT_DTYPE, chunks=(65536,))
 

@@ -22,7 +22,9 @@ half-written result.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -169,27 +171,62 @@ def read_rows(path, name: str, expected: np.dtype, *, any_length=()) -> np.ndarr
 
 # -- atomic writing --------------------------------------------------------------------------
 @contextlib.contextmanager
-def atomic_h5(path, mode: str = "w"):
+def atomic_h5(path, mode: str = "w", stream: bool = False):
     """Yield an h5py.File on a temporary file beside ``path``; rename into place on success.
 
-    On any failure the file is closed for certain before the temporary is deleted. A write error
-    (a full disk) must surface in a flush, not in the close: an HDF5 close that fails leaves the
-    file half closed, and closing it again, or HDF5's own clean-up at exit, crashed the process
-    (a segmentation fault). After a failed flush :func:`close_failed_h5` closes it without
-    another write."""
+    By default the file is built in memory and written out at the end in one plain write: a full
+    disk is then an ordinary OSError (``sevi.io.atomic`` makes it an OutputError naming ``path``)
+    and never reaches HDF5. ``stream`` writes straight to the temporary file instead, for files
+    larger than memory (``sevi simulate``'s counts, frame and events files); then a write error
+    must surface in a flush, not in a close: an HDF5 close that fails leaves the file half closed,
+    and closing it again, or HDF5's own clean-up at exit, crashed the process (a segmentation
+    fault). So the file is flushed before it is closed, and after a failure closed through
+    :func:`close_failed_h5`, without another write. A streaming writer must hold every object it
+    creates until the ``with`` ends: h5py reports a write that fails while it releases an object
+    only to ``sys.unraisablehook`` (kept here and raised at the end), and HDF5 does not recover."""
+    if not stream and mode == "w":
+        with atomic_path(path) as tmp:
+            buf = io.BytesIO()
+            f = h5py.File(buf, "w")
+            try:
+                yield f
+            finally:
+                f.close()            # to memory: nothing to fail for want of disk
+            with open(tmp, "wb") as out:
+                out.write(buf.getbuffer())
+        return
+    from sevi.io.atomic import disk_errno
+
+    swallowed: list[BaseException] = []
+    hook = sys.unraisablehook
+
+    def keep(u):
+        if disk_errno(u.exc_value):
+            if not swallowed:
+                _to_devnull(f)  # what HDF5 writes from now on cannot fail again
+            swallowed.append(u.exc_value)
+        else:
+            hook(u)
+
     with atomic_path(path) as tmp:
         f = h5py.File(tmp, mode)
+        sys.unraisablehook = keep
         try:
-            yield f
-        except BaseException:
-            close_failed_h5(f)
-            raise
-        try:
-            f.flush()  # a write error surfaces here, while the file can still be closed safely
-        except BaseException:
-            close_failed_h5(f)
-            raise
-        f.close()
+            try:
+                yield f
+            except BaseException:
+                close_failed_h5(f)
+                raise
+            if swallowed:  # HDF5 cannot close this file any more (it crashed trying): report it
+                raise swallowed[0]
+            try:
+                f.flush()  # a write error surfaces here, while the file can still be closed safely
+            except BaseException:
+                close_failed_h5(f)
+                raise
+            f.close()
+        finally:
+            sys.unraisablehook = hook
 
 
 def close_failed_h5(f: h5py.File) -> None:
@@ -197,6 +234,13 @@ def close_failed_h5(f: h5py.File) -> None:
     failure. Its file descriptor is first pointed at /dev/null, so what HDF5 still flushes on
     closing goes nowhere and cannot fail again. Errors of the close are ignored, since the file
     is discarded."""
+    _to_devnull(f)
+    with contextlib.suppress(Exception):
+        f.close()
+
+
+def _to_devnull(f: h5py.File) -> None:
+    """Point the file descriptor under ``f`` at /dev/null (reads give zeros, writes succeed)."""
     try:
         fd = f.id.get_vfd_handle() if f.id.valid else None
     except Exception:  # noqa: BLE001 - another driver, or already closed
@@ -207,8 +251,6 @@ def close_failed_h5(f: h5py.File) -> None:
             os.dup2(null, fd)
         finally:
             os.close(null)
-    with contextlib.suppress(Exception):
-        f.close()
 
 
 def write_tables(path, tables: dict[str, np.ndarray], attrs: dict | None = None) -> None:

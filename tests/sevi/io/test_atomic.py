@@ -88,19 +88,51 @@ def test_a_full_disk_in_hdf5_is_caught_by_its_text_too(tmp_path):
     from sevi.runtime.errors import OutputError
 
     assert disk_errno(OSError("Can't write data (file write failed: ..., errno = 28, error message = 'x')")) == 28
+    assert disk_errno(RuntimeError("Unable to flush file (file write failed: ..., errno = 28, ...)")) == 28
     assert disk_errno(OSError("errno = 2")) is None and disk_errno(ValueError("errno = 28")) is None
 
-    def full(self):
-        raise OSError("Can't flush (file write failed: errno = 28, error message = 'No space left on device')")
+    def full(self):  # what h5py raises when HDF5's flush cannot write
+        raise RuntimeError("Unable to flush file (file write failed: errno = 28, error message = 'No space left')")
     real = h5py.File.flush
     h5py.File.flush = full
     try:
         with pytest.raises(OutputError, match="out.h5: cannot write: No space left on device"):
-            with atomic_h5(tmp_path / "out.h5") as f:
+            with atomic_h5(tmp_path / "out.h5", stream=True) as f:
                 f["x"] = [1, 2, 3]
     finally:
         h5py.File.flush = real
     assert os.listdir(tmp_path) == []
+
+
+def test_a_small_hdf5_file_is_built_in_memory_and_written_in_one_plain_write(tmp_path, monkeypatch):
+    """The default atomic_h5: HDF5 never meets the full disk (after which it can crash)."""
+    import builtins
+    import errno
+
+    import h5py
+
+    from sevi.io.tables import atomic_h5
+    from sevi.runtime.errors import OutputError
+
+    with atomic_h5(tmp_path / "ok.h5") as f:
+        f["x"] = [1, 2, 3]
+    with h5py.File(tmp_path / "ok.h5") as f:
+        assert f["x"][()].tolist() == [1, 2, 3]
+    real = builtins.open
+
+    def full(path, mode="r", *a, **k):
+        fh = real(path, mode, *a, **k)
+        if "w" in mode and ".out.h5." in str(path):
+            def write(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            fh.write = write
+        return fh
+    monkeypatch.setattr(builtins, "open", full)
+    with pytest.raises(OutputError, match="out.h5: cannot write: No space left on device"):
+        with atomic_h5(tmp_path / "out.h5") as f:
+            f["x"] = [1, 2, 3]
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["ok.h5"]
 
 
 def test_temporaries_name_their_writer_and_a_dead_ones_are_removed(tmp_path):
