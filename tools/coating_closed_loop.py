@@ -99,10 +99,12 @@ def main(argv=None) -> int:
                          "steps only, as coating recommend --no-refit)")
     ap.add_argument("--robust-draws", type=int, default=ROBUST_DRAWS,
                     help=f"draws of ours_robust's robust design (default {ROBUST_DRAWS}, as coating recommend)")
-    ap.add_argument("--interval-scales", default="", metavar="S1,S2,...",
-                    help="also record the plans' 90 %% intervals at these tooling scales (calibration)")
-    ap.add_argument("--interval-scale", type=float, default=None, metavar="S",
-                    help="the plans' tooling scale (default RecommendConfig.interval_tooling_scale, as coating recommend)")
+    ap.add_argument("--interval-scales", default="", metavar="C[:L],...",
+                    help="also record the plans' 90 %% intervals at these scales, common tooling step C and "
+                         "per-layer error L (default 0) in walk_sd units (calibration)")
+    ap.add_argument("--interval-scale", default=None, metavar="C[:L]",
+                    help="the plans' scales (default RecommendConfig.interval_tooling_scale and "
+                         "interval_layer_scale, as coating recommend)")
     ap.add_argument("--threads", type=int, default=None, metavar="N",
                     help="plants side by side in up to N processes (default: every usable core)")
     args = ap.parse_args(argv)
@@ -117,13 +119,18 @@ def main(argv=None) -> int:
         policy = apply_thread_policy(args.threads, work="small", items=args.plants)
     except ValueError as e:
         ap.error(str(e))
-    try:
-        scales = tuple(float(x) for x in args.interval_scales.split(",") if x.strip())
-    except ValueError:
-        ap.error(f"--interval-scales {args.interval_scales}: expected numbers separated by commas")
+    def pair(text, flag):
+        try:
+            c, _, lay = text.partition(":")
+            return float(c), float(lay or 0)
+        except ValueError:
+            ap.error(f"{flag} {text}: expected C or C:L, numbers")
+    scales = tuple(pair(x, "--interval-scales") for x in args.interval_scales.split(",") if x.strip())
     from coating.recommend.config import RecommendConfig
-    config = RecommendConfig() if args.interval_scale is None else \
-        RecommendConfig(interval_tooling_scale=args.interval_scale)
+    config = RecommendConfig()
+    if args.interval_scale is not None:
+        c, lay = pair(args.interval_scale, "--interval-scale")
+        config = RecommendConfig(interval_tooling_scale=c, interval_layer_scale=lay)
     params = _plant_params(args.plant)
     hp_grey = {"epochs": 8}
     for item in args.grey:
@@ -194,8 +201,9 @@ def main(argv=None) -> int:
         line += f"; per call median {s['call_wall_s_median']:.1f} s wall, {s['call_cpu_s_median']:.1f} s CPU"
         print(line)
         if "coverage_by_scale" in s:
-            print("  coverage by tooling scale: " + ", ".join(f"{k}: {100 * v:.1f} %"
-                                                           for k, v in s["coverage_by_scale"].items()))
+            for k, v in s["coverage_by_scale"].items():
+                print(f"  scales {k} (common:layer): coverage {100 * v['coverage']:.1f} % (below "
+                      f"{100 * v['below']:.1f}, above {100 * v['above']:.1f}), median width {v['median_width']:.3f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"command": " ".join(["python tools/coating_closed_loop.py"] + (argv if argv is not None else sys.argv[1:])),

@@ -299,7 +299,9 @@ def interval_summary(plans: list[dict], scales=()) -> dict:
         for k, s in enumerate(scales):
             clo = np.array([r["calibration"][k][0] for r in recs])
             chi = np.array([r["calibration"][k][1] for r in recs])
-            cal[str(s)] = float(((meas >= clo) & (meas <= chi)).mean())
+            key = s if isinstance(s, str) else ":".join(f"{float(v):g}" for v in np.atleast_1d(s))
+            cal[key] = {"coverage": float(((meas >= clo) & (meas <= chi)).mean()), "below": float((meas < clo).mean()),
+                        "above": float((meas > chi).mean()), "median_width": float(np.median(chi - clo))}
         if cal:
             out["coverage_by_scale"] = cal
     if plans:

@@ -43,11 +43,12 @@ class RecommendConfig:
     # Grey box: fit it again on all the cycle's runs so far (False: filter steps instead).
     refit: bool = True
     # How sure (coating.recommend.uncertainty): draws of the next run's unknowns behind the 90 %
-    # interval of its dE00, and the scale of the common tooling step in units of the model's
-    # walk_sd, calibrated in closed loop so that 90 % of measured next-run dE00 fall inside
-    # (BENCHMARKS.md, "How sure").
+    # interval of its dE00, and the scales, in units of the model's walk_sd, of the common
+    # tooling step and of each layer's tooling error, calibrated in closed loop so that 90 % of
+    # measured next-run dE00 fall inside (BENCHMARKS.md, "How sure").
     interval_draws: int = 256
     interval_tooling_scale: float = 1.0
+    interval_layer_scale: float = 0.0
     # Fewer runs of the cycle than this behind the model: flagged "few runs" (treat with care).
     care_min_runs: int = 20
 
@@ -60,7 +61,7 @@ class RecommendConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise RecommendConfigError(name, v, "a whole number >= 0")
         for name, hi in (("bound_rel", 1.0), ("max_step_rel", 1.0), ("spectral_weight", math.inf),
-                         ("interval_tooling_scale", math.inf)):
+                         ("interval_tooling_scale", math.inf), ("interval_layer_scale", math.inf)):
             v = getattr(self, name)
             if not (0.0 <= v < hi):  # also refuses NaN
                 raise RecommendConfigError(name, v, "a number >= 0" + (f" and < {hi:g}" if hi < math.inf else ""))

@@ -171,7 +171,8 @@ def _plan_job(model, row: _Row, standard: Standard, config: RecommendConfig, n_s
                              spectral_weight=config.spectral_weight)
     steps = row.run - int(row.seen.run_in_cycle.max()) if len(row.seen) else 1
     interval = predict_interval(model, rec.settings, row.run, standard, config.interval_tooling_scale,
-                                draws=config.interval_draws, steps=steps) if grey else None
+                                draws=config.interval_draws, steps=steps,
+                                layer_scale=config.interval_layer_scale) if grey else None
     care = care_flags(rec, interval, len(row.seen), row.seen.settings, config.care_min_runs, steps)
     calibration = tuple(predict_interval(model, rec.settings, row.run, standard, list(calibration_scales),
                                          draws=config.interval_draws, steps=steps) or ()) \
@@ -208,7 +209,8 @@ def plan_runs(entries, history, cycle_models: dict, standard: Standard, config: 
     ``workers``: updates and optimisations side by side (1: in this process, one after the
     other; the plans are the same either way). ``where``: the history's name in messages.
     ``calibration_scales``: each plan also carries its intervals at these tooling scales
-    (``Plan.calibration``; how the closed loop calibrates ``interval_tooling_scale``)."""
+    (numbers or ``(common, layer)`` pairs; ``Plan.calibration``): how the closed loop calibrates
+    ``interval_tooling_scale`` and ``interval_layer_scale``."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r}; expected one of {EXECUTORS}")
     rows = [_resolve(e, history, cycle_models, config, where) for e in entries]   # every check first

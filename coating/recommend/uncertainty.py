@@ -5,9 +5,11 @@ with a 90 % interval, and the reasons to treat a recommendation with care.
 what it cannot know is the run's own deposition error and how far the machine moves before the
 run. Both are drawn (``interval_draws``): the run's own errors as the robust design draws them
 (``GreyBox.noise_draws``: the sensor-linked layer errors through the monitor gains and the
-per-side rate error, from the model's fitted spread), and a common log-tooling step of
-``tooling_scale * walk_sd * sqrt(k)`` for a run ``k`` runs after the cycle's last measured one:
-the model's own walk prior, scaled by a factor calibrated in closed loop (``RecommendConfig.interval_tooling_scale``; the calibration and its
+per-side rate error, from the model's fitted spread), a common log-tooling step of
+``tooling_scale * walk_sd * sqrt(k)`` for a run ``k`` runs after the cycle's last measured one
+(the model's own walk prior), and an error of each adjustable layer's log tooling of
+``layer_scale * walk_sd`` (the model's calibration is an estimate: its error moves the colour
+in every direction, not only along the common scale), the two scales (``RecommendConfig.interval_tooling_scale``, ``interval_layer_scale``; the calibration and its
 measured coverage: BENCHMARKS.md, "How sure"). The next run's dE00 of each draw against the
 standard gives per side a median and the 5 % and 95 % quantiles. Seeded (common random
 numbers), so the same plan gives the same interval.
@@ -64,38 +66,54 @@ class Interval:
         return (d >= self.lo) & (d <= self.hi)
 
 
-def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1):
+def _pairs(tooling_scale, layer_scale):
+    """``[(common, layer), ...]`` and whether one pair was given."""
+    if np.ndim(tooling_scale) == 0:
+        return [(float(tooling_scale), float(layer_scale))], True
+    out = []
+    for t in tooling_scale:
+        c, lay = (t, layer_scale) if np.ndim(t) == 0 else t
+        out.append((float(c), float(lay)))
+    return out, False
+
+
+def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1, layer_scale: float = 0.0):
     """``n`` draws of what the model cannot know about the next run: ``(z, u, dlog)`` for
     ``GreyBox.predict_draws``. ``z``, ``u``: the run's own errors (``noise_draws``);
-    ``dlog`` (n, 10): a common log-tooling step ``N(0, steps * (s * walk_sd)^2)`` (``steps``
-    runs of the walk) for each ``s`` of ``tooling_scale`` (a number, or a sequence: then a list
-    of ``dlog``, one per scale, on the same underlying draws)."""
+    ``dlog`` (n, 10): a common log-tooling step ``N(0, steps * (c * walk_sd)^2)`` (``steps``
+    runs of the walk) plus an error per adjustable layer ``N(0, (l * walk_sd)^2)``, for
+    ``c = tooling_scale`` and ``l = layer_scale``. ``tooling_scale`` may also be a sequence of
+    numbers or ``(c, l)`` pairs: then ``dlog`` is a list, one per entry, on the same underlying
+    draws. Antithetic, as ``noise_draws``."""
     import torch
     DTYPE = torch.float64
     z, u, _ = model.noise_draws(n, seed)
     g = torch.Generator().manual_seed(int(seed) + 1)
     m = (n + 1) // 2
     e = torch.randn(m, 1, generator=g, dtype=DTYPE)
-    e = torch.cat([e, -e])[:n].expand(n, 10)              # antithetic, as noise_draws
-    walk = float(model.hparams["walk_sd"]) * float(np.sqrt(max(int(steps), 1)))
-    if np.ndim(tooling_scale) == 0:
-        return z, u, e * float(tooling_scale) * walk
-    return z, u, [e * float(s) * walk for s in tooling_scale]
+    e = torch.cat([e, -e])[:n].expand(n, 10)
+    el = torch.randn(m, 10, generator=g, dtype=DTYPE)
+    el = torch.cat([el, -el])[:n]
+    walk = float(model.hparams["walk_sd"])
+    ahead = float(np.sqrt(max(int(steps), 1)))
+    pairs, single = _pairs(tooling_scale, layer_scale)
+    dlogs = [walk * (c * ahead * e + lay * el) for c, lay in pairs]
+    return (z, u, dlogs[0]) if single else (z, u, dlogs)
 
 
 def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, draws: int = 256,
-                     level: float = 0.9, seed: int = 7, steps: int = 1):
+                     level: float = 0.9, seed: int = 7, steps: int = 1, layer_scale: float = 0.0):
     """The next run's dE00 (front, back) of ``settings`` (10,) under ``draws`` draws of
     ``interval_draws`` (``steps``: runs since the cycle's last measured run): an ``Interval``
-    (or a list of them, one per scale, when ``tooling_scale`` is a sequence). None for a model
-    without a noise model (model1)."""
+    (or a list of them, one per entry, when ``tooling_scale`` is a sequence of numbers or
+    ``(common, layer)`` pairs). None for a model without a noise model (model1)."""
     if not hasattr(model, "noise_draws") or draws < 2:
         return None
     import torch
 
     from coating.optics.colour import ciede2000
     DTYPE = torch.float64
-    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed, steps)
+    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed, steps, layer_scale)
     single = not isinstance(dlogs, list)
     x = torch.as_tensor(np.asarray(settings, dtype=np.float64)).reshape(1, 10)
     run = None if run_in_cycle is None else torch.tensor([float(run_in_cycle)], dtype=DTYPE)

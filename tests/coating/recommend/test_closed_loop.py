@@ -51,7 +51,7 @@ def test_ours_plans_through_the_commands_code_path_and_records_how_sure(monkeypa
     assert np.allclose([r["measured"] for r in recs], res["ours_robust"])
     s = cl.interval_summary(recs, (1.0, 8.0))
     assert s["failures"] == 0 and s["n_run_sides"] == 6 and s["flagged_few_runs"] == 1.0   # 14-16 runs
-    assert s["coverage_by_scale"]["8.0"] >= s["coverage_by_scale"]["1.0"]   # wider intervals cover more
+    assert s["coverage_by_scale"]["8"]["coverage"] >= s["coverage_by_scale"]["1"]["coverage"]  # wider covers more
 
 
 def test_interval_summary_counts_coverage_flags_and_failures():
@@ -64,5 +64,5 @@ def test_interval_summary_counts_coverage_flags_and_failures():
     assert s["failures"] == 1 and s["n_plans"] == 3 and s["n_run_sides"] == 4
     assert s["coverage"] == 0.5 and s["below"] == 0.25 and s["above"] == 0.25      # 0.5 and 0.3 inside
     assert s["coverage_F"] == 0.5 and s["coverage_B"] == 0.5
-    assert s["coverage_by_scale"] == {"5.0": 1.0}
+    assert s["coverage_by_scale"] == {"5": {"coverage": 1.0, "below": 0.0, "above": 0.0, "median_width": 2.0}}
     assert s["flagged"] == 1 / 3 and s["flagged_few_runs"] == 1 / 3 and s["call_wall_s_median"] == 2.0

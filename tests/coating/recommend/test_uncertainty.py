@@ -68,6 +68,12 @@ def test_draws_are_antithetic_and_scaled_by_the_models_walk(grey):
     # k runs ahead: k steps of the walk.
     _, _, d4 = interval_draws(model, 2000, 3.0, seed=5, steps=4)
     assert torch.allclose(d4, 2 * dlog)
+    # A per-layer error on top: independent per layer, its own scale; pairs share the draws.
+    _, _, (d0, dl) = interval_draws(model, 2000, [(3.0, 0.0), (3.0, 2.0)], seed=5)
+    assert torch.equal(d0, dlog)
+    per_layer = dl - dlog
+    assert abs(float(per_layer.std(0).mean()) / (2.0 * model.hparams["walk_sd"]) - 1) < 0.08
+    assert abs(float(torch.corrcoef(per_layer[:, :2].T)[0, 1])) < 0.1
 
 
 def test_model1_has_no_interval(grey):
