@@ -281,3 +281,29 @@ def test_a_sweep_whose_driver_is_killed_is_resumed_by_the_same_command(history, 
     assert "resuming sweep" in again.stdout and any(w in again.stdout for w in (" resumed\n", " restarted (",
                                                                                   " started again (")), again.stdout
     assert (tmp_path / "models" / "tune_summary.csv").exists()
+
+
+@pytest.mark.parametrize("extra, line", [
+    (["--history", "{d}/nope.csv"], "coating_tune: {d}/nope.csv: no such file"),
+    (["--history", "{d}/text.h5"], "coating_tune: {d}/text.h5: not a readable HDF5 file"),
+    (["--history", "{d}/semi.csv"], "coating_tune: {d}/semi.csv: line 1: the header is semicolon-separated"),
+    (["--cycles", "first"], "coating_tune: --cycles first: expected 'all' or a comma list of cycle ids"),
+    (["--num-samples", "0"], "coating_tune: --num-samples: got 0; expected >= 1 trials per sweep"),
+    (["--max-concurrent", "0"], "coating_tune: --max-concurrent: got 0; expected >= 1 trials at once"),
+    (["--models", "{d}/text.h5"], "coating_tune: --models {d}/text.h5: is a file; expected the registry folder"),
+    (["--gpus-per-trial", "-1"], "coating_tune: --gpus-per-trial: got -1.0"),
+    (["--pretrain-runs", "0"], "coating_tune: --pretrain-runs: got 0"),
+    (["--cycles", "9"], "coating_tune: {h}: no runs of cycle(s) [9]"),
+])
+def test_every_bad_option_is_one_line_and_exit_2(history, tmp_path, capsys, extra, line):
+    """The issue's cases: a traceback each (--max-concurrent 0: exit 0 after one)."""
+    from ray_jobs import coating_tune
+
+    (tmp_path / "text.h5").write_text("cycle_id\n1\n")
+    (tmp_path / "semi.csv").write_text(history.read_text().replace(",", ";"))
+    argv = ["--history", str(history), "--models", str(tmp_path / "m"), "--storage-path", str(tmp_path / "runs"),
+            "--smoke-test", "--kinds", "greybox"] + [x.format(d=tmp_path) for x in extra]
+    assert coating_tune.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line.format(d=tmp_path, h=history)) and err.count("\n") == 1, err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "runs").exists()

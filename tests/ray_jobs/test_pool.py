@@ -158,3 +158,40 @@ def test_a_pool_on_the_wrong_device_is_replaced(monkeypatch):
     calls.clear()
     P.ensure_pool(P.pool_spec({"CPU": 2.0}, "gen"), 5, log=lines.append)
     assert calls[0][0] == "create" and len(calls) == 1, "a pool on the right device is kept"
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["inspect", "--address", "127.0.0.1:1", "--wait-s", "20"],
+     "pool inspect: --address 127.0.0.1:1: no Ray cluster reachable there (connection refused"),
+    (["start", "--actors", "0"], "pool start: --actors: got 0; expected >= 1"),
+    (["inspect", "--wait-s", "-1"], "pool inspect: --wait-s: got -1.0"),
+    (["stop", "--idle-timeout-s", "inf"], "pool stop: --idle-timeout-s: got inf"),
+])
+def test_the_pool_command_answers_in_one_line_within_its_wait(capsys, argv, line):
+    """``pool inspect --address 127.0.0.1:1 --wait-s 20`` hung past 300 s."""
+    from ray_jobs.pool import main
+
+    t0 = time.monotonic()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1, err
+    assert time.monotonic() - t0 < 20
+
+
+def test_connect_ends_within_the_wait_where_the_port_answers_but_no_ray_does(tmp_path):
+    """A port that accepts connections but is not a Ray GCS: ray.init would retry for minutes;
+    the command ends after --wait-s with its one line (the process exits: Ray cannot be interrupted)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(5)
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "ray_jobs.pool", "inspect", "--address", f"127.0.0.1:{port}",
+                            "--wait-s", "3"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and time.monotonic() - t0 < 20, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (f"pool inspect: --address 127.0.0.1:{port}: no Ray cluster answered "
+                                                 f"within 3 s (--wait-s); expected the head's GCS address HOST:PORT")

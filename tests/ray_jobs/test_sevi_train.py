@@ -212,3 +212,37 @@ def checkpoint_step_of(d) -> int:
         return int(torch.load(d / "model.pt", map_location="cpu", weights_only=True)["step"])
     except Exception:  # noqa: BLE001 - being written
         return 0
+
+
+@pytest.mark.parametrize("extra, line", [
+    (["--preset", "nope"], "sevi_train: unknown preset 'nope'; choose one of a100, cpu-course, cpu-smoke, tiny"),
+    (["--warp-factor", "9"], "sevi_train: unknown TrainConfig field 'warp_factor'"),
+    (["--steps", "abc"], "sevi_train: override steps='abc': expected int"),
+    (["--steps", "-5"], "sevi_train: steps must be >= 1, got -5"),
+    (["--steps", "0"], "sevi_train: steps must be >= 1, got 0"),
+    (["--electrons", "5"], "sevi_train: override electrons='5'"),
+    (["--electrons", "4000,2000"], "sevi_train: electrons must satisfy 0 < low <= high, got (4000, 2000)"),
+    (["--spot-blur", "-0.1"], "sevi_train: spot_blur must be >= 0"),
+    (["--amp", "fp8"], "sevi_train: amp must be 'bf16', 'fp16' or 'none', got 'fp8'"),
+    (["--batch-size", "0"], "sevi_train: batch_size must be >= 1, got 0"),
+    (["--lr", "-0.01"], "sevi_train: lr must be a finite number > 0 (the peak learning rate), got -0.01"),
+    (["--lr", "nan"], "sevi_train: lr must be a finite number > 0"),
+    (["--warmup_steps", "-3"], "sevi_train: warmup_steps must be a finite number >= 0, got -3"),
+    (["--num-workers", "-1"], "sevi_train: --num-workers: got -1; expected >= 0 training workers"),
+    (["--in-flight", "0"], "sevi_train: --in-flight: got 0"),
+    (["--wait-s", "-1"], "sevi_train: --wait-s: got -1.0"),
+    (["--gpus-per-actor", "1.5"], "sevi_train: --gpus-per-actor: got 1.5"),
+    (["--init_from", "/nonexistent/model"], "sevi_train: --init_from /nonexistent/model: no such model file"),
+    (["--refine_answer", "/nonexistent/a.h5"], "sevi_train: /nonexistent/a.h5: no such file"),
+])
+def test_every_bad_option_is_one_line_and_exit_2_before_ray_starts(tmp_path, capsys, extra, line):
+    """The issue's cases (and neighbours): each was a raw traceback at this door."""
+    import time
+
+    from ray_jobs import sevi_train
+
+    t0 = time.monotonic()
+    assert sevi_train.main(["--preset", "tiny", "--storage-path", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err, err
+    assert time.monotonic() - t0 < 15 and not any(tmp_path.iterdir())
