@@ -16,7 +16,9 @@ count), recorded beside it in ``<name>-cycle<C>-<kind>-<key>.inputs.json``; the 
 the experiment's name. Changed inputs (runs appended to a cycle) start a new sweep and say so;
 a finished sweep on unchanged inputs whose model is still the registry's is reused without
 starting Tune, so appending a new cycle's runs fits only the new cycle. Unfinished sweeps on
-the same inputs resume (``Tuner.restore``). Every trial logs to TensorBoard under ``<storage-path>/<name>``
+the same inputs resume (``Tuner.restore``); one whose state cannot be read back (its driver was
+killed mid-write) is deleted and started again, and the job says which it did ("sweep ... resumed",
+"restarted (why)"). Every trial logs to TensorBoard under ``<storage-path>/<name>``
 (``tensorboard --logdir <storage-path>``). At the end a summary table per cycle is printed and
 written to ``<models>/tune_summary.csv``.
 """
