@@ -287,6 +287,10 @@ def run(argv=None):
     name = args.name or f"sevi-{args.preset}"
     storage_path = storage.resolve_output(args.storage_path, "--storage-path", "sevi_train")
     run_dir = storage.join(storage_path, name)
+    if not storage.is_uri(run_dir):  # a killed driver's half-written final model (sevi.io.atomic)
+        from sevi.io.paths import clean_temporaries
+
+        clean_temporaries(Path(run_dir) / "final", folder=True)
     done = finished_run(run_dir, cfg)
     if done:
         return Finished(done, cfg.steps)

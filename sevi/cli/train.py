@@ -52,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    from sevi.io.paths import clean_temporaries
+
+    for folder in [out / "final", *sorted((out / "checkpoints").glob("checkpoint_*"))]:
+        clean_temporaries(folder, folder=True)  # what a killed run left half-written
     device = pick_device(args.device)
     gen = make_generator(cfg.data, device)
     resume = latest_checkpoint(out / "checkpoints")
