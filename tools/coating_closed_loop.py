@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--interval-scale", default=None, metavar="C[:L]",
                     help="the plans' scales (default RecommendConfig.interval_tooling_scale and "
                          "interval_layer_scale, as coating recommend)")
+    ap.add_argument("--interval-z", default=None, choices=("cycle", "gaussian"),
+                    help="the run's sensor-linked errors in the interval's draws (default RecommendConfig.interval_z)")
     ap.add_argument("--threads", type=int, default=None, metavar="N",
                     help="plants side by side in up to N processes (default: every usable core)")
     args = ap.parse_args(argv)
@@ -130,7 +132,9 @@ def main(argv=None) -> int:
     config = RecommendConfig()
     if args.interval_scale is not None:
         c, lay = pair(args.interval_scale, "--interval-scale")
-        config = RecommendConfig(interval_tooling_scale=c, interval_layer_scale=lay)
+        config = dataclasses.replace(config, interval_tooling_scale=c, interval_layer_scale=lay)
+    if args.interval_z is not None:
+        config = dataclasses.replace(config, interval_z=args.interval_z)
     params = _plant_params(args.plant)
     hp_grey = {"epochs": 8}
     for item in args.grey:

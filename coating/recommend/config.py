@@ -49,6 +49,9 @@ class RecommendConfig:
     interval_draws: int = 256
     interval_tooling_scale: float = 1.0
     interval_layer_scale: float = 0.0
+    # The run's sensor-linked errors in those draws: "cycle" (drawn from the cycle's runs' std
+    # values) or "gaussian" (N(0, z_sd^2), as the robust design draws them).
+    interval_z: str = "cycle"
     # Fewer runs of the cycle than this behind the model: flagged "few runs" (treat with care).
     care_min_runs: int = 20
 
@@ -56,6 +59,8 @@ class RecommendConfig:
         if isinstance(self.robust_draws, bool) or not isinstance(self.robust_draws, int) or self.robust_draws < 0:
             raise RecommendConfigError("robust_draws", self.robust_draws,
                                        "0 (nominal design) or a number of draws >= 1")
+        if self.interval_z not in ("cycle", "gaussian"):
+            raise RecommendConfigError("interval_z", self.interval_z, "'cycle' or 'gaussian'")
         for name in ("interval_draws", "care_min_runs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:

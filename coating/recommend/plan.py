@@ -170,12 +170,16 @@ def _plan_job(model, row: _Row, standard: Standard, config: RecommendConfig, n_s
                              robust_draws=config.robust_draws if grey else 0,  # model1: nominal design
                              spectral_weight=config.spectral_weight)
     steps = row.run - int(row.seen.run_in_cycle.max()) if len(row.seen) else 1
+    z_pool = None
+    if grey and config.interval_z == "cycle" and len(row.seen):
+        import torch
+        z_pool = model.z_of(torch.as_tensor(np.asarray(row.seen.std, dtype=np.float64))).numpy()
     interval = predict_interval(model, rec.settings, row.run, standard, config.interval_tooling_scale,
-                                draws=config.interval_draws, steps=steps,
-                                layer_scale=config.interval_layer_scale) if grey else None
+                                draws=config.interval_draws, steps=steps, layer_scale=config.interval_layer_scale,
+                                z_pool=z_pool) if grey else None
     care = care_flags(rec, interval, len(row.seen), row.seen.settings, config.care_min_runs, steps)
     calibration = tuple(predict_interval(model, rec.settings, row.run, standard, list(calibration_scales),
-                                         draws=config.interval_draws, steps=steps) or ()) \
+                                         draws=config.interval_draws, steps=steps, z_pool=z_pool) or ()) \
         if grey and calibration_scales else ()
     return Plan(row.furnace_no, row.cycle, rec, interval, care, len(row.seen), calibration)
 

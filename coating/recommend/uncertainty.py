@@ -77,17 +77,25 @@ def _pairs(tooling_scale, layer_scale):
     return out, False
 
 
-def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1, layer_scale: float = 0.0):
+def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1, layer_scale: float = 0.0,
+                   z_pool=None):
     """``n`` draws of what the model cannot know about the next run: ``(z, u, dlog)`` for
     ``GreyBox.predict_draws``. ``z``, ``u``: the run's own errors (``noise_draws``);
     ``dlog`` (n, 10): a common log-tooling step ``N(0, steps * (c * walk_sd)^2)`` (``steps``
     runs of the walk) plus an error per adjustable layer ``N(0, (l * walk_sd)^2)``, for
     ``c = tooling_scale`` and ``l = layer_scale``. ``tooling_scale`` may also be a sequence of
     numbers or ``(c, l)`` pairs: then ``dlog`` is a list, one per entry, on the same underlying
-    draws. Antithetic, as ``noise_draws``."""
+    draws. Antithetic, as ``noise_draws``. ``z_pool`` (N, 14): the sensor-linked errors of the
+    cycle's runs (``GreyBox.z_of`` of their std values): ``z`` is drawn from them (with
+    replacement) instead of ``N(0, z_sd^2)``; the spread of a sensor's std is skewed (a few
+    runs far above the median), and the Gaussian left the measured dE00 of quiet runs below the
+    interval."""
     import torch
     DTYPE = torch.float64
     z, u, _ = model.noise_draws(n, seed)
+    if z_pool is not None and len(z_pool):
+        pool = torch.as_tensor(np.asarray(z_pool, dtype=np.float64))
+        z = pool[torch.as_tensor(np.random.default_rng(int(seed) + 2).integers(0, len(pool), n))]
     g = torch.Generator().manual_seed(int(seed) + 1)
     m = (n + 1) // 2
     e = torch.randn(m, 1, generator=g, dtype=DTYPE)
@@ -102,7 +110,7 @@ def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1, 
 
 
 def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, draws: int = 256,
-                     level: float = 0.9, seed: int = 7, steps: int = 1, layer_scale: float = 0.0):
+                     level: float = 0.9, seed: int = 7, steps: int = 1, layer_scale: float = 0.0, z_pool=None):
     """The next run's dE00 (front, back) of ``settings`` (10,) under ``draws`` draws of
     ``interval_draws`` (``steps``: runs since the cycle's last measured run): an ``Interval``
     (or a list of them, one per entry, when ``tooling_scale`` is a sequence of numbers or
@@ -113,7 +121,7 @@ def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, dra
 
     from coating.optics.colour import ciede2000
     DTYPE = torch.float64
-    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed, steps, layer_scale)
+    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed, steps, layer_scale, z_pool)
     single = not isinstance(dlogs, list)
     x = torch.as_tensor(np.asarray(settings, dtype=np.float64)).reshape(1, 10)
     run = None if run_in_cycle is None else torch.tensor([float(run_in_cycle)], dtype=DTYPE)

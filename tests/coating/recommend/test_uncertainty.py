@@ -102,3 +102,14 @@ def test_care_flags():
     assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), iv, 30, seen, 20) == ("interval_wider_than_gain",)
     assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), None, 30, seen, 20) == ()
     assert np.array_equal(iv.covers([0.3, 1.0]), [True, False])
+
+
+def test_sensor_errors_drawn_from_the_cycles_runs(grey):
+    model, hist, std = grey
+    pool = model.z_of(torch.as_tensor(hist.std)).numpy()      # (14 runs, 14)
+    z, u, _ = interval_draws(model, 300, 1.0, seed=4, z_pool=pool)
+    rows = {tuple(np.round(r, 12)) for r in pool}
+    assert all(tuple(np.round(r, 12)) in rows for r in z.numpy()) and len({tuple(r) for r in z.numpy()}) > 5
+    a = predict_interval(model, hist.settings[-1], 15, std, 1.0, draws=128, z_pool=pool)
+    b = predict_interval(model, hist.settings[-1], 15, std, 1.0, draws=128)
+    assert not np.array_equal(a.lo, b.lo)
