@@ -99,12 +99,13 @@ def main(argv=None) -> int:
                          "steps only, as coating recommend --no-refit)")
     ap.add_argument("--robust-draws", type=int, default=ROBUST_DRAWS,
                     help=f"draws of ours_robust's robust design (default {ROBUST_DRAWS}, as coating recommend)")
-    ap.add_argument("--interval-scales", default="", metavar="C[:L],...",
-                    help="also record the plans' 90 %% intervals at these scales, common tooling step C and "
-                         "per-layer error L (default 0) in walk_sd units (calibration)")
-    ap.add_argument("--interval-scale", default=None, metavar="C[:L]",
-                    help="the plans' scales (default RecommendConfig.interval_tooling_scale and "
-                         "interval_layer_scale, as coating recommend)")
+    ap.add_argument("--interval-scales", default="", metavar="C[:L[:N]],...",
+                    help="also record the plans' 90 %% intervals at these scales: common tooling step C and "
+                         "per-layer error L (default 0) in walk_sd units, the run's own errors times N "
+                         "(default 1) (calibration)")
+    ap.add_argument("--interval-scale", default=None, metavar="C[:L[:N]]",
+                    help="the plans' scales (default RecommendConfig.interval_tooling_scale, interval_layer_scale "
+                         "and interval_noise_scale, as coating recommend)")
     ap.add_argument("--interval-z", default=None, choices=("cycle", "gaussian"),
                     help="the run's sensor-linked errors in the interval's draws (default RecommendConfig.interval_z)")
     ap.add_argument("--threads", type=int, default=None, metavar="N",
@@ -123,16 +124,18 @@ def main(argv=None) -> int:
         ap.error(str(e))
     def pair(text, flag):
         try:
-            c, _, lay = text.partition(":")
-            return float(c), float(lay or 0)
+            parts = [float(v) for v in text.split(":")]
         except ValueError:
-            ap.error(f"{flag} {text}: expected C or C:L, numbers")
+            parts = []
+        if not 1 <= len(parts) <= 3:
+            ap.error(f"{flag} {text}: expected C, C:L or C:L:N, numbers")
+        return tuple(parts + [0.0, 1.0][len(parts) - 1:])
     scales = tuple(pair(x, "--interval-scales") for x in args.interval_scales.split(",") if x.strip())
     from coating.recommend.config import RecommendConfig
     config = RecommendConfig()
     if args.interval_scale is not None:
-        c, lay = pair(args.interval_scale, "--interval-scale")
-        config = dataclasses.replace(config, interval_tooling_scale=c, interval_layer_scale=lay)
+        c, lay, r = pair(args.interval_scale, "--interval-scale")
+        config = dataclasses.replace(config, interval_tooling_scale=c, interval_layer_scale=lay, interval_noise_scale=r)
     if args.interval_z is not None:
         config = dataclasses.replace(config, interval_z=args.interval_z)
     params = _plant_params(args.plant)

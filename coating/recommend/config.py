@@ -49,6 +49,8 @@ class RecommendConfig:
     interval_draws: int = 256
     interval_tooling_scale: float = 1.0
     interval_layer_scale: float = 0.0
+    # ... and the scale of the run's own errors (sensor-linked and rate) in those draws.
+    interval_noise_scale: float = 1.0
     # The run's sensor-linked errors in those draws: "cycle" (drawn from the cycle's runs' std
     # values) or "gaussian" (N(0, z_sd^2), as the robust design draws them).
     interval_z: str = "cycle"
@@ -66,7 +68,8 @@ class RecommendConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise RecommendConfigError(name, v, "a whole number >= 0")
         for name, hi in (("bound_rel", 1.0), ("max_step_rel", 1.0), ("spectral_weight", math.inf),
-                         ("interval_tooling_scale", math.inf), ("interval_layer_scale", math.inf)):
+                         ("interval_tooling_scale", math.inf), ("interval_layer_scale", math.inf),
+                         ("interval_noise_scale", math.inf)):
             v = getattr(self, name)
             if not (0.0 <= v < hi):  # also refuses NaN
                 raise RecommendConfigError(name, v, "a number >= 0" + (f" and < {hi:g}" if hi < math.inf else ""))

@@ -176,7 +176,7 @@ def _plan_job(model, row: _Row, standard: Standard, config: RecommendConfig, n_s
         z_pool = model.z_of(torch.as_tensor(np.asarray(row.seen.std, dtype=np.float64))).numpy()
     interval = predict_interval(model, rec.settings, row.run, standard, config.interval_tooling_scale,
                                 draws=config.interval_draws, steps=steps, layer_scale=config.interval_layer_scale,
-                                z_pool=z_pool) if grey else None
+                                z_pool=z_pool, noise_scale=config.interval_noise_scale) if grey else None
     care = care_flags(rec, interval, len(row.seen), row.seen.settings, config.care_min_runs, steps)
     calibration = tuple(predict_interval(model, rec.settings, row.run, standard, list(calibration_scales),
                                          draws=config.interval_draws, steps=steps, z_pool=z_pool) or ()) \
@@ -213,8 +213,8 @@ def plan_runs(entries, history, cycle_models: dict, standard: Standard, config: 
     ``workers``: updates and optimisations side by side (1: in this process, one after the
     other; the plans are the same either way). ``where``: the history's name in messages.
     ``calibration_scales``: each plan also carries its intervals at these tooling scales
-    (numbers or ``(common, layer)`` pairs; ``Plan.calibration``): how the closed loop calibrates
-    ``interval_tooling_scale`` and ``interval_layer_scale``."""
+    (numbers or ``(common[, layer[, noise]])`` tuples; ``Plan.calibration``): how the closed loop
+    calibrates ``interval_tooling_scale``, ``interval_layer_scale`` and ``interval_noise_scale``."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r}; expected one of {EXECUTORS}")
     rows = [_resolve(e, history, cycle_models, config, where) for e in entries]   # every check first

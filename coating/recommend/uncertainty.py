@@ -66,26 +66,28 @@ class Interval:
         return (d >= self.lo) & (d <= self.hi)
 
 
-def _pairs(tooling_scale, layer_scale):
-    """``[(common, layer), ...]`` and whether one pair was given."""
+def _scales(tooling_scale, layer_scale, noise_scale):
+    """``[(common, layer, noise), ...]`` and whether one was given: a number is the common scale
+    (the others as given), a tuple ``(common[, layer[, noise]])``."""
     if np.ndim(tooling_scale) == 0:
-        return [(float(tooling_scale), float(layer_scale))], True
+        return [(float(tooling_scale), float(layer_scale), float(noise_scale))], True
     out = []
     for t in tooling_scale:
-        c, lay = (t, layer_scale) if np.ndim(t) == 0 else t
-        out.append((float(c), float(lay)))
+        t = (t,) if np.ndim(t) == 0 else tuple(t)
+        full = t + (layer_scale, noise_scale)[len(t) - 1:]
+        out.append(tuple(float(v) for v in full[:3]))
     return out, False
 
 
 def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1, layer_scale: float = 0.0,
-                   z_pool=None):
+                   z_pool=None, noise_scale: float = 1.0):
     """``n`` draws of what the model cannot know about the next run: ``(z, u, dlog)`` for
     ``GreyBox.predict_draws``. ``z``, ``u``: the run's own errors (``noise_draws``);
     ``dlog`` (n, 10): a common log-tooling step ``N(0, steps * (c * walk_sd)^2)`` (``steps``
     runs of the walk) plus an error per adjustable layer ``N(0, (l * walk_sd)^2)``, for
-    ``c = tooling_scale`` and ``l = layer_scale``. ``tooling_scale`` may also be a sequence of
-    numbers or ``(c, l)`` pairs: then ``dlog`` is a list, one per entry, on the same underlying
-    draws. Antithetic, as ``noise_draws``. ``z_pool`` (N, 14): the sensor-linked errors of the
+    ``c = tooling_scale`` and ``l = layer_scale``; ``z`` and ``u`` times ``noise_scale``.
+    ``tooling_scale`` may also be a sequence of numbers or ``(c[, l[, noise]])`` tuples: then
+    ``z``, ``u`` and ``dlog`` are lists, one per entry, on the same underlying draws. Antithetic, as ``noise_draws``. ``z_pool`` (N, 14): the sensor-linked errors of the
     cycle's runs (``GreyBox.z_of`` of their std values): ``z`` is drawn from them (with
     replacement) instead of ``N(0, z_sd^2)``; the spread of a sensor's std is skewed (a few
     runs far above the median), and the Gaussian left the measured dE00 of quiet runs below the
@@ -104,13 +106,16 @@ def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1, 
     el = torch.cat([el, -el])[:n]
     walk = float(model.hparams["walk_sd"])
     ahead = float(np.sqrt(max(int(steps), 1)))
-    pairs, single = _pairs(tooling_scale, layer_scale)
-    dlogs = [walk * (c * ahead * e + lay * el) for c, lay in pairs]
-    return (z, u, dlogs[0]) if single else (z, u, dlogs)
+    scales, single = _scales(tooling_scale, layer_scale, noise_scale)
+    zs = [z * r for _, _, r in scales]
+    us = [u * r for _, _, r in scales]
+    dlogs = [walk * (c * ahead * e + lay * el) for c, lay, _ in scales]
+    return (zs[0], us[0], dlogs[0]) if single else (zs, us, dlogs)
 
 
 def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, draws: int = 256,
-                     level: float = 0.9, seed: int = 7, steps: int = 1, layer_scale: float = 0.0, z_pool=None):
+                     level: float = 0.9, seed: int = 7, steps: int = 1, layer_scale: float = 0.0, z_pool=None,
+                     noise_scale: float = 1.0):
     """The next run's dE00 (front, back) of ``settings`` (10,) under ``draws`` draws of
     ``interval_draws`` (``steps``: runs since the cycle's last measured run): an ``Interval``
     (or a list of them, one per entry, when ``tooling_scale`` is a sequence of numbers or
@@ -121,15 +126,17 @@ def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, dra
 
     from coating.optics.colour import ciede2000
     DTYPE = torch.float64
-    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed, steps, layer_scale, z_pool)
+    z, u, dlogs = interval_draws(model, draws, tooling_scale, seed, steps, layer_scale, z_pool, noise_scale)
     single = not isinstance(dlogs, list)
+    if single:
+        z, u, dlogs = [z], [u], [dlogs]
     x = torch.as_tensor(np.asarray(settings, dtype=np.float64)).reshape(1, 10)
     run = None if run_in_cycle is None else torch.tensor([float(run_in_cycle)], dtype=DTYPE)
     q = [(1 - level) / 2, 0.5, (1 + level) / 2]
     out = []
     with torch.no_grad():
-        for dlog in [dlogs] if single else dlogs:
-            p = model.predict_draws(x, z, u, dlog, run_in_cycle=run)
+        for zk, uk, dlog in zip(z, u, dlogs):
+            p = model.predict_draws(x, zk, uk, dlog, run_in_cycle=run)
             de = ciede2000(p.lab, standard.lab)[0].numpy()          # (M, 2)
             lo, med, hi = np.quantile(de, q, axis=0)
             out.append(Interval(med, lo, hi, level, draws))

@@ -53,6 +53,11 @@ def test_without_uncertainty_the_interval_is_the_nominal_prediction(grey):
     iv = predict_interval(quiet, x, 15, std, tooling_scale=0.0, draws=16)
     nominal = optimise_settings.predicted_delta_e(quiet, x, 15, std)
     assert np.allclose(iv.lo, nominal, atol=1e-9) and np.allclose(iv.hi, nominal, atol=1e-9)
+    # The same without touching the model: no tooling step and the run's own errors scaled to 0.
+    iv0 = predict_interval(model, x, 15, std, tooling_scale=0.0, draws=16, noise_scale=0.0)
+    assert np.allclose(iv0.hi, optimise_settings.predicted_delta_e(model, x, 15, std), atol=1e-9)
+    (a0,) = predict_interval(model, x, 15, std, [(0.0, 0.0, 0.0)], draws=16)
+    assert np.allclose(a0.lo, iv0.lo)
     # More tooling uncertainty, a wider interval; a list of scales shares the draws.
     a, b = predict_interval(model, x, 15, std, tooling_scale=[1.0, 4.0], draws=128)
     assert np.all(b.width() > a.width())
