@@ -247,11 +247,15 @@ class Refiner:
         total = float(n.sum()) - self.offset * n.numel()
         if not total > 0:
             raise ValueError("the image has no counts; nothing to fit")
-        fits = []
-        for name, th in self.starts(R, sigma_R, beta, total, R_sd):
-            theta, f, it, conv = self._fit_one(th, n)
-            fits.append((theta, f, it, conv, name))
-        fits.sort(key=lambda r: r[1])  # the best objective first
+        return self._answer(self._fit_starts(self.starts(R, sigma_R, beta, total, R_sd), n), n)
+
+    def _fit_starts(self, starts: list[tuple[str, torch.Tensor]], n: torch.Tensor) -> list[tuple]:
+        """Each start fitted: [(theta, objective, iterations, converged, name)], the best first."""
+        fits = [(*self._fit_one(th, n), name) for name, th in starts]
+        return sorted(fits, key=lambda r: r[1])
+
+    def _answer(self, fits: list[tuple], n: torch.Tensor) -> FitResult:
+        """The best fit's answer, or the evidence-weighted mixture of the distinct optima (``mix_modes``)."""
         best = self._result(*fits[0], n)
         if not self.config.mix_modes or len(fits) == 1:
             return best
@@ -268,6 +272,21 @@ class Refiner:
         """Each folded pixel's variance under the model (for chi^2): mu for Poisson counts."""
         return mu
 
+    def _chi2_pixels(self, mu: torch.Tensor) -> torch.Tensor:
+        """The pixels chi^2 is taken over: Pearson's chi^2 is biased low on pixels of a few counts,
+        so those with mu < 5 are left out."""
+        return mu - self.offset >= 5
+
+    def chi2(self, mu: torch.Tensor, n: torch.Tensor) -> tuple[float, int]:
+        """(chi^2, pixels) of the data against the model: Pearson's, over ``_chi2_pixels``."""
+        bright = self._chi2_pixels(mu)
+        return float((((n - mu) ** 2)[bright] / self._pixel_variance(mu)[bright]).sum()), int(bright.sum())
+
+    def _log_likelihood(self, mu: torch.Tensor, n: torch.Tensor) -> float:
+        """The log-likelihood reported at the optimum: Poisson, up to the data's constant terms."""
+        keep = mu > 0
+        return float((n[keep] * torch.log(mu[keep]) - mu[keep]).sum())
+
     def _result(self, theta, f, it, conv, name, n) -> FitResult:
         """The answer: per parameter the mean and sd of the Laplace posterior's marginal truncated to
         the prior's bounds. Its centre is one unbounded Newton step from the (bounded) optimum, so a
@@ -278,7 +297,6 @@ class Refiner:
         mu, J = self._model(theta, True)
         g, H = self._gradient_and_curvature(theta, mu, J, n)
         g, H = self._error_curvature(theta, mu, J, n, g, H)
-        keep = mu > 0
         cov = covariance(H)
         centre = (theta - cov @ g).cpu().numpy()
         sd_lap = np.sqrt(np.clip(cov.diagonal().cpu().numpy(), 0, None))
@@ -296,10 +314,9 @@ class Refiner:
         per_shell, sdn = est.reshape(2, -1), sd.reshape(2, -1)  # columns: R, sigma_R, N, beta_2 .. beta_2L
         R, s, N, beta = per_shell[:, 0], per_shell[:, 1], per_shell[:, 2], per_shell[:, 3:]
         order = np.argsort(R, kind="stable")
-        bright = mu - self.offset >= 5  # Pearson's chi^2 is biased low on pixels of a few counts: left out
-        chi2 = float((((n - mu) ** 2)[bright] / self._pixel_variance(mu)[bright]).sum())
-        dof = max(int(bright.sum()) - theta.numel(), 1)
-        ll = float((n[keep] * torch.log(mu[keep]) - mu[keep]).sum())
+        chi2, dof = self.chi2(mu, n)
+        dof = max(dof - theta.numel(), 1)
+        ll = self._log_likelihood(mu, n)
         perm = np.concatenate([np.arange(3 + self.L) + j * (3 + self.L) for j in order])
         return FitResult(R[order], s[order], N[order], beta[order], sdn[order, 0], sdn[order, 1], sdn[order, 3:],
                          ll, -f, chi2 / dof, it, bool(conv), name, cov.cpu().numpy()[perm][:, perm])

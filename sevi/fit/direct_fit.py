@@ -81,6 +81,10 @@ class DirectNoise:
     flux_scale: float = 0.951  # mean value one detected electron adds to the image (electron units)
     flux_rel_var: float = 0.028  # Var(a) / E[a]^2 of one spot's flux
     background_var: float = 0.0  # per image pixel, electron units^2
+    # A frame sum (sevi.fit.frame_sum_fit): the frames summed and the camera that recorded them; the
+    # fit then uses the camera's exact response (saturation, clip at 0) instead of this linear model.
+    n_frames: int | None = None
+    camera: object | None = None  # sevi.camera.frames.FrameModel
 
     def __post_init__(self):
         if not self.spot_sigma > 0:
@@ -144,7 +148,7 @@ def _tilt_moments(rho_std: float) -> dict[float, float]:
     return {p: float((w * one ** -p).sum() / w.sum()) for p in (0.5, 1.0, 1.5)}
 
 
-def direct_noise(n_frames: int, grid: int, camera=None, clipped: bool = True) -> DirectNoise:
+def direct_noise(n_frames: int, grid: int, camera=None, clipped: bool = True, response: bool = True) -> DirectNoise:
     """The noise of a direct image summed from ``n_frames`` frames and rebinned to ``grid``.
 
     From the camera model (``sevi.camera.frames.FrameModel``; docs/camera.md). A spot is
@@ -156,7 +160,11 @@ def direct_noise(n_frames: int, grid: int, camera=None, clipped: bool = True) ->
     camera's clipping of the faint wings (:func:`recorded_spot`: sigma 0.01497, 95.1 % of the
     flux; ``clipped=False`` gives the unclipped spot and flux 1, for images of spots added without
     a camera). ``flux_rel_var`` is Var(a) / E[a]^2 (A, s and rho independent), and the background's
-    variance per image pixel follows from the clipped background's std (module docstring)."""
+    variance per image pixel follows from the clipped background's std (module docstring).
+
+    With ``response`` (the default) the noise carries ``n_frames`` and the camera, and the frame sum is
+    fitted with the camera's exact response (``sevi.fit.frame_sum_fit``): this linear model is then
+    its surrogate, with the unclipped spot (the response accounts for every clip)."""
     from sevi.camera.direct_image import background_moments, spot_flux
     from sevi.camera.frames import FrameModel
 
@@ -170,10 +178,12 @@ def direct_noise(n_frames: int, grid: int, camera=None, clipped: bool = True) ->
     s4 = m ** 4 + 6 * m * m * sd * sd + 3 * sd ** 4  # E[s^4]
     tilt = _tilt_moments(cam.rho_std)
     rel = max((1 + (cam.amp_std / cam.amp_mean) ** 2) * (s4 / (s2 * s2)) * (tilt[1.0] / tilt[0.5] ** 2) - 1, 0.0)
-    sigma, flux = recorded_spot(cam) if clipped else (math.sqrt(s4 * tilt[1.5] / (s2 * tilt[0.5])), 1.0)
+    unclipped = (math.sqrt(s4 * tilt[1.5] / (s2 * tilt[0.5])), 1.0)
+    sigma, flux = recorded_spot(cam) if clipped and not response else unclipped
     k = cam.grid // grid
     bg = background_moments(cam)[1] * k * math.sqrt(n_frames) / spot_flux(cam)
-    return DirectNoise(spot_sigma=sigma, flux_scale=flux, flux_rel_var=rel, background_var=bg * bg)
+    return DirectNoise(spot_sigma=sigma, flux_scale=flux, flux_rel_var=rel, background_var=bg * bg,
+                       n_frames=int(n_frames) if response else None, camera=cam if response else None)
 
 
 def fine_grid(grid: int, spot_sigma: float, oversample: int = 2) -> int:

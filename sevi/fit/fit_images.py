@@ -44,6 +44,10 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
             cfg = dataclasses.replace(config or FitConfig(), fit_grid=fg)
             if noise is None:
                 refiners[fg, G] = Refiner(cfg, prior, device)
+            elif noise.n_frames is not None:  # a frame sum: the camera's exact response
+                from sevi.fit.frame_sum_fit import FrameSumRefiner
+                per_fitted_pixel = dataclasses.replace(noise, background_var=noise.background_var * (G // fg) ** 2)
+                refiners[fg, G] = FrameSumRefiner(cfg, prior, device, per_fitted_pixel)
             else:
                 from sevi.fit.direct_fit import DirectRefiner
                 per_fitted_pixel = dataclasses.replace(noise, background_var=noise.background_var * (G // fg) ** 2)

@@ -13,8 +13,8 @@ it with the direct image's own forward model and noise.
 runner), and its ``AccumulatedImage`` (counts of centroided electrons on the frames' grid) is read
 like ``sevi predict`` reads a count image.
 
-The path is the model's (``path="auto"``); forcing the other one is allowed and warned about
-(InputWarning): the model then reads images unlike its training set.
+The default (``path="auto"``) is the direct path (:func:`choose_path`); forcing a path other than the
+model's is allowed and warned about (InputWarning): the model then reads images unlike its training set.
 """
 
 from __future__ import annotations
@@ -44,10 +44,20 @@ class FramesAnswer:
 
 
 def choose_path(requested: str, cfg) -> str:
-    """'events' or 'direct' for ``requested`` in :data:`PATHS` ("auto": the model's own)."""
+    """'events' or 'direct' for ``requested`` in :data:`PATHS`.
+
+    "auto" is the direct path: on the course's camera it was the more accurate in every measurement
+    compared (README, "From camera frames"; BENCHMARKS.md), because the centroider loses spots where
+    rings are crowded and the events image cannot say which. A model trained on count images
+    (``spot_blur = 0``) is refused for "auto" with the way out named; ``--path events`` runs the
+    events path as a diagnostic."""
     trained_for = "direct" if image_kind(cfg) == "direct" else "events"
     if requested == "auto":
-        return trained_for
+        if trained_for != "direct":
+            raise InputError("--path auto (the direct path) needs a model trained for frame sums (spot_blur > 0, "
+                             "e.g. python -m ray_jobs.sevi_train --preset cpu-frames); this one reads count "
+                             "images: give --path events to run the events path, a diagnostic")
+        return "direct"
     if requested not in PATHS:
         raise InputError(f"--path: got {requested!r}; expected auto, events or direct")
     if requested != trained_for:

@@ -170,6 +170,14 @@ PRESETS: dict[str, TrainConfig] = {
     "cpu-course": TrainConfig().replace(grid=128, n_r=64, n_theta=32, electrons=(1_800_000, 2_500_000),
                                         render="poisson", steps=800, val_images=128, eval_every=100,
                                         checkpoint_every=200),
+    # The regressor that starts the frame-sum fit for the course's camera (sevi analyze, the direct path):
+    # images blurred like the camera's spot (spot_blur, detector units: the mean spot sigma 0.015) at
+    # every measurement size from 2,000 to 50,000 frames of ~100 detected spots (0.9 x 1e5 to 2.8e6
+    # electrons per shell), read at 128^2 and drawn by the Poisson renderer. Its job is to start the
+    # fit (sevi/fit/frame_sum_fit.py) in the right optimum (BENCHMARKS.md, frames to the limit).
+    "cpu-frames": TrainConfig().replace(grid=128, n_r=64, n_theta=32, electrons=(100_000, 2_800_000),
+                                        render="poisson", spot_blur=0.015, steps=1200, val_images=128,
+                                        eval_every=200, checkpoint_every=200),
     # The test suite's config: seconds on a CPU.
     "tiny": TrainConfig().replace(grid=32, representation="fold", electrons=(2000, 4000), width=4, batch_size=8,
                                   steps=30, lr=3e-3, warmup_steps=3, val_images=16, eval_every=10,

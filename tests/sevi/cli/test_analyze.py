@@ -30,7 +30,7 @@ def test_frames_to_answer(tiny_model, tmp_path):
     assert main(["simulate-frames", str(frames), "--frames", "40", "--hits", "shells", "--seed", "1"]) == 0
     out = tmp_path / "answer.h5"
     assert main(["analyze", str(frames), "--model", model, "--out", str(out), "--no-ray", "--chunk", "16",
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--path", "events"]) == 0
     answer = io.read_answer(out)
     assert answer.dtype == io.answer_dtype(cfg.data.n_terms) and len(answer) == 2
     assert answer["R"][0] <= answer["R"][1]
@@ -45,7 +45,20 @@ def test_model_trained_for_other_counts_is_refused(tiny_model, tmp_path, capsys)
     frames = tmp_path / "frames.h5"
     main(["simulate-frames", str(frames), "--frames", "2", "--hits", "shells", "--seed", "1"])
     assert main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a.h5"), "--no-ray",
-                 "--device", "cpu"]) == 2
+                 "--device", "cpu", "--path", "events"]) == 2
     assert "electrons; this model was trained on" in capsys.readouterr().err
     assert not (tmp_path / "a.h5").exists()
 
+
+
+def test_the_default_path_is_direct_and_an_events_model_is_named(tiny_model, tmp_path, capsys):
+    """--path auto is the direct path; a model trained on count images is refused for it in one line
+    that names the way out, before any frame is read."""
+    model, _ = tiny_model
+    frames = tmp_path / "frames.h5"
+    main(["simulate-frames", str(frames), "--frames", "2", "--hits", "shells", "--seed", "1"])
+    assert main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a.h5"), "--no-ray",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--path auto (the direct path) needs a model trained for frame sums" in err and "--path events" in err
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "a.events.h5").exists()

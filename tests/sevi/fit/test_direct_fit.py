@@ -198,8 +198,10 @@ def test_without_blur_the_adjusted_curvature_is_the_poisson_one():
 
 
 def test_direct_noise_from_the_camera():
-    n = direct_noise(3600, 256)
+    n = direct_noise(3600, 256, response=False)  # the linear model alone: the clipped spot
     assert abs(n.spot_sigma - 0.01497) < 5e-5, "the mean recorded spot of the course's camera"
+    framed = direct_noise(3600, 256)  # with the camera's response: its surrogate is the unclipped spot
+    assert framed.n_frames == 3600 and framed.camera is not None and framed.flux_scale == 1.0
     assert abs(direct_noise(3600, 256, clipped=False).spot_sigma - 0.01524) < 5e-5, "flux-weighted, unclipped"
     assert abs(n.flux_scale - 0.951) < 0.002, "sevi/camera/direct_image.py: an isolated spot loses 4.9 % to the clipping"
     assert 0.025 < n.flux_rel_var < 0.031
