@@ -3,16 +3,19 @@ with a 90 % interval, and the reasons to treat a recommendation with care.
 
 **The interval.** The grey box predicts the next run's colour from the recommended settings;
 what it cannot know is the run's own deposition error and how far the machine moves before the
-run. Both are drawn (``interval_draws``): the run's own errors as the robust design draws them
-(``GreyBox.noise_draws``: the sensor-linked layer errors through the monitor gains and the
-per-side rate error, from the model's fitted spread), a common log-tooling step of
+run. Both are drawn (``interval_draws``): the run's own errors (the sensor-linked layer errors
+through the monitor gains, drawn from the cycle's own runs, and the per-side rate error of the
+model's fitted spread, both scaled by ``noise_scale``), a common log-tooling step of
 ``tooling_scale * walk_sd * sqrt(k)`` for a run ``k`` runs after the cycle's last measured one
-(the model's own walk prior), and an error of each adjustable layer's log tooling of
-``layer_scale * walk_sd`` (the model's calibration is an estimate: its error moves the colour
-in every direction, not only along the common scale), the two scales (``RecommendConfig.interval_tooling_scale``, ``interval_layer_scale``; the calibration and its
-measured coverage: BENCHMARKS.md, "How sure"). The next run's dE00 of each draw against the
-standard gives per side a median and the 5 % and 95 % quantiles. Seeded (common random
-numbers), so the same plan gives the same interval.
+(the model's own walk prior), and optionally an error of each adjustable layer's log tooling of
+``layer_scale * walk_sd``. The next run's dE00 of each draw against the standard gives per side
+a median and the 5 % and 95 % quantiles; the lower end is multiplied by ``lower_factor`` (the
+model's own noise-free offset is uncertain too: the draws' 5 % quantile left 8 % of measured
+runs below it at every scale tried). The scales and the factor are calibrated in closed loop
+(``RecommendConfig.interval_tooling_scale``, ``interval_layer_scale``, ``interval_noise_scale``,
+``interval_lower_factor``; the calibration and the coverage measured on other plants:
+BENCHMARKS.md, "How sure"). Seeded (common random numbers), so the same plan gives the same
+interval.
 
 **Care.** A recommendation is flagged (``care_flags``) when
 
@@ -115,11 +118,12 @@ def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1, 
 
 def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, draws: int = 256,
                      level: float = 0.9, seed: int = 7, steps: int = 1, layer_scale: float = 0.0, z_pool=None,
-                     noise_scale: float = 1.0):
+                     noise_scale: float = 1.0, lower_factor: float = 1.0):
     """The next run's dE00 (front, back) of ``settings`` (10,) under ``draws`` draws of
     ``interval_draws`` (``steps``: runs since the cycle's last measured run): an ``Interval``
     (or a list of them, one per entry, when ``tooling_scale`` is a sequence of numbers or
-    ``(common, layer)`` pairs). None for a model without a noise model (model1)."""
+    ``(common[, layer[, noise]])`` tuples). ``lower_factor``: the lower end times this (see the
+    module docstring). None for a model without a noise model (model1)."""
     if not hasattr(model, "noise_draws") or draws < 2:
         return None
     import torch
@@ -139,7 +143,7 @@ def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, dra
             p = model.predict_draws(x, zk, uk, dlog, run_in_cycle=run)
             de = ciede2000(p.lab, standard.lab)[0].numpy()          # (M, 2)
             lo, med, hi = np.quantile(de, q, axis=0)
-            out.append(Interval(med, lo, hi, level, draws))
+            out.append(Interval(med, lo * lower_factor, hi, level, draws))
     return out[0] if single else out
 
 
