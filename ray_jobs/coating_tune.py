@@ -428,6 +428,9 @@ def run(argv=None) -> list[dict]:
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
+    from sevi.cli.policy import reinstall_signal_handlers
+
+    reinstall_signal_handlers()  # ray.init put sys.exit(15) on SIGTERM
     from coating.models.sweep_inputs import record_text
 
     reused, todo = plan_sweeps(history, cycles, kinds, args)
@@ -451,7 +454,11 @@ def run(argv=None) -> list[dict]:
     history_ref = ray.put(history) if todo else None
     refs = [task.remote(s["cycle_id"], s["kind"], history_ref, a, pretrain.get(s["cycle_id"]), s["name"])
             for s in todo]
-    fitted = ray.get(refs)
+    try:
+        fitted = ray.get(refs)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP under sevi.cli.policy
+        raise KeyboardInterrupt(f"the sweeps so far are kept in {args.storage_path}; run the same command to "
+                                f"resume them") from None
     for s, row in zip(todo, fitted):  # finished: the record now says so, with the model it saved
         how = row.get("how", "started")
         if s["resumed"] and how == "started":

@@ -252,6 +252,38 @@ def train_fn(config: dict) -> dict:
     return {}
 
 
+def fit_interruptibly(trainer, run_dir: str):
+    """``trainer.fit()``, run in a thread so that Ctrl-C, SIGTERM (``ray job stop``) and SIGHUP
+    reach this process's handlers (``sevi.cli.policy``): in the main thread Ray Train puts its own
+    SIGINT handler in place for good, which on a terminal's Ctrl-C ended the job with exit 1 and no
+    word. On an interrupt Ray is shut down (the workers stop; written checkpoints stay) and
+    KeyboardInterrupt says where the run can be resumed from."""
+    import threading
+
+    import ray
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread below
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="sevi_train-fit", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.25)
+    except KeyboardInterrupt:
+        ray.shutdown()
+        t.join(30)
+        raise KeyboardInterrupt(f"checkpoints kept in {run_dir}; run the same command to resume") from None
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 class Finished:
     """What ``run`` returns for a run that had already finished: no fit, the final model's path."""
 
@@ -304,6 +336,9 @@ def run(argv=None):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # The dashboard process also serves the state API that Ray Train's controller polls.
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+    from sevi.cli.policy import reinstall_signal_handlers
+
+    reinstall_signal_handlers()  # ray.init put sys.exit(15) on SIGTERM
     # A GPU preset waits for GPUs (a placement-group request also asks an autoscaler for a GPU
     # node), and refuses to run without them rather than training for days on CPU.
     needs_gpu = args.use_gpu == "yes" or (args.use_gpu == "auto" and args.preset in GPU_PRESETS)
@@ -339,7 +374,7 @@ def run(argv=None):
                              checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS)),
     )
     try:
-        result = trainer.fit()
+        result = fit_interruptibly(trainer, run_dir)
     except ray.train.ControllerError as e:
         from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 

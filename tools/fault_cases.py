@@ -286,14 +286,14 @@ def cases() -> list[Case]:
         c.append(Case(I, name, predict, words=words,
                       prepare=lambda d, f, e=edit, t=dt, z=name == "zero images": images_file(
                           d, f, "i.h5", t, edit=e, ids=np.zeros(0, np.int32) if z else None)))
-    for name, ids, dt, expect in [
-        ("image_id int64 in range", [0, 1, 2**31 - 1], "<i8", "ok"),
-        ("image_id big-endian int64 negative", [-5, 1, 7], ">i8", "ok"),
-        ("image_id int64 beyond int32", [0, 1, 2**31 + 5], "<i8", "either"),
-        ("image_id uint64 beyond int32", [0, 1, 2**33], "<u8", "either"),
-        ("image_id floats", [0.0, 1.0, 2.0], "<f8", "error"),
+    for name, ids, dt, expect, words in [
+        ("image_id int64 in range", [0, 1, 2**31 - 1], "<i8", "ok", ()),
+        ("image_id big-endian int64 negative", [-5, 1, 7], ">i8", "ok", ()),
+        ("image_id int64 beyond int32", [0, 1, 2**31 + 5], "<i8", "either", ("image_id", str(2**31 + 5))),
+        ("image_id uint64 beyond int32", [0, 1, 2**33], "<u8", "either", ("image_id", str(2**33))),
+        ("image_id floats", [0.0, 1.0, 2.0], "<f8", "error", ("image_id",)),
     ]:
-        c.append(Case(I, name, predict, expect=expect, words=("image_id",),
+        c.append(Case(I, name, predict, expect=expect, words=words,
                       prepare=lambda d, f, i=ids, t=dt: images_file(d, f, "i.h5", ids=np.array(i), ids_dtype=t),
                       check=lambda d, f, r, i=ids: answer_matches(d, f, ids=i)))
     c.append(Case(I, "no developer warnings on a refined run (uint16)", SEVI + [
@@ -367,11 +367,16 @@ def cases() -> list[Case]:
     c.append(Case(G, "sevi train, Ctrl-C after a checkpoint", tr, "interrupt",
                   trigger=("SIGINT", "glob:t/checkpoints/checkpoint_*/model.pt")))
     job = TRAIN + ["--preset", "tiny", "--steps", "400", "--checkpoint_every", "10", "--no-pool", "--num-workers",
-                   "0", "--storage-path", "{d}/runs", "--num-cpus", "2"]
+                   "1", "--storage-path", "{d}/runs", "--num-cpus", "2"]
     c.append(Case(G, "ray_jobs.sevi_train, Ctrl-C after a checkpoint", job, "interrupt", slow=True,
-                  trigger=("SIGINT", "glob:runs/sevi-tiny/checkpoint_*/model.pt"), timeout=240))
+                  trigger=("SIGINT", "glob:runs/sevi-tiny/checkpoint_*"), timeout=240, mutable=("runs/*",)))
     c.append(Case(G, "ray_jobs.sevi_train, SIGTERM (ray job stop)", job, "interrupt", slow=True,
-                  trigger=("SIGTERM", "glob:runs/sevi-tiny/checkpoint_*/model.pt"), timeout=240))
+                  trigger=("SIGTERM", "glob:runs/sevi-tiny/checkpoint_*"), timeout=240, mutable=("runs/*",)))
+    sweep = tune + ["--history", "{f}/H.csv", "--num-samples", "4"]
+    c.append(Case(G, "ray_jobs.coating_tune, Ctrl-C mid-sweep", sweep, "interrupt", slow=True,
+                  trigger=("SIGINT", "glob:runs/coating-tune-*/trial_*/"), timeout=240, mutable=("runs/*", "m/*")))
+    c.append(Case(G, "ray_jobs.coating_tune, SIGTERM mid-sweep", sweep, "interrupt", slow=True,
+                  trigger=("SIGTERM", "glob:runs/coating-tune-*/trial_*/"), timeout=240, mutable=("runs/*", "m/*")))
 
     # -- a full disk (ENOSPC), read-only and other file systems ---------------------------------
     D = "full disk, read-only, other file system"
@@ -611,11 +616,13 @@ def clear_line(err: str, words: tuple) -> tuple[bool, str]:
 def classify(case: Case, r: Result, before: dict, after: dict, debris: list[str]) -> tuple[str, str]:
     if r.hung:
         return "hang", f"still running after {case.timeout:.0f} s"
-    if "Traceback (most recent call last)" in r.err or "Fatal Python error" in r.err:
-        tb = [ln for ln in r.err.splitlines() if ln and not ln.startswith(" ")]
+    mine = message_lines(r.err)  # the command's own lines: not Ray's logs of its workers and actors
+    if any(ln.startswith(("Traceback (most recent call last)", "Fatal Python error")) for ln in mine):
+        tb = [ln for ln in mine if ln and not ln.startswith(" ")]
         return "traceback", (tb[-1] if tb else "traceback")[:200]
     sig = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
-    if r.rc is not None and r.rc < 0 and not (case.trigger and case.trigger[0] == "SIGKILL" and case.then is None):
+    ours = case.trigger and case.then is None and r.rc == -getattr(signal, case.trigger[0])
+    if r.rc is not None and r.rc < 0 and not ours:
         return "traceback", f"killed by signal {-r.rc} ({signal.Signals(-r.rc).name})"
     changed = [k for k, v in before.items() if after.get(k) != v
                and not any(Path(k).match(m) for m in case.mutable)]
@@ -629,6 +636,8 @@ def classify(case: Case, r: Result, before: dict, after: dict, debris: list[str]
             return "silent wrong", "exit 0 after the signal"
         if debris:
             return "debris", f"left {', '.join(debris[:3])}"
+        if ours:  # the signal's default action: the process just died, without a word
+            return "unclear", f"ended by {case.trigger[0]} without a line (exit {r.rc})"
         if r.rc != want or not good:
             return "unclear", f"exit {r.rc} (want {want}); {line}"
         return "clear", line

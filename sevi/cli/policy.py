@@ -42,7 +42,8 @@ from typing import Callable
 
 from sevi.runtime.errors import InputWarning, OutputError
 
-__all__ = ["EXIT_USAGE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "USER_ERRORS", "error_line", "run_command"]
+__all__ = ["EXIT_USAGE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "USER_ERRORS", "error_line", "run_command",
+           "reinstall_signal_handlers"]
 
 EXIT_FAILURE = 1        # the command could not do its work for a reason outside the input (a full disk)
 EXIT_USAGE = 2         # bad input or options (argparse uses 2 for usage errors)
@@ -78,6 +79,17 @@ def error_line(prog: str, command: str | None, err: BaseException | str) -> str:
     return prefix + text
 
 
+_ACTIVE: list["_Signals"] = []  # the running commands' handlers, innermost last
+
+
+def reinstall_signal_handlers() -> None:
+    """Put the running command's handlers back on SIGINT, SIGTERM and SIGHUP after a library
+    replaced them: ``ray.init`` puts ``sys.exit(15)`` on SIGTERM. (Call it from the main thread,
+    right after such a library call; outside a command it does nothing.)"""
+    if _ACTIVE and threading.current_thread() is threading.main_thread():
+        _ACTIVE[-1].install()
+
+
 class _Signals:
     """While a command runs: SIGTERM and SIGHUP raise KeyboardInterrupt as SIGINT does, and the
     signal that ended the command is remembered (only in the main thread, where Python runs
@@ -86,6 +98,10 @@ class _Signals:
     def __init__(self):
         self.received: int | None = None
         self._old: dict[int, object] = {}
+
+    def install(self) -> None:
+        for s in self._old:
+            signal.signal(s, self._sigint if s == signal.SIGINT else self._handler)
 
     def _handler(self, signum, frame):
         self.received = signum
@@ -103,6 +119,7 @@ class _Signals:
                 self._old[s] = signal.signal(s, self._handler)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._sigint)
+        _ACTIVE.append(self)
         return self
 
     def replaced_sigterm(self) -> bool:
@@ -111,6 +128,8 @@ class _Signals:
         return s in self._old and signal.getsignal(s) != self._handler
 
     def __exit__(self, *exc) -> None:
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         for s, old in self._old.items():
             signal.signal(s, old)
 

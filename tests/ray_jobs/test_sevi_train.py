@@ -246,3 +246,26 @@ def test_every_bad_option_is_one_line_and_exit_2_before_ray_starts(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith(line) and err.count("\n") == 1 and "Traceback" not in err, err
     assert time.monotonic() - t0 < 15 and not any(tmp_path.iterdir())
+
+
+def test_ctrl_c_ends_the_job_in_one_line_and_the_same_command_resumes(tmp_path):
+    """Ray Train puts its own SIGINT handler on the main thread (a terminal's Ctrl-C then ended the
+    job with exit 1 and no word); the job runs fit off the main thread and answers as every command."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
+    p = subprocess.Popen(_job(tmp_path, "ctrlc"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while p.poll() is None and time.monotonic() < deadline and not list((tmp_path / "ctrlc").glob("checkpoint_*")):
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGINT)                     # as a terminal sends it: to the whole group
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-3000:]
+    assert err.rstrip().splitlines()[-1] == (f"sevi_train: interrupted; checkpoints kept in {tmp_path / 'ctrlc'}; "
+                                             f"run the same command to resume")
+    again = subprocess.run(_job(tmp_path, "ctrlc"), env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0 and "resumed from the checkpoint of step" in again.stdout, again.stderr[-3000:]

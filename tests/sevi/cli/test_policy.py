@@ -140,3 +140,22 @@ def test_check_outputs_cleans_up_after_a_killed_run_in_one_warning_line(tmp_path
     assert capsys.readouterr().err == (f"sevi simulate: warning: {tmp_path / 'out.h5'}: cleaned up after a killed "
                                        f"run (removed {stale.name})\n")
     assert not stale.exists()
+
+
+def test_handlers_a_library_replaced_are_put_back(capsys):
+    """ray.init puts sys.exit(15) on SIGTERM; the Ray entry points put the command's handler back."""
+    import os
+    import signal
+    import sys
+
+    from sevi.cli.policy import reinstall_signal_handlers
+
+    def ray_like_then_reinstalled():
+        signal.signal(signal.SIGTERM, lambda s, f: sys.exit(s))
+        reinstall_signal_handlers()
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal should have ended the command")
+    assert run_command("coating_tune", None, ray_like_then_reinstalled) == 143
+    assert capsys.readouterr().err == "coating_tune: interrupted (SIGTERM)\n"
+    reinstall_signal_handlers()  # outside a command: nothing to put back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
