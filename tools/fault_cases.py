@@ -354,6 +354,10 @@ def cases() -> list[Case]:
                   trigger=("SIGINT", "glob:e.h5.parts/chunk_*.h5"), mutable=("e.h5.parts/*",)))
     c.append(Case(G, "sevi frames, SIGTERM after a part", fr, "interrupt",
                   trigger=("SIGTERM", "glob:e.h5.parts/chunk_*.h5"), mutable=("e.h5.parts/*",)))
+    an = SEVI + ["analyze", "{f}/frames.h5", "--model", "{f}/model", "--out", "a.h5", "--path", "events", "--chunk",
+                 "1", "--no-ray", "--device", "cpu"]
+    c.append(Case(G, "sevi analyze, Ctrl-C while centroiding", an, "interrupt",
+                  trigger=("SIGINT", "glob:a.events.h5.parts/chunk_*.h5"), mutable=("a.events.h5.parts/*",)))
     pr = SEVI + ["predict", "--model", "{f}/model", "--images", "{f}/many.h5", "--out", "a.h5", "--device", "cpu"]
     c.append(Case(G, "sevi predict, Ctrl-C while fitting", pr, "interrupt", trigger=("SIGINT", "open:many.h5+2")))
     c.append(Case(G, "sevi predict, SIGTERM while fitting", pr, "interrupt", trigger=("SIGTERM", "open:many.h5+2")))
