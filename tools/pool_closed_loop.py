@@ -13,6 +13,9 @@ two tails coincide, the tail is the runs' own deposition error, not the method's
 ``--reference oracle_lagged`` (the recommender that knows the machine as it was at the last run)
 it prints that reference's p90 and the difference of the two p90s, both with the same bootstrap
 over cycles: how far the method's tail is from what knowing everything measurable would give.
+Where the files hold the method's plan records (``coating recommend``'s path), it pools how sure
+the plans were: failures, the 90 % intervals' coverage (with a bootstrap interval over cycles),
+the share flagged for care.
 
     python tools/pool_closed_loop.py /tmp/cl0 /tmp/cl2 /tmp/cl4 /tmp/cl6 [--method ours_robust] [--draws 2000]
     python tools/pool_closed_loop.py /tmp/cl4+/tmp/cl4L /tmp/cl6+/tmp/cl6L --reference oracle_lagged
@@ -24,8 +27,10 @@ import sys
 
 import numpy as np
 
+from coating.recommend.closed_loop import interval_summary
 from coating.recommend.closed_loop_stats import (
     load_cycles,
+    load_plans,
     p90_difference,
     tail_comparison,
     targets,
@@ -60,6 +65,19 @@ def main(argv=None) -> int:
         lo, hi = np.percentile([b[k] for b in boot], [5, 95])
         status = "met" if point[k] <= limit else "not met"
         print(f"  {k:<22}{point[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  target <= {limit:g}: {status}")
+    print(f"  issue 27: median_vs_physics_ls <= 0.6: {'met' if point['median_vs_physics_ls'] <= 0.6 else 'not met'}")
+    plans = load_plans(args.dirs, args.method)
+    if plans:
+        s = interval_summary([r for c in plans for r in c])
+        boot = [interval_summary([r for i in rng.integers(0, len(plans), len(plans)) for r in plans[i]])
+                for _ in range(min(args.draws, 500))]
+        lo, hi = np.percentile([b["coverage"] for b in boot if "coverage" in b], [5, 95])
+        print(f"how sure ({args.method}, {s['n_plans']} plans in {len(plans)} cycles): {s['failures']} failure(s); "
+              f"90 % interval coverage {100 * s['coverage']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] (front "
+              f"{100 * s['coverage_F']:.1f}, back {100 * s['coverage_B']:.1f}; below {100 * s['below']:.1f}, above "
+              f"{100 * s['above']:.1f}; target 85-95 %); median width {s['median_width']:.3f}; flagged "
+              f"{100 * s['flagged']:.1f} % (" + ", ".join(f"{k[8:]} {100 * v:.1f} %" for k, v in s.items()
+                                                          if k.startswith("flagged_")) + ")")
     if args.reference in pooled and args.reference != args.method:
         d = p90_difference(cycles, args.method, args.reference, args.draws, rng)
         print(f"  {args.reference} p90 {d['ref_p90']:.3f} [{d['ref_lo']:.3f}, {d['ref_hi']:.3f}]; "

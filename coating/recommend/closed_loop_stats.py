@@ -88,3 +88,20 @@ def tail_comparison(pooled: dict[str, np.ndarray], method: str, reference: str) 
             "ref_p90_F": float(np.percentile(r[:, 0], 90)), "ref_p90_B": float(np.percentile(r[:, 1], 90)),
             "correlation": float(np.corrcoef(m.ravel(), r.ravel())[0, 1]),
             "ref_mean_on_worst": float(r[worst].mean()), "ref_mean": float(r.mean())}
+
+
+def load_plans(dirs: list[str], method: str) -> list[list[dict]]:
+    """Per cleaning cycle, the ``method``'s plan records (``info["plans"]`` of
+    ``coating.recommend.closed_loop.run_cycle``: interval, care flags, call time, measured dE00)
+    from the ``closed_loop.json`` of each folder (``A+B`` as in ``load_cycles``); cycles without
+    plans (older files, other methods) are left out."""
+    out = []
+    for d in dirs:
+        for part in d.split("+"):
+            path = Path(part) / "closed_loop.json"
+            try:
+                infos = json.loads(path.read_text())["cycles"]
+            except (OSError, ValueError, KeyError) as e:
+                raise InputError(f"{path}: not a closed_loop.json with 'cycles' ({e})")
+            out += [i["plans"][method] for i in infos if method in i.get("plans", {})]
+    return out

@@ -81,3 +81,21 @@ def test_folders_of_the_same_plants_join_with_plus(tmp_path):
         load_cycles([f"{tmp_path / 'a'}+{tmp_path / 'other'}"])
     # Without the join, only the methods every folder holds are pooled.
     assert set(load_cycles([str(tmp_path / "a"), str(tmp_path / "ref")])[0]) == {"physics_ls", "unchanged"}
+
+
+def test_plan_records_are_pooled_by_cycle_and_their_coverage_printed(tmp_path, capsys):
+    from coating.recommend.closed_loop_stats import load_plans
+    rec = lambda m, lo, hi, care: {"measured": m, "interval": [[0.5, 0.5], lo, hi], "care": care,  # noqa: E731
+                                   "calibration": [], "wall_s": 1.0, "cpu_s": 1.0}
+    per_run = {"ours_robust": [[0.3, 0.3]] * 3, "physics_ls": [[1.0, 1.0]] * 3, "unchanged": [[2.0, 2.0]] * 3}
+    for name, plans in (("a", [[rec([0.3, 0.3], [0.1, 0.1], [0.9, 0.9], [])] * 2, [rec([0.3, 2.0], [0.1, 0.1], [0.9, 0.9], ["few_runs"])]]),):
+        d = tmp_path / name
+        d.mkdir()
+        doc = {"per_run": per_run, "cycles": [{"loop_runs": 2, "plans": {"ours_robust": plans[0]}},
+                                              {"loop_runs": 1, "plans": {"ours_robust": plans[1]}}]}
+        (d / "closed_loop.json").write_text(json.dumps(doc))
+    got = load_plans([str(tmp_path / "a")], "ours_robust")
+    assert [len(c) for c in got] == [2, 1] and load_plans([str(tmp_path / "a")], "ours") == []
+    assert main([str(tmp_path / "a"), "--draws", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "coverage 83.3 %" in out and "flagged 33.3 % (few_runs 33.3 %)" in out and "0 failure(s)" in out
