@@ -20,7 +20,11 @@ its traceback in the JSON, and the next step runs:
    recall and precision;
 6. optics: spectra/s of the batched TMM (``tools/bench_optics.py``), float32 and float64;
 7. refinement: seconds per image of the likelihood refinement at 1024^2, course counts; and of the
-   direct-path refinement (a blurred image read at 256^2).
+   direct-path refinement (a blurred image read at 256^2);
+8. frame_renderer: frames/s of the camera renderer at the course's density, and of the streaming sum;
+9. frames_limit (only when named: ``--steps frames_limit --frames-model runs/sevi-cpu-frames/final``):
+   as many 50,000-frame measurements as its budget allows (50 wanted), the direct path against
+   perfect centroiding (``tools/frames_to_limit.py``).
 
 ``OUT/gpu_check.json`` is written atomically after every step (so a run killed from outside
 keeps what it measured; steps not reached say "not run"). A step is one line in ``STEPS``.
@@ -397,8 +401,85 @@ def direct_refinement(ck: Check, params, pc, mean_beta, n: int) -> dict:
     return {"images": n, "seconds_per_image": float(np.mean(secs)), "converged": conv, "chi2_dof": f.chi2_dof}
 
 
-# (name, function(check, budget_s) -> figures, budget in seconds on a GPU). Budgets sum to 415 s
+def step_frame_renderer(ck: Check, budget_s: float) -> dict:
+    """Frames/s of the camera renderer (sevi/camera/frame_renderer.py) at the course's density (~100
+    spots per 1024^2 frame, the prior's measurements), uint8 frames on the device, in calls of 1024
+    frames (64 with --tiny, at 256^2); and of the streaming sum of a measurement."""
+    import numpy as np
+
+    from sevi.camera.frame_renderer import FrameRenderer, accumulate_frames
+    from sevi.camera.frames import FrameModel, draw_prior_hits
+    from sevi.physics.prior import Prior, PriorConfig, ShellParams
+
+    model = FrameModel(grid=256, sigma_mean=0.06, sigma_std=0.004) if ck.tiny else FrameModel()
+    per_call = 64 if ck.tiny else 1024
+    gen = torch.Generator(device=ck.device).manual_seed(1)
+    x, z, frame = draw_prior_hits(per_call, 100.0, generator=gen)
+    rend = FrameRenderer(model, ck.device)
+    rend(x, z, frame, per_call, gen)  # warm-up
+    sync(ck.device)
+    t0, calls = time.perf_counter(), 0
+    while time.perf_counter() - t0 < 0.4 * budget_s and calls < 50:
+        rend(x, z, frame, per_call, gen)
+        sync(ck.device)
+        calls += 1
+    fps = calls * per_call / (time.perf_counter() - t0)
+    p = Prior(PriorConfig())(1, 5).params
+    n = 2_000 if ck.tiny else 20_000
+    params = ShellParams(p.R, p.sigma_R, p.beta, (p.n_electrons.double() * n / 50_000).long())
+    t0 = time.perf_counter()
+    fs = accumulate_frames(rend, params, n, generator=gen, progress=False)
+    sync(ck.device)
+    stream_fps = n / (time.perf_counter() - t0)
+    return {"frames_per_s": fps, "stream_frames_per_s": stream_fps, "grid": model.grid,
+            "spots_per_frame": float(len(x) / per_call), "stream_frames": n, "detected": int(len(fs.x)),
+            "brightest_per_frame": float(np.max(fs.frame_sum) / n), "target": ">= 20,000 frames/s on a GPU",
+            "summary": f"{fps:,.0f} frames/s rendered, {stream_fps:,.0f} frames/s summed ({model.grid}^2)"}
+
+
+def step_frames_limit(ck: Check, budget_s: float) -> dict:
+    """The course-scale measurement (tools/frames_to_limit.py): as many 50,000-frame measurements as the
+    budget allows (50 wanted on a GPU), each answered by the direct path and compared with perfect
+    centroiding. Needs a frames model (``--frames-model``); with --tiny an untrained tiny one and 60
+    frames, to run the code."""
+    import numpy as np
+
+    from sevi.evaluation.frames_benchmark import draw_measurements, evaluate_measurement, render_measurement, summarise
+    from sevi.regressor.inference import load_model_file
+
+    if ck.tiny:
+        from sevi.regressor.batches import target_stats
+        from sevi.regressor.checkpoints import build_model, save_final_model
+        from sevi.regressor.train_config import PRESETS
+        cfg = PRESETS["tiny"].replace(spot_blur=0.015)
+        m = build_model(cfg)
+        m.set_target_stats(*target_stats(cfg))
+        path = save_final_model(m.eval(), cfg, ck.out_dir / "tiny_frames_model")
+        frames, wanted = (60, 60), 1
+    else:
+        if not FRAMES_MODEL:
+            raise Skipped("no frames model given (--frames-model runs/sevi-cpu-frames/final)")
+        path, frames, wanted = FRAMES_MODEL, (50_000, 50_000), 50
+    model, cfg = load_model_file(path, ck.device)
+    rows, t0 = [], time.perf_counter()
+    for meas in draw_measurements(wanted, frames, seed=0):
+        if rows and (time.perf_counter() - t0) * (len(rows) + 1) / len(rows) > budget_s:
+            break  # the next one would overrun the budget
+        rendered = render_measurement(meas, ck.device)
+        rows.append(evaluate_measurement(meas, rendered, model, cfg, ck.device, truth_start=False, floor=False))
+    s = summarise(rows)
+    return {"measurements": len(rows), "frames": frames[0], "rows": rows, "summary_table": s,
+            "seconds_per_measurement": (time.perf_counter() - t0) / max(len(rows), 1),
+            "summary": f"{len(rows)} measurements: direct median {s['all']['direct_median']:.4f}, perfect centroiding "
+                       f"{s['all']['oracle_median']:.4f} (ratio {s['all']['ratio_of_medians']:.2f}, worst "
+                       f"{s['all']['worst_ratio']:.2f}); {np.mean([r['direct_s'] for r in rows]):.1f} s per direct answer"}
+
+
+FRAMES_MODEL = ""  # set by --frames-model
+
+# (name, function(check, budget_s) -> figures, budget in seconds on a GPU). Budgets sum to 445 s
 # under the default 450 s cap, which leaves room for Python and CUDA start-up within 8 minutes.
+# OPTIONAL steps run only when named in --steps (each with its own time cap).
 STEPS: list[tuple[str, Callable[[Check, float], dict], float]] = [
     ("environment", step_environment, 15),
     ("generator", step_generator, 60),
@@ -407,7 +488,10 @@ STEPS: list[tuple[str, Callable[[Check, float], dict], float]] = [
     ("centroiding", step_centroiding, 60),
     ("optics", step_optics, 30),
     ("refinement", step_refinement, 50),
+    ("frame_renderer", step_frame_renderer, 30),
+    ("frames_limit", step_frames_limit, 420),
 ]
+OPTIONAL = {"frames_limit"}  # 50 course-scale measurements: run alone, --steps frames_limit --max-total-s 450
 
 
 # -- the runner --------------------------------------------------------------------------------
@@ -485,13 +569,17 @@ def main(argv=None) -> int:
     ap.add_argument("--max-total-s", type=float, default=450.0,
                     help="time cap of the whole run: a step gets at most what is left (default 450 s)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--steps", default="", help="comma-separated subset of steps to run (default all)")
+    ap.add_argument("--steps", default="", help="comma-separated subset of steps to run (default all but "
+                                                 f"{', '.join(sorted(OPTIONAL))})")
+    ap.add_argument("--frames-model", default="", help="a frames model for the frames_limit step")
     a = ap.parse_args(argv)
+    global FRAMES_MODEL
+    FRAMES_MODEL = a.frames_model
     t_start = time.perf_counter()
     if a.threads:
         torch.set_num_threads(a.threads)
     names = [n for n, _, _ in STEPS]
-    chosen = [s.strip() for s in a.steps.split(",") if s.strip()] or names
+    chosen = [s.strip() for s in a.steps.split(",") if s.strip()] or [n for n in names if n not in OPTIONAL]
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         ap.error(f"--steps: unknown {unknown}; steps are {names}")

@@ -172,10 +172,11 @@ PRESETS: dict[str, TrainConfig] = {
                                         checkpoint_every=200),
     # The regressor that starts the frame-sum fit for the course's camera (sevi analyze, the direct path):
     # images blurred like the camera's spot (spot_blur, detector units: the mean spot sigma 0.015) at
-    # every measurement size from 2,000 to 50,000 frames of ~100 detected spots (0.9 x 1e5 to 2.8e6
-    # electrons per shell), read at 128^2 and drawn by the Poisson renderer. Its job is to start the
-    # fit (sevi/fit/frame_sum_fit.py) in the right optimum (BENCHMARKS.md, frames to the limit).
-    "cpu-frames": TrainConfig().replace(grid=128, n_r=64, n_theta=32, electrons=(100_000, 2_800_000),
+    # every measurement size from 2,000 to 50,000 frames at the course's density (1.8-2.5e6 electrons
+    # per shell per 50,000 frames, i.e. 72,000 per shell at 2,000 frames; 70,000 to 2.8e6 with margin),
+    # read at 128^2 and drawn by the Poisson renderer. Its job is to start the fit
+    # (sevi/fit/frame_sum_fit.py) in the right optimum (BENCHMARKS.md, frames to the limit).
+    "cpu-frames": TrainConfig().replace(grid=128, n_r=64, n_theta=32, electrons=(70_000, 2_800_000),
                                         render="poisson", spot_blur=0.015, steps=1200, val_images=128,
                                         eval_every=200, checkpoint_every=200),
     # The test suite's config: seconds on a CPU.

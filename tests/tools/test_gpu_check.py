@@ -47,7 +47,10 @@ def test_tiny_cpu_run_measures_every_step_without_ray(tmp_path):
     assert r["device"] == "cpu" and r["tiny"] is True
     assert list(r["steps"]) == [name for name, _, _ in STEPS]
     s = r["steps"]
-    for name in ("environment", "generator", "expected_renderer", "training", "centroiding", "optics", "refinement"):
+    assert s["frames_limit"]["status"].startswith("skipped: not chosen"), "the course-scale step runs only when named"
+    assert s["frame_renderer"]["frames_per_s"] > 0 and s["frame_renderer"]["stream_frames_per_s"] > 0
+    for name in ("environment", "generator", "expected_renderer", "training", "centroiding", "optics", "refinement",
+                 "frame_renderer"):
         assert s[name]["status"] == "ok", (name, s[name])
         assert 0 <= s[name]["seconds"] <= s[name]["budget_s"], name
     assert s["expected_renderer"]["grid64"]["poisson_images_per_s"] > 0

@@ -1,0 +1,30 @@
+"""tools/frames_to_limit.py end to end on one small measurement: rendered, answered by the direct path,
+compared with perfect centroiding; the JSON resumes instead of evaluating again."""
+import json
+
+from tools import frames_to_limit
+
+
+def test_one_measurement_end_to_end_and_resumed(tmp_path, capsys):
+    from sevi.regressor.batches import target_stats
+    from sevi.regressor.checkpoints import build_model, save_final_model
+    from sevi.regressor.train_config import PRESETS
+
+    cfg = PRESETS["tiny"].replace(spot_blur=0.015)  # a frames model (untrained): runs the code path
+    m = build_model(cfg)
+    m.set_target_stats(*target_stats(cfg))
+    model = tmp_path / "model"
+    save_final_model(m.eval(), cfg, model)
+    out = tmp_path / "out"
+    argv = ["--model", str(model), "--frames", "60", "--measurements", "1", "--out", str(out), "--device", "cpu",
+            "--no-truth-start", "--no-floor", "--threads", "1"]
+    assert frames_to_limit.main(argv) == 0
+    doc = json.loads((out / "frames_to_limit.json").read_text())
+    (row,) = doc["rows"]
+    assert row["kind"] == "prior" and row["frames"] == 60 and row["detected"] > 0
+    assert row["direct"] > 0 and row["oracle"] > 0 and row["direct_s"] > 0
+    assert doc["summary"]["all"]["n"] == 1 and (out / "frames_to_limit.png").exists()
+    assert len(list((out / "cache").glob("*.npz"))) == 1, "the rendered measurement is cached"
+    capsys.readouterr()
+    assert frames_to_limit.main(argv) == 0  # resumed: nothing evaluated again
+    assert json.loads((out / "frames_to_limit.json").read_text())["rows"] == doc["rows"]

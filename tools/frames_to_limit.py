@@ -1,0 +1,132 @@
+"""From camera frames to the information limit, measured: the default path of `sevi analyze` against
+perfect centroiding and the floor, on measurements rendered and summed on the fly.
+
+    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 50000 --measurements 8 --out runs/limit_course
+    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 2000:5000 --measurements 40 --out runs/limit_calib
+
+Measurements (``sevi.evaluation.frames_benchmark``): drawn from the prior, in turn as drawn, with
+both shells on small radii (crowded rings that saturate the camera), and overlapping; electrons per
+shell in the course's proportion (1.8-2.5e6 per 50,000 frames). Each is rendered with the course's
+camera (``sevi.camera.frame_renderer``, the frames summed, never kept; cached in ``OUT/cache`` so a
+re-run reuses them), answered by the direct path as `sevi analyze` runs it, and compared with
+perfect centroiding (the detected hits' count image, fitted from the truth) and the count image's
+Bayesian floor. Printed: per kind and in all, the median Distances, the ratio of the direct path's
+median to perfect centroiding's, the worst measurement's ratio, the share of fits the regressor
+started in the truth's optimum; the calibration of the error bars (z-score std, 68 % / 95 %
+coverage). Written: OUT/frames_to_limit.json (after every measurement: an interrupted run resumes)
+and OUT/frames_to_limit.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+
+def parse_frames(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(":")
+    lo, hi = int(lo), int(hi or lo)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"--frames: got {text!r}; expected N or LOW:HIGH frames, 1 <= LOW <= HIGH")
+    return lo, hi
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sevi.io.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for kind, c in (("prior", "C0"), ("crowded", "C3"), ("overlapping", "C2")):
+        rs = [r for r in rows if r["kind"] == kind and "oracle" in r]
+        if rs:
+            ax.scatter([r["oracle"] for r in rs], [r["direct"] for r in rs], c=c, s=18, label=kind)
+    lim = [min(min(r["oracle"], r["direct"]) for r in rows), max(max(r["oracle"], r["direct"]) for r in rows)]
+    for k, ls in ((1.0, "k-"), (1.2, "k--"), (2.0, "k:")):
+        ax.plot(lim, [k * v for v in lim], ls, lw=0.8, label=f"{k} x perfect centroiding")
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel("perfect centroiding (Distance)"), ax.set_ylabel("sevi analyze, direct path (Distance)")
+    ax.set_title(f"{len(rows)} measurements of {rows[0]['frames']:,}+ frames")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a frames model (spot_blur > 0), e.g. runs/sevi-cpu-frames/final")
+    ap.add_argument("--frames", default="50000", help="frames per measurement: N or LOW:HIGH (default 50000)")
+    ap.add_argument("--measurements", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the thread policy's)")
+    ap.add_argument("--no-truth-start", action="store_true", help="skip the fit from the truth (the landing check)")
+    ap.add_argument("--no-oracle", action="store_true")
+    ap.add_argument("--no-floor", action="store_true")
+    a = ap.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from sevi.evaluation.frames_benchmark import draw_measurements, evaluate_measurement, render_measurement, summarise
+    from sevi.io.atomic import write_json
+    from sevi.regressor.inference import load_model_file
+    from sevi.runtime.device import pick_device
+    from sevi.runtime.threads import apply_thread_policy
+
+    apply_thread_policy(a.threads, work="large")
+    frames = parse_frames(a.frames)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(a.device)
+    model, cfg = load_model_file(a.model, device)
+    if cfg.data.spot_blur <= 0:
+        raise ValueError(f"{a.model}: a model trained on count images; expected a frames model (spot_blur > 0)")
+    doc_path = out / "frames_to_limit.json"
+    done = {}
+    if doc_path.exists():  # resume: the measurements already evaluated with this model
+        doc = json.loads(doc_path.read_text())
+        if doc.get("model") == str(a.model):
+            done = {(r["seed"], r["frames"]): r for r in doc["rows"]}
+    rows = []
+    for m in tqdm(draw_measurements(a.measurements, frames, a.seed), desc="measurements", unit="measurement"):
+        if (m.seed, m.n_frames) in done:
+            rows.append(done[(m.seed, m.n_frames)])
+            continue
+        rendered = render_measurement(m, device, cache=out / "cache", progress=True)
+        rows.append(evaluate_measurement(m, rendered, model, cfg, device, truth_start=not a.no_truth_start,
+                                         oracle=not a.no_oracle, floor=not a.no_floor))
+        write_json(doc_path, {"model": str(a.model), "frames": list(frames), "seed": a.seed, "device": str(device),
+                              "rows": rows, "summary": summarise(rows) if not a.no_oracle else None})
+    summary = summarise(rows) if not a.no_oracle else None
+    write_json(doc_path, {"model": str(a.model), "frames": list(frames), "seed": a.seed, "device": str(device),
+                          "rows": rows, "summary": summary})
+    print(f"\n{len(rows)} measurements of {frames[0]:,}-{frames[1]:,} frames, model {a.model}")
+    print(f"{'kind':12s} {'n':>3s} {'direct':>8s} {'oracle':>8s} {'floor':>8s} {'d/o med':>8s} {'worst':>7s} "
+          f"{'landed':>7s} {'flagged':>7s}")
+    for k, s in (summary or {}).items():
+        if k == "calibration" or not s:
+            continue
+        print(f"{k:12s} {s['n']:3d} {s['direct_median']:8.4f} {s['oracle_median']:8.4f} {s['floor_median']:8.4f} "
+              f"{s['ratio_of_medians']:8.3f} {s['worst_ratio']:7.2f} {s.get('landed', float('nan')):7.2f} "
+              f"{s['flagged']:7d}")
+    for g, c in (summary or {}).get("calibration", {}).items():
+        print(f"calibration {g:10s} z std {c['z_std']:.2f}  within 68%: {c['within_68']:.3f}  within 95%: "
+              f"{c['within_95']:.3f}  (n={c['n']})")
+    if summary:
+        plot(rows, out / "frames_to_limit.png")
+    print(f"wrote {doc_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    from sevi.cli.policy import run_command
+
+    sys.exit(run_command("frames_to_limit", None, main))
