@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from sevi.fit.levenberg_marquardt import levenberg_marquardt
 from sevi.physics.forward import ExpectedImage, ForwardConfig, fold_image
 from sevi.physics.information import covariance, poisson_fisher
 from sevi.physics.legendre import ValidityCheck
@@ -173,38 +174,9 @@ class Refiner:
         f = self.objective(theta, n)
         if not math.isfinite(f):
             return theta, f, 0, False
-        lam = c.lambda_init
-        for it in range(1, c.max_iterations + 1):
-            mu, J = self._model(theta, True)
-            g, H = self._gradient_and_curvature(theta, mu, J, n)
-            held = ((theta <= self.lo) & (g > 0)) | ((theta >= self.hi) & (g < 0))
-            free = (~held).nonzero().reshape(-1)
-            Hf, gf = H[free][:, free], g[free]
-            d = Hf.diagonal().clamp_min(1e-300)
-            accepted = False
-            for _ in range(12):
-                try:
-                    sf = -torch.linalg.solve(Hf + lam * torch.diag(d), gf)
-                except RuntimeError:
-                    lam *= 10
-                    continue
-                step = torch.zeros_like(theta)
-                step[free] = sf
-                new = torch.maximum(torch.minimum(theta + step, self.hi), self.lo)
-                f_new = self.objective(new, n)
-                if f_new < f:
-                    accepted = True
-                    moved, gain = new - theta, f - f_new
-                    theta, f = new, f_new
-                    lam = max(lam / 5, 1e-9)
-                    break
-                lam *= 8
-            if not accepted:
-                return theta, f, it, True
-            size = float(torch.sqrt((moved * (H @ moved)).sum().clamp_min(0)))  # step length in sigmas
-            if gain < c.tolerance or size < c.step_tolerance:
-                return theta, f, it, True
-        return theta, f, c.max_iterations, False
+        return levenberg_marquardt(theta, f, lambda t: self.objective(t, n), lambda t: self._gradient_and_curvature(
+            t, *self._model(t, True), n), self.lo, self.hi, max_iterations=c.max_iterations, tolerance=c.tolerance,
+            step_tolerance=c.step_tolerance, lambda_init=c.lambda_init)
 
     # -- the public call ------------------------------------------------------------------------
     def fold(self, image) -> torch.Tensor:
