@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sevi.cli import analyze, frames, predict, simulate, simulate_frames, train
+from sevi.cli import analyze, fit, frames, predict, simulate, simulate_frames, train
 from sevi.cli.policy import run_command
 
 # Each subcommand's module has add_parser(subparsers), which sets ``func``; their heavy imports
 # (torch, h5py; Ray only for `sevi frames` without --no-ray) happen inside ``func``.
-SUBCOMMANDS = (simulate, simulate_frames, frames, predict, analyze, train)
+SUBCOMMANDS = (simulate, simulate_frames, frames, predict, analyze, fit, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

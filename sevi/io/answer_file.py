@@ -6,11 +6,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None, diagnostics: dict | None = None) -> None:
+def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None, diagnostics: dict | None = None,
+                 centre: dict | None = None, uncertainty: str | None = None) -> None:
     """Write ``Answer`` (the course's table; ImageId first when ``ids`` is given), beside it
     ``AnswerUncertainty`` (the same layout and rows, holding 1-sigma uncertainties) and
     ``AnswerSigmaR`` (sigma_R and its 1-sigma), atomically. ``p``: ``predict_images``' output (or
-    the refined answer, with ``regressor`` the first answer and ``diagnostics`` the fits')."""
+    the refined answer, with ``regressor`` the first answer and ``diagnostics`` the fits').
+
+    ``sevi fit`` (any number of shells) adds ``centre`` (x0, z0, x0_sd, z0_sd in the image file's
+    pixel indices, ``fitted``: 1 when the centre was fitted, 0 when given), written as the table
+    ``AnswerCentre``, and ``p["n_electrons"]`` / ``p["n_electrons_sd"]`` (detected electrons per
+    shell), written as ``AnswerElectrons``; ``uncertainty`` replaces the file's description of
+    the error bars."""
     from sevi.io import tables as io
 
     answer = io.answer_rows(p["R"], p["beta"], ids)
@@ -39,4 +46,14 @@ def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None,
             d[k] = diagnostics[k]
         d["start"] = [s.encode() for s in diagnostics["start"]]
         tables["RefineDiagnostics"] = d
-    io.write_tables(path, tables, attrs={**attrs, "uncertainty": how, "refined": regressor is not None})
+    if "n_electrons" in p:
+        e = np.zeros(len(answer), np.dtype([("SphereId", "<u1"), ("n_electrons", "<f8"), ("n_electrons_sd", "<f8")]))
+        e["SphereId"] = answer["SphereId"]
+        e["n_electrons"], e["n_electrons_sd"] = p["n_electrons"].reshape(-1), p["n_electrons_sd"].reshape(-1)
+        tables["AnswerElectrons"] = e
+    if centre is not None:
+        c = np.zeros(1, np.dtype([("x0", "<f8"), ("z0", "<f8"), ("x0_sd", "<f8"), ("z0_sd", "<f8"), ("fitted", "u1")]))
+        for k in c.dtype.names:
+            c[k] = centre[k]
+        tables["AnswerCentre"] = c
+    io.write_tables(path, tables, attrs={**attrs, "uncertainty": uncertainty or how, "refined": regressor is not None})

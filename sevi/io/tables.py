@@ -337,22 +337,23 @@ def truth_to_arrays(rows: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def answer_rows(R: np.ndarray, beta: np.ndarray, image_ids=None) -> np.ndarray:
-    """Answer rows from R (n, 2) and beta (n, 2, L), shells sorted by R per image.
+    """Answer rows from R (n, k) and beta (n, k, L), shells sorted by R per image: k rows per image
+    (the course's k = 2; ``sevi fit`` writes 1 to 4).
 
     Without image_ids, n must be 1 (the course's two-row Answer)."""
     R, beta = np.asarray(R, np.float64), np.asarray(beta, np.float64)
-    n, _, n_terms = beta.shape
+    n, k, n_terms = beta.shape
     if image_ids is None and n != 1:
         raise ValueError("an Answer without ImageId holds exactly one image; pass image_ids")
     order = np.argsort(R, axis=1)
     R = np.take_along_axis(R, order, 1)
     beta = np.take_along_axis(beta, order[..., None], 1)
-    rows = np.zeros(2 * n, answer_dtype(n_terms, image_ids is not None))
+    rows = np.zeros(k * n, answer_dtype(n_terms, image_ids is not None))
     if image_ids is not None:
-        rows["ImageId"] = np.repeat(np.asarray(image_ids, np.int32), 2)
-    rows["SphereId"] = np.tile([0, 1], n)
+        rows["ImageId"] = np.repeat(np.asarray(image_ids, np.int32), k)
+    rows["SphereId"] = np.tile(np.arange(k), n)
     rows["R"] = R.reshape(-1)
-    rows["beta"] = beta.reshape(2 * n, n_terms)
+    rows["beta"] = beta.reshape(k * n, n_terms)
     return rows
 
 

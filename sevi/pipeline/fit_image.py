@@ -89,6 +89,11 @@ class ImageFit:
         return np.where(self.keep & (self.model > 0), r, 0.0)
 
 
+def _size(shape) -> str:
+    """A 2-D shape in the fit's axes, as pixels along x and z (a camera file's columns and rows)."""
+    return f"{shape[0]} x {shape[1]} pixels (x, z)" if len(shape) == 2 else f"shape {tuple(shape)}"
+
+
 def _where(mask_bad: np.ndarray) -> str:
     i, k = np.argwhere(mask_bad)[0]
     return f"pixel ({i}, {k})"
@@ -109,8 +114,8 @@ def check_inputs(image, mask=None, gain=None, source: str = "image", mask_source
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != img.shape:
-            raise InputError(f"{mask_source}: has shape {m.shape}, the image {img.shape}; expected a mask of the "
-                             f"image's shape (nonzero = pixel left out)")
+            raise InputError(f"{mask_source}: has {_size(m.shape)}, the image {_size(img.shape)}; expected a mask of "
+                             f"the image's shape (nonzero = pixel left out)")
         if m.dtype.kind == "f" and not np.isfinite(m).all():
             raise InputError(f"{mask_source}: {_where(~np.isfinite(m))} is not finite; expected 0 (keep) or "
                              f"nonzero (leave out)")
@@ -126,8 +131,8 @@ def check_inputs(image, mask=None, gain=None, source: str = "image", mask_source
     if gain is not None:
         g = np.asarray(gain)
         if g.shape != img.shape:
-            raise InputError(f"{gain_source}: has shape {g.shape}, the image {img.shape}; expected a gain map of "
-                             f"the image's shape")
+            raise InputError(f"{gain_source}: has {_size(g.shape)}, the image {_size(img.shape)}; expected a gain "
+                             f"map of the image's shape")
         if g.dtype.kind not in "iuf":
             raise InputError(f"{gain_source}: holds {g.dtype}; expected real gains")
         g = g.astype(np.float64)

@@ -84,7 +84,28 @@ def d(tmp_path_factory):
         (d / f"model_{name}" / "model.pt").write_bytes(data)
     (d / "model_other").mkdir()
     torch.save({"weights": torch.zeros(2)}, d / "model_other" / "model.pt")
+    lab_images(d)
     return d
+
+
+def lab_images(d: Path) -> None:
+    """`sevi fit`'s inputs: a camera TIFF of one ring (rows = z) and its broken neighbours."""
+    from PIL import Image
+
+    from sevi.evaluation.lab_images import LabCase, render_case, truth_betas
+
+    case = LabCase((48, 40), (23.6, 19.2), (0.12,), (0.006,), (3e4,), truth_betas(1, 2, 0), 2 / 128)
+    img = render_case(case, 0).T.astype(np.uint16)  # the file's rows are z
+    Image.fromarray(img).save(d / "lab.tif")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(d / "lab_mask40.png")
+    gain = np.ones(img.shape)
+    gain[3, 5] = 0.0
+    np.save(d / "lab_gain0.npy", gain)
+    gain[3, 5] = np.nan
+    np.save(d / "lab_gainnan.npy", gain)
+    Image.fromarray(np.stack([img.astype(np.uint8)] * 3, -1)).save(d / "lab_rgb.tif")
+    Image.fromarray(np.zeros(img.shape, np.uint16)).save(d / "lab_zero.png")
+    (d / "lab.jpg").write_bytes(b"not read")
 
 
 M = "model"  # the good model directory
@@ -180,6 +201,23 @@ CASES = {  # name: (argv with {d} for the inputs folder and {o} for an output pa
     "analyze --chunk 0": ("analyze {d}/frames.h5 --model {d}/model --path events --out {o} --no-ray --chunk 0", "--chunk: got 0"),
     "analyze --device tpu": ("analyze {d}/frames.h5 --model {d}/model --path events --out {o} --device tpu", "--device tpu"),
     "analyze direct --chunk 0": ("analyze {d}/frames.h5 --model {d}/model --out {o} --path direct --chunk 0", "chunk"),
+    # sevi fit
+    "fit image missing": ("fit {d}/nope.tif --out {o}", "{d}/nope.tif: no such file"),
+    "fit mask shape": ("fit {d}/lab.tif --mask {d}/lab_mask40.png --out {o}",
+                       "{d}/lab_mask40.png: has 40 x 40 pixels (x, z), the image 48 x 40 pixels (x, z); expected a mask"),
+    "fit gain zero": ("fit {d}/lab.tif --gain {d}/lab_gain0.npy --out {o}",
+                      "{d}/lab_gain0.npy: pixel (5, 3) has gain 0 and is not masked; expected a finite gain > 0"),
+    "fit gain NaN": ("fit {d}/lab.tif --gain {d}/lab_gainnan.npy --out {o}", "{d}/lab_gainnan.npy: pixel (5, 3) has gain nan"),
+    "fit colour TIFF": ("fit {d}/lab_rgb.tif --out {o}", "{d}/lab_rgb.tif: page 0 has colour channels (mode RGB); expected one grey"),
+    "fit no counts": ("fit {d}/lab_zero.png --out {o}", "{d}/lab_zero.png: has no counts in the pixels it keeps"),
+    "fit more shells than separable": ("fit {d}/lab.tif --shells 3 --terms 2 --out {o}",
+                                       "{d}/lab.tif: --shells 3: the image shows 1 ring(s)"),
+    "fit --shells 7": ("fit {d}/lab.tif --shells 7 --out {o}", "shells: 7; expected 1..4 or 'auto'"),
+    "fit --shells two": ("fit {d}/lab.tif --shells two --out {o}", "--shells: 'two'; expected 1..4 or auto"),
+    "fit --centre": ("fit {d}/lab.tif --centre 3 --out {o}", "--centre: '3'; expected auto or X,Z"),
+    "fit jpg": ("fit {d}/lab.jpg --out {o}", "{d}/lab.jpg: extension '.jpg' is not read; expected one of"),
+    "fit out is image": ("fit {d}/lab.tif --out {d}/lab.tif", "{d}/lab.tif: --out is the input IMAGE"),
+    "fit a stack of images": ("fit {d}/images.h5 --out {o}", "{d}/images.h5: dataset 'counts' holds 2 images; expected one"),
 }
 
 

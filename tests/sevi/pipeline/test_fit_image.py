@@ -112,7 +112,7 @@ def test_more_shells_than_the_image_separates_is_one_line():
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(mask=np.zeros((10, 12))), r"mask: has shape \(10, 12\), the image \(80, 80\); expected"),
+    (dict(mask=np.zeros((10, 12))), r"mask: has 10 x 12 pixels \(x, z\), the image 80 x 80 pixels \(x, z\); expected"),
     (dict(gain=np.zeros((80, 80))), r"gain: pixel \(0, 0\) has gain 0 and is not masked; expected"),
     (dict(gain=np.full((80, 80), np.nan)), r"gain: pixel \(0, 0\) has gain nan"),
     (dict(shells=5), "expected 1..4 or 'auto'"),
