@@ -50,6 +50,42 @@ NAMESPACE = "datagen"
 DEFAULT_POOL = "gen"
 DEFAULT_IDLE_TIMEOUT_S = 600.0  # a pool nobody asked for 10 minutes frees its node (cluster.yaml idles nodes out at 15)
 DEFAULT_WAIT_S = 120.0  # how long a job waits for resources before it gives up with a reason
+# Ray's metrics (ray.util.metrics): Prometheus prefixes each name with "ray_" (a counter also gets "_total").
+METRIC_SERVED = "datagen_batches_served"  # counter, per actor and recipe
+METRIC_GENERATION_S = "datagen_generation_seconds"  # histogram: time an actor spent making a batch
+METRIC_WAIT_S = "datagen_consumer_wait_seconds"  # histogram: time a consumer was blocked on a batch
+METRIC_TAGS = ("actor", "recipe")
+SECONDS_BOUNDARIES = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]
+_metrics: dict = {}
+
+
+def pool_metric(which: str):
+    """This process's Ray metric ``which`` (one of the METRIC_* names), made once per process.
+    They go wherever the cluster's metrics go: each node's metrics agent serves them to Prometheus
+    (``ray start --metrics-export-port``, ``ray.init(_metrics_export_port=...)``) and the dashboard."""
+    if which not in _metrics:
+        from ray.util.metrics import Counter, Histogram
+
+        if which == METRIC_SERVED:
+            _metrics[which] = Counter(which, "batches the generator pool served", tag_keys=METRIC_TAGS)
+        elif which == METRIC_GENERATION_S:
+            _metrics[which] = Histogram(which, "seconds a pool actor spent generating one batch",
+                                        boundaries=SECONDS_BOUNDARIES, tag_keys=METRIC_TAGS)
+        elif which == METRIC_WAIT_S:
+            _metrics[which] = Histogram(which, "seconds a consumer waited for one pool batch",
+                                        boundaries=SECONDS_BOUNDARIES, tag_keys=METRIC_TAGS)
+        else:
+            raise ValueError(f"unknown pool metric {which!r}")
+    return _metrics[which]
+
+
+def record(which: str, value: float, tags: dict) -> None:
+    """Count (``datagen_batches_served``) or observe (the seconds) one value of a pool metric; a
+    process outside Ray (a unit test's fake pool) records nothing."""
+    if not ray.is_initialized():
+        return
+    m = pool_metric(which)
+    m.inc(value, tags=tags) if which == METRIC_SERVED else m.observe(value, tags=tags)
 
 
 class ResourcesUnavailable(InputError):
@@ -133,8 +169,12 @@ class GeneratorActor:
         finally:
             self._active -= 1
             self._last = time.monotonic()
-        self.busy_s += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.busy_s += dt
         self.served += 1
+        tags = {"actor": self.name, "recipe": recipe}
+        record(METRIC_SERVED, 1, tags)
+        record(METRIC_GENERATION_S, dt, tags)
         return out
 
     def stats(self) -> dict:
@@ -331,12 +371,14 @@ class PoolClient:
 
     ``stream(recipe, params, seeds)`` sends request k to actor k mod N, keeps ``in_flight``
     requests outstanding, and yields (seed, batch, wait_s) in the order of ``seeds``; wait_s is
-    how long the consumer waited for that batch (0 when it was already there). A client made with
+    how long the consumer waited for that batch (0 when it was already there; also observed in
+    Ray's metric ``datagen_consumer_wait_seconds`` per actor and recipe). A client made with
     ``connect(spec)`` survives actors that exited (idle timeout, ``pool stop``): it creates the
     pool again from the spec and re-sends what it had in flight.
     """
 
-    def __init__(self, handles, in_flight: int = 4, spec: PoolSpec | None = None, timeout_s: float | None = None):
+    def __init__(self, handles, in_flight: int = 4, spec: PoolSpec | None = None, timeout_s: float | None = None,
+                 names: list[str] | None = None):
         if not handles:
             raise ValueError("the pool has no actors; start it with `python -m ray_jobs.pool start`")
         if in_flight < 1:
@@ -346,6 +388,14 @@ class PoolClient:
         self.spec = spec
         self.timeout_s = timeout_s
         self.reconnects = 0
+        self._names = names
+
+    def actor_of(self, k: int) -> str:
+        """The name of the actor request k goes to (metric tag): the pool's own names by index."""
+        i = k % len(self.handles)
+        if self._names and len(self._names) == len(self.handles):
+            return self._names[i]
+        return actor_name(self.spec.name, i) if self.spec is not None else f"actor-{i}"
 
     @classmethod
     def connect(cls, spec: PoolSpec = PoolSpec(), in_flight: int = 4, timeout_s: float | None = DEFAULT_WAIT_S
@@ -365,42 +415,47 @@ class PoolClient:
 
         def send(seed: int):
             nonlocal k
-            handle = self.handles[k % len(self.handles)]
+            handle, actor = self.handles[k % len(self.handles)], self.actor_of(k)
             k += 1
-            return handle.batch.remote(recipe, params, seed)
+            return handle.batch.remote(recipe, params, seed), actor
 
         def submit() -> bool:
             seed = next(seeds, None)
             if seed is None:
                 return False
-            pending.append((seed, send(seed)))
+            pending.append((seed, *send(seed)))
             return True
 
         while len(pending) < self.in_flight and submit():
             pass
         while pending:
-            seed, ref = pending[0]
+            seed, ref, actor = pending[0]
             t0 = time.perf_counter()
             try:
                 batch = ray.get(ref)
             except ray.exceptions.RayActorError as e:  # the actor exited for good: new pool, same seeds
                 self._reconnect(e)
-                resend = [s for s, _ in pending]
+                resend = [s for s, _, _ in pending]
                 pending.clear()
-                pending.extend((s, send(s)) for s in resend)
+                pending.extend((s, *send(s)) for s in resend)
                 continue
             pending.popleft()
             wait = time.perf_counter() - t0
+            record(METRIC_WAIT_S, wait, {"actor": actor, "recipe": recipe})
             submit()
             yield seed, batch, wait
 
     def batch(self, recipe: str, params: dict, seed: int) -> dict:
         """One batch (no pipelining): for validation sets and tests."""
         while True:
+            t0 = time.perf_counter()
             try:
-                return ray.get(self.handles[seed % len(self.handles)].batch.remote(recipe, params, seed))
+                out = ray.get(self.handles[seed % len(self.handles)].batch.remote(recipe, params, seed))
             except ray.exceptions.RayActorError as e:
                 self._reconnect(e)
+                continue
+            record(METRIC_WAIT_S, time.perf_counter() - t0, {"actor": self.actor_of(seed), "recipe": recipe})
+            return out
 
 
 # -- command line --------------------------------------------------------------------------------
