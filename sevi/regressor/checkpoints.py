@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from sevi.io.atomic import atomic_path
-from sevi.regressor.model import ResNetRegressor, resnet34_regressor
+from sevi.regressor.model import ResNetRegressor
 from sevi.regressor.train_config import TrainConfig, config_from_dict
 
 
@@ -61,7 +61,9 @@ def _model_file(path: str | Path) -> Path:
 
 
 def build_model(cfg: TrainConfig) -> ResNetRegressor:
-    return resnet34_regressor(cfg.data.n_terms, cfg.data.features.shape[0], cfg.width, cfg.stem_stride)
+    """The regressor a config describes: ResNet34's layout by default (``cfg.blocks``)."""
+    return ResNetRegressor([int(b) for b in cfg.blocks], cfg.data.n_terms, cfg.data.features.shape[0], cfg.width,
+                           cfg.stem_stride)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ResNetRegressor, TrainConfig]:

@@ -76,7 +76,7 @@ class DataConfig:
 
 DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))
 # The fields that fix the model's shape besides the data's: a resume must not change them.
-MODEL_SHAPE_FIELDS = ("width", "stem_stride")
+MODEL_SHAPE_FIELDS = ("width", "stem_stride", "blocks")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,9 @@ class TrainConfig:
 
     # -- model ------------------------------------------------------------------------------
     width: int = 16  # ResNet34 base width (64 = the paper's ResNet34, ~21 M parameters)
+    # BasicBlocks per stage (the ResNet family's depth): (3, 4, 6, 3) is ResNet34, (2, 2, 2, 2) ResNet18;
+    # python -m ray_jobs.sevi_sweep searches it
+    blocks: tuple[int, int, int, int] = (3, 4, 6, 3)
     stem_stride: int = 1  # 1: 3x3 stem, no maxpool (small inputs); 2: torchvision's 7x7/2 + maxpool
     # -- optimisation -----------------------------------------------------------------------
     steps: int = 600  # optimizer steps in all (a resumed run stops at the same step)
@@ -130,6 +133,8 @@ class TrainConfig:
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr must be <= lr (the cosine floor below the peak), got min_lr {self.min_lr} "
                              f"and lr {self.lr}")
+        if len(self.blocks) != 4 or any(int(b) < 1 for b in self.blocks):
+            raise ValueError(f"blocks must be 4 stages of >= 1 BasicBlocks each, got {self.blocks}")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
 
