@@ -114,11 +114,13 @@ class _Signals:
     def __enter__(self) -> "_Signals":
         if threading.current_thread() is not threading.main_thread():
             return self
-        for s in _CAUGHT:
-            if signal.getsignal(s) in (signal.SIG_DFL, None):
-                self._old[s] = signal.signal(s, self._handler)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._sigint)
+        # Every handler but SIG_IGN is taken over for the command's duration and put back after it:
+        # one a library left behind (ray.init's sys.exit on SIGTERM stays after ray.shutdown; Ray
+        # Train's and Tune's SIGINT handlers stay after their runs) would otherwise decide how the
+        # command ends. An ignored signal stays ignored (nohup's SIGHUP, a background job's SIGINT).
+        for s in _CAUGHT + (signal.SIGINT,):
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                self._old[s] = signal.signal(s, self._sigint if s == signal.SIGINT else self._handler)
         _ACTIVE.append(self)
         return self
 
@@ -131,7 +133,7 @@ class _Signals:
         if self in _ACTIVE:
             _ACTIVE.remove(self)
         for s, old in self._old.items():
-            signal.signal(s, old)
+            signal.signal(s, signal.SIG_DFL if old is None else old)  # None: a handler set from C
 
 
 def _interrupted_line(where: str, signum: int | None, err: BaseException | None) -> str:

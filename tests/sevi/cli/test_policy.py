@@ -66,6 +66,7 @@ def test_sigterm_and_sighup_end_a_command_as_ctrl_c_does_and_its_temporary_goes(
 
     from sevi.io.atomic import atomic_path
 
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)):
         def killed():
             with atomic_path(tmp_path / "out.h5") as tmp:
@@ -76,7 +77,7 @@ def test_sigterm_and_sighup_end_a_command_as_ctrl_c_does_and_its_temporary_goes(
         name = "" if sig == signal.SIGINT else f" ({sig.name})"
         assert capsys.readouterr().err == f"sevi simulate: interrupted{name}\n"
         assert os.listdir(tmp_path) == [], "temporary left behind"
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handlers are put back afterwards"
+    assert {s: signal.getsignal(s) for s in before} == before, "the handlers are put back afterwards"
 
 
 def test_rays_own_sigterm_handler_exit_is_reported_as_an_interrupt(capsys):
@@ -150,6 +151,8 @@ def test_handlers_a_library_replaced_are_put_back(capsys):
 
     from sevi.cli.policy import reinstall_signal_handlers
 
+    before = signal.getsignal(signal.SIGTERM)
+
     def ray_like_then_reinstalled():
         signal.signal(signal.SIGTERM, lambda s, f: sys.exit(s))
         reinstall_signal_handlers()
@@ -158,4 +161,34 @@ def test_handlers_a_library_replaced_are_put_back(capsys):
     assert run_command("coating_tune", None, ray_like_then_reinstalled) == 143
     assert capsys.readouterr().err == "coating_tune: interrupted (SIGTERM)\n"
     reinstall_signal_handlers()  # outside a command: nothing to put back
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_handler_left_before_the_command_does_not_decide_how_it_ends(capsys):
+    """ray.init's sys.exit(15) on SIGTERM outlives ray.shutdown, and Ray Train's and Tune's SIGINT
+    handlers outlive their runs: a later command in the same process still ends by the policy,
+    and the handlers found are put back after it. An ignored signal (nohup's SIGHUP) stays ignored."""
+    import os
+    import signal
+    import sys
+
+    left = lambda s, f: sys.exit(s)  # noqa: E731
+    old = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, left), (signal.SIGINT, left),
+                                              (signal.SIGHUP, signal.SIG_IGN))}
+    try:
+        for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+            def killed():
+                os.kill(os.getpid(), sig)
+                raise AssertionError("the signal should have ended the command")
+            assert run_command("sevi", "simulate", killed) == code
+            assert capsys.readouterr().err.startswith("sevi simulate: interrupted")
+            assert signal.getsignal(sig) is left
+
+        def hup():
+            os.kill(os.getpid(), signal.SIGHUP)
+            return 0
+        assert run_command("sevi", "simulate", hup) == 0
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
