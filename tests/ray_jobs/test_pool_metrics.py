@@ -61,7 +61,7 @@ def test_pool_metrics_reach_the_prometheus_endpoint(tmp_path):
     res = json.loads(result[0][len("RESULT "):])
     assert res["seeds"] == [0, 1, 2, 3, 4]
     v = parse(res["lines"])
-    served = {a: v[k] for k in v if k[0].startswith("ray_datagen_batches_served") for a in [k[1]]
+    served = {a: v[k] for k in v if k[0] == "ray_datagen_batches_served_total" for a in [k[1]]
               if k[2] == "sevi-counts"}
     # stream: requests k = 0..4 go to actor k mod 2 (3 to -0, 2 to -1); the lone batch(seed 7) to -1
     assert served == {"metrics-test-0": 3.0, "metrics-test-1": 3.0}, res["lines"]
