@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.image}: {img.what}, {img.data.shape[0]} x {img.data.shape[1]} pixels (x, z)"
           + (f", {int((~f.keep).sum())} masked" if mask is not None else "") + (", gain map" if gain is not None else ""))
     print(f"centre ({c[0]:.2f} +- {s[0]:.2f}, {c[1]:.2f} +- {s[1]:.2f}) px ({how}); {chosen}; "
-          f"chi2/dof {f.chi2_dof:.3f}; {f.seconds:.1f} s")
+          f"chi2/dof {f.chi2_dof:.3f}; {f.seconds:.1f} s ({f.cpu_seconds:.1f} s CPU)")
     for j in range(f.n_shells):
         b = ", ".join(f"beta_{2 * (i + 1)} {f.beta[j, i]:.3f} +- {f.beta_sd[j, i]:.3f}" for i in range(min(2, f.n_terms)))
         print(f"  shell {j}: R {f.R[j]:.5f} +- {f.R_sd[j]:.5f}, sigma_R {f.sigma_R[j]:.5f}, "

@@ -230,6 +230,13 @@ class ImageRefiner:
         pos = mu > 0
         return float(-(n[pos] * torch.log(mu[pos]) - mu[pos]).sum() + mu[~pos].sum())
 
+    def fisher(self, theta, keep, gain) -> torch.Tensor:
+        """The Poisson Fisher information J diag(1/mu) J^T of theta over the pixels ``keep`` holds,
+        with the gain applied: (P, P). Its inverse is the Cramer-Rao bound of the fit's parameters."""
+        _, k, g = self._data(np.zeros(self.grid.shape), keep, gain)
+        mu, J = self._mu(torch.as_tensor(np.asarray(theta, float), dtype=torch.float64, device=self.device), k, g, True)
+        return self._grad_curv(mu, J, torch.zeros_like(mu))[1]
+
     @staticmethod
     def _grad_curv(mu, J, n):
         keep = mu > 0

@@ -96,16 +96,17 @@ def covariance(F: torch.Tensor) -> torch.Tensor:
     return inv / (d[:, None] * d[None, :])
 
 
-def expected_distance(cov_beta: torch.Tensor, n_draws: int = 4000, seed: int = 0) -> float:
-    """E[sum_j sqrt(e_j^T W e_j)] for e ~ N(0, cov_beta), cov_beta (2L, 2L) (shell 0's betas first)."""
+def expected_distance(cov_beta: torch.Tensor, n_draws: int = 4000, seed: int = 0, n_shells: int = 2) -> float:
+    """E[sum_j sqrt(e_j^T W e_j)] for e ~ N(0, cov_beta), cov_beta (k L, k L) (shell 0's betas first;
+    k = ``n_shells``, the course's 2 by default)."""
     if not torch.isfinite(cov_beta).all():
         return math.inf
-    L = cov_beta.shape[0] // 2
+    L = cov_beta.shape[0] // n_shells
     gen = torch.Generator().manual_seed(seed)
-    chol = torch.linalg.cholesky(cov_beta + 1e-30 * torch.eye(2 * L, dtype=cov_beta.dtype))
-    e = torch.randn(n_draws, 2 * L, dtype=torch.float64, generator=gen) @ chol.T  # (n, 2L)
+    chol = torch.linalg.cholesky(cov_beta + 1e-30 * torch.eye(n_shells * L, dtype=cov_beta.dtype))
+    e = torch.randn(n_draws, n_shells * L, dtype=torch.float64, generator=gen) @ chol.T  # (n, k L)
     w = 2.0 / (4 * torch.arange(1, L + 1, dtype=torch.float64) + 1)
-    per_shell = (e.reshape(n_draws, 2, L) ** 2 * w).sum(-1).sqrt()
+    per_shell = (e.reshape(n_draws, n_shells, L) ** 2 * w).sum(-1).sqrt()
     return float(per_shell.sum(-1).mean())
 
 

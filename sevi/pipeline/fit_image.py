@@ -79,7 +79,8 @@ class ImageFit:
     image: np.ndarray = field(repr=False)  # the input (float64)
     keep: np.ndarray = field(repr=False)  # True where a pixel is in the likelihood
     model: np.ndarray = field(repr=False)  # expected counts per input pixel (gain applied)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the call
+    cpu_seconds: float = 0.0  # this process's CPU time during the call (the work, on a shared machine)
 
     @property
     def residuals(self) -> np.ndarray:
@@ -178,7 +179,7 @@ def fit_image(image, mask=None, gain=None, shells: int | str = "auto", centre="a
     from sevi.fit.image_fit import ImageFitBounds, ImageFitConfig, ImageRefiner
     from sevi.physics.grid_image import GridImage, PixelGrid
 
-    t0 = time.perf_counter()
+    t0, c0_cpu = time.perf_counter(), time.process_time()
     img, keep, g = check_inputs(image, mask, gain, source, mask_source, gain_source)
     if shells != "auto" and not (isinstance(shells, (int, np.integer)) and 1 <= shells <= MAX_SHELLS):
         raise InputError(f"shells: {shells!r}; expected 1..{MAX_SHELLS} or 'auto'")
@@ -227,7 +228,8 @@ def fit_image(image, mask=None, gain=None, shells: int | str = "auto", centre="a
                     f.n_electrons, f.n_electrons_sd, f.beta, f.beta_sd, centre_in, k * f.centre_sd, not fixed,
                     f.background / k ** 2, f.chi2_dof, f.log_likelihood, f.log_evidence,
                     {q: fits[q].log_evidence for q in sorted(fits)}, f.converged, f.iterations, k, pixel_size,
-                    img, keep, model, time.perf_counter() - t0)
+                    img, keep, model, time.perf_counter() - t0,
+                    time.process_time() - c0_cpu)
 
 
 def _auto_choice(fits: dict) -> int:
