@@ -171,15 +171,19 @@ def rows_from_results(results) -> list[dict]:
     """Every trial of a ResultGrid as a table row (sevi.evaluation.regressor_sweep.trial_row)."""
     from sevi.evaluation.regressor_sweep import mark_front, trial_row
 
+    # Tune's own trial states (TERMINATED also for a trial ASHA stopped; ERROR): anything else was cut
+    # off by an interrupt, and the sweep is not finished.
+    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
+    states = [t.status for t in trials] if len(trials) == len(results) else ["TERMINATED"] * len(results)
     rows = []
-    for r in results:
+    for r, state in zip(results, states):
         found = re.search(r"_([0-9a-f]{5}_\d{5})", os.path.basename(r.path.rstrip("/"))) if r.path else None
         trial = found.group(1) if found else str((r.metrics or {}).get("trial_id", "?"))
         metrics = dict(r.metrics or {})
         err = None
         if r.error is not None:
             err = f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1] if str(r.error).strip() else ''}"
-        rows.append(trial_row(trial, dict(r.config or {}), metrics, err))
+        rows.append(trial_row(trial, dict(r.config or {}), metrics, err, ended=state in ("TERMINATED", "ERROR")))
     return mark_front(sorted(rows, key=lambda r: r["trial"]))
 
 
@@ -340,10 +344,14 @@ def run(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_text(table, table_text(rows))
     pareto_png(rows, png, title=f"{name} ({args.preset} preset)")
-    atomic_text(rec_path, json.dumps({**record, "finished": True, "table": str(table), "png": str(png),
-                                      "wall_s": round(time.perf_counter() - t0, 1)}, indent=1))
     for line in summary_lines(rows):
         print(line)
+    unfinished = sum(r["status"] == "unfinished" for r in rows)
+    if unfinished:  # Tune returned after an interrupt: the record stays unfinished, so the command resumes
+        raise KeyboardInterrupt(f"{unfinished} of {len(rows)} trials unfinished; the sweep so far is kept in {path} "
+                                f"(table {table}); run the same command to resume it")
+    atomic_text(rec_path, json.dumps({**record, "finished": True, "table": str(table), "png": str(png),
+                                      "wall_s": round(time.perf_counter() - t0, 1)}, indent=1))
     print(f"sevi_sweep: {len(rows)} trials in {table}; Pareto front in {png}; "
           f"tensorboard --logdir {storage} shows the HParams view")
     return {"rows": rows, "how": how, "name": name, "out": str(out), "table": str(table), "png": str(png)}

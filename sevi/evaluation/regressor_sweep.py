@@ -42,7 +42,7 @@ from sevi.runtime.errors import InputError
 SEARCH_FIELDS = ("blocks", "width", "grid", "representation", "n_r", "n_theta", "batch_size", "lr")
 SAMPLERS = ("choice", "loguniform", "uniform", "randint")
 LANDED_WINDOW = 0.5  # log-posterior units: the refined answer is in the truth-start fit's optimum
-STATUSES = ("finished", "stopped early", "failed")
+STATUSES = ("finished", "stopped early", "failed", "unfinished")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ SWEEP_PRESETS: dict[str, SweepPreset] = {
         space={"blocks": ["choice", ["1-1-1-1", "2-2-2-2", "3-4-6-3"]], "width": ["choice", [8, 16, 24]],
                "grid": ["choice", [32, 64]], "representation": ["choice", ["polar", "fold"]],
                "batch_size": ["choice", [16, 32]], "lr": ["loguniform", 5e-4, 5e-3]},
-        num_samples=8, steps=240, eval_every=60, val_images=64, held_out=16, held_out_grid=64,
+        num_samples=10, steps=300, eval_every=75, val_images=64, held_out=32, held_out_grid=64,
         max_concurrent=1, note="2-core CPU"),
 }
 
@@ -311,7 +311,7 @@ def judge(model, cfg, held: HeldOut, device="cpu") -> dict:
     model = model.to(device).eval()
     images = torch.as_tensor(np.array(held.images))  # writable: arrays from Ray's object store are not
     p = predict_images(model, cfg, [(0, images)], device)
-    truth = torch.as_tensor(held.beta, dtype=torch.float64)
+    truth = torch.as_tensor(np.array(held.beta, dtype=np.float64))
     reg = distance(torch.as_tensor(p["beta"], dtype=torch.float64), truth).numpy()
     G = held.images.shape[-1]
     refiner = Refiner(FitConfig(fit_grid=G, max_iterations=held.fit_max_iterations), held.prior, device)
@@ -342,9 +342,10 @@ COLUMNS = ("trial", "status", "reason") + CONFIG_COLUMNS + FIGURE_COLUMNS + ("on
 FRONT_AGAINST = ("latency_ms", "parameters")
 
 
-def trial_row(trial: str, config: dict, metrics: dict, error: str | None) -> dict:
+def trial_row(trial: str, config: dict, metrics: dict, error: str | None, ended: bool = True) -> dict:
     """One trial's row: its sampled configuration, every figure it reached, and its status
-    (finished: judged on the held-out images; stopped early: ASHA ended it; failed: ``error``)."""
+    (finished: judged on the held-out images; stopped early: ASHA ended it; failed: ``error``;
+    unfinished: not ``ended``, the sweep was interrupted before it ended)."""
     row = {c: "" for c in COLUMNS}
     row["trial"] = trial
     resolved = {k[4:]: v for k, v in metrics.items() if k.startswith("cfg_")}
@@ -356,6 +357,8 @@ def trial_row(trial: str, config: dict, metrics: dict, error: str | None) -> dic
         row[c] = v if isinstance(v, (int, float, str)) else ""
     if error:
         row["status"], row["reason"] = "failed", " ".join(str(error).split())[:300]
+    elif not ended:
+        row["status"], row["reason"] = "unfinished", "the sweep was interrupted; the same command resumes it"
     elif metrics.get("judged"):
         row["status"] = "finished"
     else:
@@ -373,16 +376,20 @@ def _num(v) -> float:
     return f
 
 
-def pareto_front(rows: list[dict], against: str) -> list[int]:
+REFINED_TIE = 0.02  # refined Distances within 2 % are the same answer (the fits reach the same optima)
+
+
+def pareto_front(rows: list[dict], against: str, tie: float = REFINED_TIE) -> list[int]:
     """Indices of the finished rows no other finished row beats: landing fraction (higher), refined
-    Distance (lower) and ``against`` (lower) at least as good, one strictly better."""
+    Distance (lower; within ``tie`` relative, equal) and ``against`` (lower) at least as good, one
+    strictly better."""
     pts = [(i, _num(r["landed_fraction"]), _num(r["refined_distance"]), _num(r[against]))
            for i, r in enumerate(rows) if r["status"] == "finished"]
     pts = [p for p in pts if all(math.isfinite(v) for v in p[1:])]
 
     def beats(a, b):
-        ge = a[1] >= b[1] and a[2] <= b[2] and a[3] <= b[3]
-        return ge and (a[1] > b[1] or a[2] < b[2] or a[3] < b[3])
+        ge = a[1] >= b[1] and a[2] <= b[2] * (1 + tie) and a[3] <= b[3]
+        return ge and (a[1] > b[1] or a[2] < b[2] * (1 - tie) or a[3] < b[3])
 
     return sorted(i for i, *_ in pts if not any(beats(q, (i, *_)) for q in pts))
 
@@ -464,19 +471,22 @@ def pareto_png(rows: list[dict], path, title: str = "") -> None:
         if members:
             ax.plot([_num(rows[i][against]) for i in members], [_num(rows[i]["landed_fraction"]) for i in members],
                     "r-", lw=1, zorder=1)
-        for i in members:
+        for k, i in enumerate(members):
             r = rows[i]
             ax.scatter([_num(r[against])], [_num(r["landed_fraction"])], s=140, facecolors="none", edgecolors="r",
                        zorder=3)
             ax.annotate(label(r), (_num(r[against]), _num(r["landed_fraction"])), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
+                        xytext=(6, -14 - 11 * k), textcoords="offset points", color="darkred",
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("landed in the truth's optimum (fraction)")
         ax.set_ylim(-0.05, 1.1)
         ax.grid(alpha=0.3)
         if done:
-            fig.colorbar(sc, ax=ax, label="refined Distance (median)")
+            cb = fig.colorbar(sc, ax=ax, label="refined Distance (median)")
+            cb.formatter.set_useOffset(False)
+            cb.update_ticks()
     n_stop = sum(r["status"] == "stopped early" for r in rows)
     n_fail = sum(r["status"] == "failed" for r in rows)
     fig.suptitle(f"{title}  ({len(done)} finished, {n_stop} stopped early, {n_fail} failed; fronts in red)",

@@ -79,7 +79,7 @@ def _row(trial, landed, refined, latency, params, status="finished", error=None)
     if status == "finished":
         metrics.update(judged=1, landed_fraction=landed, refined_distance=refined, latency_ms=latency,
                        parameters=params)
-    return rs.trial_row(trial, {}, metrics, error)
+    return rs.trial_row(trial, {}, metrics, error, ended=status != "unfinished")
 
 
 def test_every_trial_is_a_row_with_its_status_and_the_front_is_marked():
@@ -89,17 +89,20 @@ def test_every_trial_is_a_row_with_its_status_and_the_front_is_marked():
         _row("c", 0.5, 0.020, 6.0, 6000),   # beaten by a and b everywhere
         _row("d", 0, 0, 0, 0, status="stopped early"),
         _row("e", 0, 0, 0, 0, status="failed", error="RuntimeError: out of memory\n  at step 3"),
+        _row("f", 0, 0, 0, 0, status="unfinished"),  # the sweep was interrupted while it ran
     ])
     status = {r["trial"]: (r["status"], r["on_front"]) for r in rows}
     assert status == {"a": ("finished", "latency+parameters"), "b": ("finished", "latency+parameters"),
-                      "c": ("finished", ""), "d": ("stopped early", ""), "e": ("failed", "")}
+                      "c": ("finished", ""), "d": ("stopped early", ""), "e": ("failed", ""),
+                      "f": ("unfinished", "")}
     assert rows[4]["reason"] == "RuntimeError: out of memory at step 3"
     assert "ASHA stopped it at step 8" in rows[3]["reason"]
     back = rs.read_table(rs.table_text(rows))
     assert [r["status"] for r in back] == [r["status"] for r in rows] and back[4]["reason"] == rows[4]["reason"]
     assert math.isclose(float(back[1]["refined_distance"]), 0.008)
     lines = rs.summary_lines(back)
-    assert len(lines) == 6 and lines[1].split()[0] == "b"
+    assert len(lines) == 7 and lines[1].split()[0] == "b"
+    assert "same command resumes" in rows[5]["reason"]
 
 
 def test_the_pareto_png_names_the_front(tmp_path):
