@@ -1,11 +1,16 @@
-"""One local Ray instance for the whole test session (about 4 s to start; docs/ray.md)."""
+"""One local Ray instance for the tests of this package (about 4 s to start; docs/ray.md).
+
+Package scope, not session: ``ray.init`` leaves its own SIGTERM handler and core-worker threads in
+the pytest process, and the signal tests of ``tests/sevi/cli/test_policy.py`` then ran against Ray's
+handler (a failed assertion) and brought the process down (SIGABRT). Shut down after the last test
+here, Ray is gone before any other package runs."""
 
 import uuid
 
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_local():
     import ray
 

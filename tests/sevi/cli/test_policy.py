@@ -1,9 +1,23 @@
 """sevi.cli.policy: one error policy for every command (sevi, coating, the Ray entry points)."""
 import errno
+import sys
 import warnings
+
+import pytest
 
 from sevi.cli.policy import EXIT_INTERRUPTED, EXIT_USAGE, error_line, run_command
 from sevi.runtime.errors import InputError, InputWarning
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_in_this_process():
+    """These tests send real signals to the pytest process. A Ray instance an earlier test left
+    running in it (its SIGTERM handler, its core-worker threads) turned them into a failed assertion
+    and a SIGABRT of the whole run, so it is shut down first."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    yield
 
 
 def test_an_input_error_is_one_line_and_exit_2(capsys):
