@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     p = {"R": f.R[None], "beta": f.beta[None], "R_sd": f.R_sd[None], "beta_sd": f.beta_sd[None],
          "sigma_R": f.sigma_R[None], "sigma_R_sd": f.sigma_R_sd[None], "n_electrons": f.n_electrons,
          "n_electrons_sd": f.n_electrons_sd}
-    chosen = f"{f.n_shells} shell(s), " + ("by evidence " + ", ".join(f"{k}: {v:.1f}" for k, v in f.evidence.items())
+    chosen = f"{f.n_shells} shell(s), " + ("by log evidence " + ", ".join(f"{k}: {v:.1f}" for k, v in f.evidence.items())
                                            if args.shells == "auto" else "as asked")
     diag = {"log_likelihood": [f.log_likelihood], "log_posterior": [f.log_likelihood], "chi2_dof": [f.chi2_dof],
             "iterations": [f.iterations], "converged": [int(f.converged)], "start": [chosen[:64]]}
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
                   "fitted": int(f.centre_fitted)}
     attrs = {"image": str(args.image), "mask": str(args.mask or ""), "gain": str(args.gain or ""),
              "pixel_size": f.pixel_size, "bin": f.bin, "background": f.background, "n_shells": f.n_shells,
+             "shells_chosen": chosen,
              "axes": "axis 0 = x (file column), axis 1 = z (file row, polarisation axis)"}
     write_answer(args.out, p, None, attrs, diagnostics=diag, centre=centre_row,
                  uncertainty="1-sigma, curvature of the Poisson log-likelihood at the optimum (Laplace), "

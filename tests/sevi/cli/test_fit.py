@@ -23,7 +23,7 @@ def test_fit_a_tiff_with_a_mask(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "cam.tif"), "--mask", str(tmp_path / "mask.png"), "--out", str(out),
                  "--terms", str(L), "--pixel-size", str(PS)]) == 0
     printed = capsys.readouterr().out
-    assert "TIF 16-bit grey, 72 x 64 pixels (x, z)" in printed and "2 shell(s), by evidence" in printed
+    assert "TIF 16-bit grey, 72 x 64 pixels (x, z)" in printed and "2 shell(s), by log evidence" in printed
     assert f"wrote {out}" in printed
     ans = read_answer(out)
     with h5py.File(out) as f:
