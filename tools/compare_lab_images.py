@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from sevi.cli.policy import run_command
-from sevi.evaluation.lab_images import acceptance, acceptance_mask, cross_check, cross_check_cases, figure
+from sevi.evaluation.lab_images import (
+    acceptance,
+    acceptance_mask,
+    cross_check,
+    cross_check_cases,
+    figure,
+)
 from sevi.io.atomic import atomic_bytes, write_json
 
 

@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from sevi.cli.policy import run_command
-from sevi.evaluation.lab_images import LabCase, dead_column, disc_mask, render_case, truth_betas
+from sevi.evaluation.lab_images import (
+    LabCase,
+    dead_column,
+    disc_mask,
+    render_case,
+    truth_betas,
+)
 from sevi.io.atomic import atomic_path, write_json
 
 

@@ -156,7 +156,6 @@ def pyabel_answer(image: np.ndarray, R_px, sig_px, n_terms: int, keep: np.ndarra
     TRUTH (``R_px``, ``sig_px`` in pixels): an oracle that favours PyAbel. Returns the betas (k, L)
     in the course's convention, the centre (x0, z0) in our pixel indices, and the seconds (wall, CPU)."""
     import time
-
     import warnings
 
     import abel.rbasex

@@ -212,7 +212,7 @@ class ImageRefiner:
 
     # -- the objective ------------------------------------------------------------------------------
     def _data(self, counts, keep, gain):
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=self.device)  # noqa: E731
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=self.device)
         k = torch.as_tensor(np.asarray(keep, bool), device=self.device)
         return t(counts)[k], k, t(gain)[k]
 

@@ -13,7 +13,7 @@ is shorter than ``step_tolerance`` standard deviations in H's metric, or no step
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -71,7 +71,7 @@ def fit_figure(fit: ImageFit, title: str = "") -> bytes:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.3))
-    shown = lambda a: np.ma.masked_where(~fit.keep.T, a.T)  # noqa: E731  the file's view: rows = z
+    shown = lambda a: np.ma.masked_where(~fit.keep.T, a.T)  # the file's view: rows = z
     vmax = float(np.percentile(fit.image[fit.keep], 99.7)) or 1.0
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.6")
     for ax, a, name in ((axes[0], fit.image, "image (counts)"), (axes[1], fit.model, "fitted model")):

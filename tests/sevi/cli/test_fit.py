@@ -7,7 +7,13 @@ import pandas as pd
 from PIL import Image
 
 from sevi.cli.main import main
-from sevi.evaluation.lab_images import LabCase, dead_column, disc_mask, render_case, truth_betas
+from sevi.evaluation.lab_images import (
+    LabCase,
+    dead_column,
+    disc_mask,
+    render_case,
+    truth_betas,
+)
 from sevi.io.tables import read_answer
 
 L = 4
