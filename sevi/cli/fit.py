@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     attrs = {"image": str(args.image), "mask": str(args.mask or ""), "gain": str(args.gain or ""),
              "pixel_size": f.pixel_size, "bin": f.bin, "background": f.background, "n_shells": f.n_shells,
              "shells_chosen": chosen,
-             "axes": "axis 0 = x (file column), axis 1 = z (file row, polarisation axis)"}
+             "axes": ("x = axis 0, z = axis 1 of the HDF5 image" if img.what.startswith("HDF5") else
+                      "x = the file's column, z = the file's row (the polarisation axis)")}
     write_answer(args.out, p, None, attrs, diagnostics=diag, centre=centre_row,
                  uncertainty="1-sigma, curvature of the Poisson log-likelihood at the optimum (Laplace), "
                              "centre included")
