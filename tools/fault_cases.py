@@ -1,8 +1,11 @@
-"""The faults users meet, tried through the commands' front doors and counted by class (issue 28,
-BENCHMARKS.md section 7).
+"""The faults users meet, tried through the commands' front doors and counted by class
+(BENCHMARKS.md section 7).
 
     python tools/fault_cases.py [--only TEXT] [--skip-slow] [--json OUT.json] [--keep DIR] [--list]
-    PYTHONPATH=/tmp/before python tools/fault_cases.py ...     # the same cases on another checkout
+    PYTHONPATH=DIR python tools/fault_cases.py ...     # the same cases on another checkout's code
+
+(``git worktree add DIR 464c378`` and ``PYTHONPATH=DIR`` run them on the code before the round that
+made the fault policy, in this checkout's environment; both module layouts are understood.)
 
 Every case runs one command as a user would, in a subprocess of this interpreter (``python -m
 sevi.cli.main``, ``python -m coating.cli.main``, ``python -m ray_jobs.sevi_train|coating_tune|pool``),
@@ -49,8 +52,33 @@ from pathlib import Path
 from typing import Callable
 
 PY = sys.executable
-SEVI = [PY, "-m", "sevi.cli.main"]
-COATING = [PY, "-m", "coating.cli.main"]
+
+
+def _layout() -> str:
+    """The module layout of the code that runs (the one ``sevi`` is imported from: this checkout,
+    or another put first on PYTHONPATH): "rooms" (``sevi/cli/main.py``, ``sevi/regressor/``), or
+    "flat", as at commit 464c378, before the code was regrouped (``sevi/cli.py``, ``sevi/batches.py``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sevi")
+    root = Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+    return "rooms" if root is None or (root / "cli" / "main.py").exists() else "flat"
+
+
+LAYOUT = _layout()
+# the same module under both layouts (the flat one only for measuring the code before the round)
+MODULES = {"sevi.cli.main": "sevi.cli", "coating.cli.main": "coating.cli",
+           "sevi.regressor.batches": "sevi.batches", "sevi.regressor.checkpoints": "sevi.checkpoints",
+           "sevi.regressor.train_config": "sevi.train_config", "coating.line.schema": "coating.schema",
+           "coating.models.fit_cycles": "coating.fit_cycles"}
+
+
+def mod(name: str) -> str:
+    return name if LAYOUT == "rooms" else MODULES[name]
+
+
+SEVI = [PY, "-m", mod("sevi.cli.main")]
+COATING = [PY, "-m", mod("coating.cli.main")]
 TRAIN = [PY, "-m", "ray_jobs.sevi_train"]
 TUNE = [PY, "-m", "ray_jobs.coating_tune"]
 POOL = [PY, "-m", "ray_jobs.pool"]
@@ -109,9 +137,12 @@ def make_inputs(f: Path) -> None:
     import h5py
     import numpy as np
 
-    from sevi.regressor.batches import target_stats
-    from sevi.regressor.checkpoints import build_model, save_final_model
-    from sevi.regressor.train_config import PRESETS
+    import importlib
+
+    target_stats = importlib.import_module(mod("sevi.regressor.batches")).target_stats
+    build_model = importlib.import_module(mod("sevi.regressor.checkpoints")).build_model
+    save_final_model = importlib.import_module(mod("sevi.regressor.checkpoints")).save_final_model
+    PRESETS = importlib.import_module(mod("sevi.regressor.train_config")).PRESETS
 
     cfg = PRESETS["tiny"]
     m = build_model(cfg)
@@ -133,7 +164,8 @@ def make_inputs(f: Path) -> None:
     run_ok(SEVI + ["frames", "frames2.h5", "--out", "events2_ref.h5", "--chunk", "2", "--grid", "64", "--no-ray",
                    "--device", "cpu"], f)
     run_ok(COATING + ["simulate", "--cycles", "1", "--seed", "3", "--out", "H.csv", "--standard-out", "STD.csv"], f)
-    run_ok([PY, "-c", "from coating.line.schema import read_history; from coating.models import fit_cycles; "
+    run_ok([PY, "-c", f"from {mod('coating.line.schema')} import read_history; "
+                      f"import {mod('coating.models.fit_cycles')} as fit_cycles; "
                       "fit_cycles.fit_all(read_history('H.csv'), 'models', kinds=('greybox',), log=lambda s: None, "
                       "hparams={'greybox': {'epochs': 1, 'inner_steps': 4, 'width': 0}})"], f)
     (f / "NEW.csv").write_text("furnace_no,cycle_id\nN1,1\nN2,1\nN3,1\n")
@@ -496,10 +528,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _terminal_signals() -> None:
+    """(In the child, before exec.) The signal dispositions of a command typed at a terminal: this
+    tool may itself run under ``nohup`` (SIGHUP ignored) or in a shell's background (SIGINT
+    ignored), which its children would inherit, and a command rightly keeps an ignored signal
+    ignored: SIGHUP's case then measured nohup, not the command."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
+
+
 def run_argv(argv: list[str], cwd: Path, env: dict, timeout: float, trigger: tuple | None) -> Result:
     t0 = time.monotonic()
     p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=_terminal_signals)
     fired = threading.Event()
 
     def watch():
@@ -720,7 +761,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=None, help="run only cases whose group or name contains this text")
+    ap.add_argument("--only", default=None, help="run only cases whose group or name contains this text "
+                                                 "(or one of several, separated by '|')")
     ap.add_argument("--skip-slow", action="store_true", help="leave out the cases that run Ray Train or Tune")
     ap.add_argument("--json", default=None, help="also write every case's result here")
     ap.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temporary one)")
@@ -729,7 +771,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.in_tmpfs:
         return _inside_tmpfs(a.in_tmpfs)
-    todo = [c for c in cases() if (not a.only or a.only in c.group or a.only in c.name)
+    todo = [c for c in cases() if (not a.only or any(t in c.group or t in c.name for t in a.only.split("|")))
             and not (a.skip_slow and c.slow)]
     if a.list:
         for c in todo:
