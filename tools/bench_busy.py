@@ -1,5 +1,5 @@
 """``coating recommend`` and ``sevi simulate`` timed as users run them, on a quiet machine and
-beside two CPU-bound processes this tool starts itself (issue 27).
+beside two CPU-bound processes this tool starts itself (BENCHMARKS.md, "Busy machine").
 
     python tools/bench_busy.py --out DIR [--models DIR] [--conditions idle,busy] [--what recommend1,recommend10,...]
         [--worst-case] [--growth 60,100,150,200] [--repeat 1]
@@ -26,7 +26,7 @@ fitted on its first 60 runs), idle, and measures in this process where the time 
 and the optimisation) at each N.
 
 Every figure carries the load average before and during its run (``os.getloadavg``); prints a
-table with the issue's targets and writes ``DIR/bench_busy.json``.
+table with the targets and writes ``DIR/bench_busy.json``.
 """
 from __future__ import annotations
 

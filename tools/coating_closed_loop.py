@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         print(f"  {m:<14} aim median {np.median(a[:, :2]):.3f} p90 {np.percentile(a[:, :2], 90):.3f}{err}; "
               f"measured curve vs standard RMS median {np.median(sp):.3f} %")
     for name, t in met.items():
-        print(f"{name}: / physics_ls median {t['median_vs_physics_ls']:.3f} (target <= 0.75; issue 27: <= 0.6); "
+        print(f"{name}: / physics_ls median {t['median_vs_physics_ls']:.3f} (targets <= 0.75 and <= 0.6); "
               f"/ unchanged {t['median_vs_unchanged']:.2f} (target <= 0.45); "
               f"p90 {t['p90']:.2f} (target <= 1.2): {'met' if t['met'] else 'NOT met'}")
     sure = {}

@@ -1,9 +1,10 @@
 """Timing a command as a user runs it, on a quiet or a busy machine (``tools/bench_busy.py``).
 
-``busy(n)`` starts ``n`` CPU-bound processes (``python -c "while True: pass"``, the load of
-issue 27) and ends them on exit; ``time_command`` runs a command line in a subprocess and
-returns its wall time, the CPU time it and its children used, and the load average before and
-sampled every half second while it ran, so every figure states the load it was measured under.
+``busy(n)`` starts ``n`` CPU-bound processes (``python -c "while True: pass"``, the load the
+busy-machine targets are set under) and ends them on exit; ``time_command`` runs a command line
+in a subprocess and returns its wall time, the CPU time it and its children used, and the load
+average before and sampled every half second while it ran, so every figure states the load it was
+measured under.
 """
 
 from __future__ import annotations
