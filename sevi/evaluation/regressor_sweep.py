@@ -309,7 +309,8 @@ def judge(model, cfg, held: HeldOut, device="cpu") -> dict:
     from sevi.regressor.inference import predict_images
 
     model = model.to(device).eval()
-    images = torch.as_tensor(np.array(held.images))  # writable: arrays from Ray's object store are not
+    counts = np.array(held.images)  # writable: arrays from Ray's object store are not
+    images = torch.as_tensor(counts)
     p = predict_images(model, cfg, [(0, images)], device)
     truth = torch.as_tensor(np.array(held.beta, dtype=np.float64))
     reg = distance(torch.as_tensor(p["beta"], dtype=torch.float64), truth).numpy()
@@ -317,14 +318,14 @@ def judge(model, cfg, held: HeldOut, device="cpu") -> dict:
     refiner = Refiner(FitConfig(fit_grid=G, max_iterations=held.fit_max_iterations), held.prior, device)
     refined, landed, iters, t0 = [], [], [], time.perf_counter()
     for i in range(len(held.images)):
-        f = refiner(held.images[i], p["R"][i], p["sigma_R"][i], p["beta"][i], p["R_sd"][i])
+        f = refiner(counts[i], p["R"][i], p["sigma_R"][i], p["beta"][i], p["R_sd"][i])
         refined.append(f.beta)
         landed.append(f.log_posterior >= held.truth_log_posterior[i] - LANDED_WINDOW)
         iters.append(f.iterations)
     fit_s = (time.perf_counter() - t0) / len(held.images)
     ref = distance(torch.as_tensor(np.stack(refined)), truth).numpy()
     x = cfg.data.features(images[:1].to(device))
-    ips = images_per_second(model, cfg, held.images)
+    ips = images_per_second(model, cfg, counts)
     return {"regressor_distance": float(np.median(reg)), "regressor_distance_mean": float(np.mean(reg)),
             "landed_fraction": float(np.mean(landed)), "refined_distance": float(np.median(ref)),
             "fit_iterations": float(np.mean(iters)), "fit_s_per_image": fit_s,
