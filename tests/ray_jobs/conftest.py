@@ -19,6 +19,9 @@ def ray_local():
                  log_to_driver=False)
     yield ray
     ray.shutdown()
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ray.init's handlers (Python's and its C one) outlive shutdown
 
 
 @pytest.fixture

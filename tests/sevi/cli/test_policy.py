@@ -17,6 +17,10 @@ def _no_ray_in_this_process():
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+    if ray is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ray.init's C handler aborts the process after a SIGTERM
     yield
 
 
