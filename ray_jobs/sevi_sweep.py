@@ -71,7 +71,7 @@ def check_args(args) -> None:
     import dataclasses
     import math
 
-    from sevi.evaluation.regressor_sweep import SWEEP_PRESETS, check_grids, check_space, load_space
+    from sevi.evaluation.regressor_sweep import SWEEP_PRESETS, check_grids, check_space, check_values, load_space
     from sevi.regressor.train_config import resolve_config
     from sevi.runtime.errors import InputError
 
@@ -108,6 +108,7 @@ def check_args(args) -> None:
     args.sweep_preset, args.space_checked = preset, space
     args.base = resolve_config(preset.base)
     check_grids(space, args.base, preset.held_out_grid)
+    check_values(space, args.base, preset)
 
 
 def trial_fn(config: dict, base: dict, preset: dict, held, pool_spec: dict, in_flight: int, wait_s: float) -> None:

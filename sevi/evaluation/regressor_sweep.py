@@ -177,6 +177,23 @@ def trial_config(base, sampled: dict, preset: SweepPreset):
         raise InputError(f"trial config {sampled}: {e}") from None
 
 
+def check_values(space: dict, base, preset: SweepPreset) -> None:
+    """Every value a trial can draw makes a valid config, each field tried on its own from the base
+    (every choice; a range's two ends): a bad value is refused in one line before any trial runs,
+    never found by every trial failing."""
+    for key, (kind, *args) in space.items():
+        values = args[0] if kind == "choice" else args
+        for v in values:
+            if key in ("width", "grid", "n_r", "n_theta", "batch_size") and kind == "choice" and \
+                    not (isinstance(v, int) and not isinstance(v, bool)):
+                raise InputError(f"search space: {key}: {v!r} is not a whole number")
+            try:
+                trial_config(base, {key: v}, preset)
+            except InputError as e:
+                why = str(e).split("}: ", 1)[-1]  # trial_config's "trial config {...}: <why>"
+                raise InputError(f"search space: {key}: {v!r} makes no valid trial ({why})") from None
+
+
 def check_grids(space: dict, base, held_out_grid: int) -> None:
     """Every grid the space can sample must divide the held-out grid (an exact rebinning)."""
     grids = space["grid"][1] if "grid" in space and space["grid"][0] == "choice" else \

@@ -61,6 +61,8 @@ def test_the_smoke_sweep_keeps_every_trial_and_an_unchanged_rerun_trains_nothing
     (["--space", '{"lr": ["loguniform", 0.01, 0.001]}'], "sevi_sweep: search space: lr: empty range"),
     (["--space", "{not json"], "sevi_sweep: --space: '{not json': not JSON nor a JSON file"),
     (["--space", '{"grid": ["choice", [12]]}'], "sevi_sweep: search space: grid [12]: expected even grids"),
+    (["--space", '{"batch_size": ["choice", [8, 0]]}'], "sevi_sweep: search space: batch_size: 0 makes no valid trial (batch_size must be >= 1, got 0)"),
+    (["--space", '{"width": ["choice", [4.5]]}'], "sevi_sweep: search space: width: 4.5 is not a whole number"),
     (["--num-samples", "0"], "sevi_sweep: --num-samples: got 0; expected >= 1"),
     (["--preset", "gpu9"], "sevi_sweep: --preset 'gpu9': unknown sweep preset"),
 ])
