@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the frame file")
     a = ap.parse_args(argv)
 
+    import numpy as np
     import torch
 
     from sevi.evaluation.frames_benchmark import draw_measurements
@@ -78,7 +79,8 @@ def main(argv=None) -> int:
         doc["analyze_output"] = (res.stdout + res.stderr)[-2000:]
         if res.returncode == 0:
             ans = read_answer(out)  # two rows, smaller R first
-            doc["distance"] = float(distance(torch.as_tensor(ans["beta"])[None], m.params.beta)[0])
+            beta = torch.as_tensor(np.ascontiguousarray(ans["beta"]), dtype=m.params.beta.dtype)  # a record view
+            doc["distance"] = float(distance(beta[None], m.params.beta)[0])
             doc["answer_R"] = ans["R"].tolist()
     finally:
         if not a.keep and frames.exists():
