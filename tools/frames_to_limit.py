@@ -112,14 +112,15 @@ def main(argv=None) -> int:
     print(f"{'kind':12s} {'n':>3s} {'direct':>8s} {'oracle':>8s} {'floor':>8s} {'d/o med':>8s} {'worst':>7s} "
           f"{'landed':>7s} {'flagged':>7s}")
     for k, s in (summary or {}).items():
-        if k == "calibration" or not s:
+        if k.startswith("calibration") or not s:
             continue
         print(f"{k:12s} {s['n']:3d} {s['direct_median']:8.4f} {s['oracle_median']:8.4f} {s['floor_median']:8.4f} "
               f"{s['ratio_of_medians']:8.3f} {s['worst_ratio']:7.2f} {s.get('landed', float('nan')):7.2f} "
               f"{s['flagged']:7d}")
-    for g, c in (summary or {}).get("calibration", {}).items():
-        print(f"calibration {g:10s} z std {c['z_std']:.2f}  within 68%: {c['within_68']:.3f}  within 95%: "
-              f"{c['within_95']:.3f}  (n={c['n']})")
+    for which in ("calibration", "calibration_unflagged"):
+        for g, c in ((summary or {}).get(which) or {}).items():
+            print(f"{which} {g:10s} z std {c['z_std']:.2f}  within 68%: {c['within_68']:.3f}  within 95%: "
+                  f"{c['within_95']:.3f}  (n={c['n']})")
     if summary:
         plot(rows, out / "frames_to_limit.png")
     print(f"wrote {doc_path}")
