@@ -9,6 +9,20 @@ from sevi.cli.policy import EXIT_INTERRUPTED, EXIT_USAGE, error_line, run_comman
 from sevi.runtime.errors import InputError, InputWarning
 
 
+def _signal_self(sig, wait_s: float = 5.0):
+    """Send ``sig`` to this process, as a terminal or ``kill`` does, and give the handler time to run.
+
+    A process-directed signal may be taken by any thread that does not block it (torch's, h5py's,
+    a Ray client's): Python then runs its handler in the main thread at the next check, which may
+    come a few bytecodes later. In CI the test's next line ran first (an AssertionError), once."""
+    import os
+    import time
+
+    os.kill(os.getpid(), sig)
+    for _ in range(int(wait_s / 0.01)):  # the handler raises out of sleep
+        time.sleep(0.01)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _no_ray_in_this_process():
     """These tests send real signals to the pytest process. A Ray instance an earlier test left
@@ -89,7 +103,7 @@ def test_sigterm_and_sighup_end_a_command_as_ctrl_c_does_and_its_temporary_goes(
         def killed():
             with atomic_path(tmp_path / "out.h5") as tmp:
                 tmp.write_text("half")
-                os.kill(os.getpid(), sig)
+                _signal_self(sig)
                 raise AssertionError("the signal should have ended the command")
         assert run_command("sevi", "simulate", killed) == code
         name = "" if sig == signal.SIGINT else f" ({sig.name})"
@@ -174,7 +188,7 @@ def test_handlers_a_library_replaced_are_put_back(capsys):
     def ray_like_then_reinstalled():
         signal.signal(signal.SIGTERM, lambda s, f: sys.exit(s))
         reinstall_signal_handlers()
-        os.kill(os.getpid(), signal.SIGTERM)
+        _signal_self(signal.SIGTERM)
         raise AssertionError("the signal should have ended the command")
     assert run_command("coating_tune", None, ray_like_then_reinstalled) == 143
     assert capsys.readouterr().err == "coating_tune: interrupted (SIGTERM)\n"
@@ -196,14 +210,14 @@ def test_a_handler_left_before_the_command_does_not_decide_how_it_ends(capsys):
     try:
         for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
             def killed():
-                os.kill(os.getpid(), sig)
+                _signal_self(sig)
                 raise AssertionError("the signal should have ended the command")
             assert run_command("sevi", "simulate", killed) == code
             assert capsys.readouterr().err.startswith("sevi simulate: interrupted")
             assert signal.getsignal(sig) is left
 
         def hup():
-            os.kill(os.getpid(), signal.SIGHUP)
+            _signal_self(signal.SIGHUP, wait_s=0.2)  # ignored: the wait runs out
             return 0
         assert run_command("sevi", "simulate", hup) == 0
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
