@@ -22,7 +22,6 @@ import sys
 
 import numpy as np
 
-
 MAX_GRID = 8192  # pixels per side: 8x the camera's 1024; one image of counts is 256 MiB there
 
 
@@ -52,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sevi.io import tables as io
     from sevi.io.paths import check_outputs
+    from sevi.io.write_behind import WriteBehind
     from sevi.physics.generator import GeneratorConfig
     from sevi.physics.prior import PriorConfig, ShellParams
     from sevi.runtime.errors import InputError
@@ -112,21 +112,25 @@ def run(args: argparse.Namespace) -> int:
     # memory is one batch of images whatever N (the file is renamed into place at the end). Every
     # dataset is held until the file is flushed (sevi.io.tables.atomic_h5: a full disk is then
     # one line, not a crash).
+    # The batch's write runs behind the next batch's render (sevi.io.write_behind: in order, one at
+    # a time, its errors raised here).
     with io.atomic_h5(args.out, stream=True) as f, tqdm(total=n, unit="image", desc="sevi simulate", disable=None) as bar:
         name, dtype = ("expected", np.float64) if args.render == "expected" else ("counts", np.int32)
         counts = f.create_dataset(name, shape=(n, args.grid, args.grid), dtype=dtype, chunks=(1, args.grid, args.grid))
-        for start in range(0, n, args.batch):
-            part = params[start:start + args.batch]
-            if args.render == "expected":  # no noise: the mean of what the other backends draw
-                mu = gen(part, check=False)
-                counts[start:start + len(part)] = mu.cpu().numpy()
-                out_of_view[start:start + len(part)] = (part.n_electrons.sum(1).double() - mu.sum(dim=(1, 2)).cpu()).round().numpy()
-            else:
-                # One seed per batch, derived from the run's seed, so a batch can be re-rendered alone.
-                res = gen.render(part, seed=args.seed * 1_000_003 + start)
-                counts[start:start + len(part)] = res.images.cpu().numpy()
-                out_of_view[start:start + len(part)] = res.out_of_view.cpu().numpy()
-            bar.update(len(part))
+        with WriteBehind() as writes:
+            for start in range(0, n, args.batch):
+                part = params[start:start + args.batch]
+                rows = slice(start, start + len(part))
+                if args.render == "expected":  # no noise: the mean of what the other backends draw
+                    mu = gen(part, check=False)
+                    writes.submit(counts.__setitem__, rows, mu.cpu().numpy())
+                    out_of_view[rows] = (part.n_electrons.sum(1).double() - mu.sum(dim=(1, 2)).cpu()).round().numpy()
+                else:
+                    # One seed per batch, derived from the run's seed, so a batch can be re-rendered alone.
+                    res = gen.render(part, seed=args.seed * 1_000_003 + start)
+                    writes.submit(counts.__setitem__, rows, res.images.cpu().numpy())
+                    out_of_view[rows] = res.out_of_view.cpu().numpy()
+                bar.update(len(part))
         _held = [f.create_dataset("image_id", data=image_ids), f.create_dataset("out_of_view", data=out_of_view),
                 f.create_dataset("Truth", data=truth)]
         f.attrs.update({"seed": args.seed, "grid": args.grid, "device": str(gen.device),
