@@ -30,14 +30,16 @@ def write_frames(path: Path, m, device, chunk: int = 64) -> dict:
 
     from sevi.camera.frame_renderer import FrameRenderer, shell_hit_chunks
     from sevi.io.frame_files import FrameWriter
+    from sevi.io.write_behind import WriteBehind
 
     gen = torch.Generator(device=torch.device(device)).manual_seed(m.seed)
     rend = FrameRenderer(device=device)
     t0, first = time.perf_counter(), 0
-    with FrameWriter(path, truth=False) as w, tqdm(total=m.n_frames, unit="frame", desc="writing") as bar:
+    with (FrameWriter(path, truth=False) as w, WriteBehind() as writes,
+          tqdm(total=m.n_frames, unit="frame", desc="writing") as bar):
         for x, z, frame, nb, _ in shell_hit_chunks(m.params, m.n_frames, generator=gen, chunk_frames=chunk):
             frames, _ = rend(x, z, frame, nb, gen)
-            w.append(np.arange(first, first + nb, dtype=np.int32), frames.cpu().numpy())
+            writes.submit(w.append, np.arange(first, first + nb, dtype=np.int32), frames.cpu().numpy())
             first += nb
             bar.update(nb)
     return {"seconds": time.perf_counter() - t0, "bytes": path.stat().st_size}
@@ -57,8 +59,8 @@ def main(argv=None) -> int:
     import torch
 
     from sevi.evaluation.frames_benchmark import draw_measurements
-    from sevi.io.tables import read_answer
     from sevi.io.atomic import write_json
+    from sevi.io.tables import read_answer
     from sevi.physics.metric import distance
 
     work = Path(a.work)

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from sevi.io.frame_files import FrameWriter
     from sevi.io.paths import check_outputs
+    from sevi.io.write_behind import WriteBehind
     from sevi.runtime.device import pick_device
 
     given = args.hits not in ("disc", "shells", "prior") and not args.hits.startswith("disc:")
@@ -129,14 +130,20 @@ def run(args: argparse.Namespace) -> int:
         render = lambda x, z, f, n: fast(x, z, f, n, gen)  # noqa: E731
     else:
         render = lambda x, z, f, n: render_frames(x, z, f, n, model, generator=gen)  # noqa: E731
-    with FrameWriter(args.out) as w:
+
+    def write(w, ids, images, truth):  # one batch: its frames, then its detected electrons
+        w.append(ids, images)
+        w.append_truth(*truth)
+
+    # Each batch is written behind the next one's render (sevi.io.write_behind: in order, one at a time).
+    with FrameWriter(args.out) as w, WriteBehind() as writes:
         for a in tqdm(range(0, n_frames, args.batch), unit="batch", desc="rendering", disable=None):
             b = min(n_frames, a + args.batch)
             sel = (fr >= a) & (fr < b)
             frames, det = render(torch.from_numpy(x[sel]).to(dev), torch.from_numpy(z[sel]).to(dev),
                                  torch.from_numpy(fr[sel] - a).to(dev), b - a)
             det = det.cpu().numpy()
-            w.append(image_ids[a:b], frames.cpu().numpy())
-            w.append_truth(image_ids[fr[sel][det]], eids[sel][det], x[sel][det], z[sel][det])
+            writes.submit(write, w, image_ids[a:b], frames.cpu().numpy(),
+                          (image_ids[fr[sel][det]], eids[sel][det], x[sel][det], z[sel][det]))
     print(f"sevi simulate-frames: {n_frames} frames -> {args.out}")
     return 0
