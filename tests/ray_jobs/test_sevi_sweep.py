@@ -99,3 +99,22 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_the_same_command(tmp_path):
     assert len(list(csv.DictReader(open(table)))) == 3
     third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=200)
     assert "reused, nothing trained" in third.stdout
+
+
+def test_a_trial_that_fails_in_ray_is_kept_in_the_table_with_its_reason(ray_local, tmp_path):
+    """A real Tune run (not a mock of its ResultGrid): one trial raises; its row says failed and why,
+    the others are kept beside it."""
+    from ray import tune
+
+    def trainable(config):
+        if config["width"] == 8:
+            raise RuntimeError("CUDA out of memory at step 3")
+        tune.report({"val_loss": 1.0, "steps_done": 1})
+
+    results = tune.Tuner(trainable, param_space={"width": tune.grid_search([4, 8])},
+                         run_config=tune.RunConfig(storage_path=str(tmp_path), name="failing",
+                                                   verbose=0)).fit()
+    rows = {r["width"]: r for r in sevi_sweep.rows_from_results(results)}
+    assert set(rows) == {4, 8}
+    assert rows[8]["status"] == "failed" and "CUDA out of memory at step 3" in rows[8]["reason"], rows[8]
+    assert rows[4]["status"] == "stopped early" and rows[4]["reason"], rows[4]
