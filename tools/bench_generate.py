@@ -15,13 +15,14 @@ prints each one's ratio to the ITM generator, measured in the same run.
 from __future__ import annotations
 
 import argparse
+import resource
 
 import torch
 
 from sevi.evaluation.generator_timing import time_generator, time_numpy
 from sevi.io.atomic import write_json
 from sevi.physics.expected_renderer import RENDER_BACKENDS, make_renderer
-from sevi.physics.generator import GeneratorConfig, SeviGenerator
+from sevi.physics.generator import GeneratorConfig, SeviGenerator, default_chunk_electrons
 from sevi.physics.prior import Prior
 
 
@@ -33,7 +34,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--calls", type=int, default=4, help="timed generator calls (after one warm-up)")
     ap.add_argument("--baseline-images", type=int, default=4, help="images for the numpy baseline (0: skip)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--chunk", type=int, default=1 << 22, help="electrons per chunk")
+    ap.add_argument("--chunk", type=int, default=None, help="electrons per chunk (default: the device's)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--backends", default="itm", help=f"comma list of {RENDER_BACKENDS}; itm is always timed")
     a = ap.parse_args(argv)
@@ -45,13 +46,20 @@ def main(argv=None) -> dict:
     prior_cfg = Prior().config.with_electrons(a.electrons)
     gen = SeviGenerator(GeneratorConfig(grid=a.grid, chunk_electrons=a.chunk), a.device, prior_cfg)
     params = gen.prior(a.batch * (a.calls + 1), seed=0).params
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t_torch = time_generator(gen, params, a.batch, a.calls)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)  # the warm-up call included
+    cost = {"user_s": r1.ru_utime - r0.ru_utime, "system_s": r1.ru_stime - r0.ru_stime,
+            "page_faults": r1.ru_minflt - r0.ru_minflt}
 
     out = {"device": str(gen.device), "device_name": torch.cuda.get_device_name(gen.device) if gen.device.type == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "grid": a.grid, "electrons_per_shell": a.electrons, "batch": a.batch,
-           "torch_images_per_s": 1 / t_torch, "torch_electrons_per_s": 2 * a.electrons / t_torch}
+           "torch_images_per_s": 1 / t_torch, "torch_electrons_per_s": 2 * a.electrons / t_torch,
+           "chunk_electrons": gen.config.chunk_electrons or default_chunk_electrons(gen.device), **cost}
     print(f"device {out['device_name']} ({torch.get_num_threads()} threads), G={a.grid}, {a.electrons:.0e} electrons/shell")
-    print(f"  torch ITM generator : {1 / t_torch:10.1f} images/s  ({2 * a.electrons / t_torch:.3g} electrons/s)")
+    print(f"  torch ITM generator : {1 / t_torch:10.1f} images/s  ({2 * a.electrons / t_torch:.3g} electrons/s; "
+          f"chunk {out['chunk_electrons']} electrons; user {cost['user_s']:.2f} s, system {cost['system_s']:.2f} s, "
+          f"{cost['page_faults']} page faults over {a.calls + 1} calls)")
     for b in backends:
         t_b = time_generator(make_renderer(b, GeneratorConfig(grid=a.grid), a.device, prior_cfg), params, a.batch, a.calls)
         out[f"{b}_images_per_s"], out[f"{b}_ratio_to_itm"] = 1 / t_b, t_torch / t_b

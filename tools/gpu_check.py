@@ -112,7 +112,7 @@ GENERATOR_TARGET_IMAGES_PER_S = 1000.0  # BENCHMARKS.md target at G 1024 with 2 
 
 
 def step_generator(ck: Check, budget_s: float) -> dict:
-    from sevi.physics.generator import GeneratorConfig, SeviGenerator
+    from sevi.physics.generator import GeneratorConfig, SeviGenerator, default_chunk_electrons
     from sevi.physics.prior import Prior, PriorConfig
     from sevi.evaluation.generator_timing import time_generator, time_numpy
 
@@ -121,7 +121,7 @@ def step_generator(ck: Check, budget_s: float) -> dict:
     # Ours: 32 images (128 MiB of int32 counts) keep a GPU busy across many chunks; 2 on a CPU.
     batch = 32 if cuda and not ck.tiny else 2
     # The default chunk (what training uses) and, on a GPU, a 4x larger one (about 1 GiB of scratch).
-    chunks = [GeneratorConfig().chunk_electrons] + ([1 << 24] if cuda and not ck.tiny else [])
+    chunks = [default_chunk_electrons(ck.device)] + ([1 << 24] if cuda and not ck.tiny else [])
     n_numpy = 1 if ck.tiny else 2
     out = {"grid": grid, "electrons_per_shell": electrons, "batch": batch, "by_chunk": {}}
     prior_cfg = PriorConfig().with_electrons(electrons)

@@ -18,11 +18,17 @@ electron, O(1) whatever the table size. Each u-bin carries exactly 1/inverse_nod
 probability; only the placement within a bin is linearised.
 
 Memory: electrons are drawn and histogrammed ``chunk_electrons`` at a time across the whole batch,
-so memory is the output images plus a fixed chunk, whatever the electron count.
+so memory is the output images plus a fixed chunk, whatever the electron count. The default chunk
+depends on the device (``default_chunk_electrons``): 2^16 electrons on a CPU, where a chunk's
+temporaries (a few MB) then stay in cache and are reused from the heap; 2^22 on a GPU, where fewer,
+larger kernels pay. On the CPU the 2^22 chunk's temporaries (hundreds of MB) were mapped afresh for
+every chunk: 200 images of 512^2 / 1e5 took 690,000 page faults, 1.3 s of system time and 1.7 s
+wall with two threads, against 1,500 faults and 0.8 s wall with 2^16 (BENCHMARKS.md, "Busy machine").
 
 Determinism: one ``torch.Generator`` on the render device, seeded per call, draws the chunks in a
 fixed order, and counts are integer additions, so a (parameters, seed, device, chunk size) gives
-the same images every time.
+the same images every time (the chunk size sets how the random stream is cut, so a different chunk
+gives other draws from the same distribution).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class GeneratorConfig:
     grid: int = 1024  # G: pixels per side over [-1, 1] (course: 1024; 256 and 512 also used)
     cdf_nodes: int = 4097  # x nodes of the exact CDF table per shell
     inverse_nodes: int = 8192  # probability nodes of the inverse-CDF table per shell
-    chunk_electrons: int = 1 << 22  # electrons drawn per step across the batch (memory bound)
+    chunk_electrons: int | None = None  # electrons drawn per step across the batch; None: by device
     normalise: bool = False  # False: integer counts; True: float images scaled to a total of 255
 
     def __post_init__(self):
@@ -52,7 +58,7 @@ class GeneratorConfig:
             raise ValueError(f"GeneratorConfig.grid must be >= 2, got {self.grid}")
         if self.cdf_nodes < 3 or self.inverse_nodes < 2:
             raise ValueError("GeneratorConfig.cdf_nodes must be >= 3 and inverse_nodes >= 2")
-        if self.chunk_electrons < 1:
+        if self.chunk_electrons is not None and self.chunk_electrons < 1:
             raise ValueError("GeneratorConfig.chunk_electrons must be positive")
 
 
@@ -63,6 +69,15 @@ class RenderResult:
 
     images: torch.Tensor
     out_of_view: torch.Tensor
+
+
+CPU_CHUNK_ELECTRONS = 1 << 16  # a chunk's temporaries in cache and in the heap (see the module)
+GPU_CHUNK_ELECTRONS = 1 << 22  # fewer, larger kernels
+
+
+def default_chunk_electrons(device: torch.device) -> int:
+    """Electrons per chunk when the config names none: by the render device (see the module)."""
+    return CPU_CHUNK_ELECTRONS if torch.device(device).type == "cpu" else GPU_CHUNK_ELECTRONS
 
 
 def normalise_images(counts: torch.Tensor, total: float = 255.0) -> torch.Tensor:
@@ -145,8 +160,9 @@ class SeviGenerator:
         total = int(ends[-1]) if len(ends) else 0
         shells = torch.arange(len(counts), device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        for start in range(0, total, self.config.chunk_electrons):
-            stop = min(start + self.config.chunk_electrons, total)
+        step = self.config.chunk_electrons or default_chunk_electrons(self.device)
+        for start in range(0, total, step):
+            stop = min(start + step, total)
             n = stop - start
             in_chunk = ends.clamp(start, stop) - begins.clamp(start, stop)  # (S,) electrons of each shell here
             shell = torch.repeat_interleave(shells, in_chunk, output_size=n)  # (n,)
