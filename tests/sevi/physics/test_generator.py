@@ -158,3 +158,17 @@ def test_pick_device_refuses_missing_cuda():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             pick_device("cuda")
+
+
+def test_the_default_chunk_is_the_devices_and_a_named_chunk_wins():
+    from sevi.physics.generator import CPU_CHUNK_ELECTRONS, GPU_CHUNK_ELECTRONS, default_chunk_electrons
+
+    assert default_chunk_electrons(torch.device("cpu")) == CPU_CHUNK_ELECTRONS == 1 << 16
+    assert default_chunk_electrons(torch.device("cuda", 0)) == GPU_CHUNK_ELECTRONS == 1 << 22
+    p = one_image(n=(100_000, 100_000))  # 200,000 electrons: several CPU chunks
+    default = SeviGenerator(GeneratorConfig(grid=32), "cpu").render(p, 5).images
+    named = SeviGenerator(GeneratorConfig(grid=32, chunk_electrons=1 << 16), "cpu").render(p, 5).images
+    old = SeviGenerator(GeneratorConfig(grid=32, chunk_electrons=1 << 22), "cpu").render(p, 5).images
+    assert torch.equal(default, named) and not torch.equal(default, old)
+    with pytest.raises(ValueError):
+        GeneratorConfig(chunk_electrons=0)
