@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         print(f"{k:12s} {s['n']:3d} {s['direct_median']:8.4f} {s['oracle_median']:8.4f} {s['floor_median']:8.4f} "
               f"{s['ratio_of_medians']:8.3f} {s['worst_ratio']:7.2f} {s.get('landed', float('nan')):7.2f} "
               f"{s['flagged']:7d}")
-    for which in ("calibration", "calibration_unflagged"):
+    for which in ("calibration", "calibration_unflagged", "calibration_unflagged_resolved"):
         for g, c in ((summary or {}).get(which) or {}).items():
             print(f"{which} {g:10s} z std {c['z_std']:.2f}  within 68%: {c['within_68']:.3f}  within 95%: "
                   f"{c['within_95']:.3f}  (n={c['n']})")
