@@ -250,9 +250,30 @@ class HeldOut:
     fit_max_iterations: int = 40
 
 
-def make_held_out(base, n: int, grid: int, seed: int, fit_max_iterations: int = 40, device="cpu") -> HeldOut:
+HELD_OUT_KINDS = ("prior", "overlapping")
+OVERLAP = (0.004, 0.03)  # overlapping held-out shells: R2 - R1 uniform in this range (detector units)
+
+
+def overlapping_params(params, seed: int):
+    """The same draws with the outer shell moved to R1 + U(0.004, 0.03): shells that overlap
+    (sevi.physics.metric.SEPARATION is 0.03), where a regressor's start matters most. R1 is kept
+    inside [0.3, 0.87] so that both shells stay on the detector and R >= 10 sigma_R."""
+    import torch
+
+    from sevi.physics.prior import ShellParams
+
+    rng = np.random.default_rng(seed)
+    n = len(params)
+    r1 = torch.as_tensor(rng.uniform(0.3, 0.9 - OVERLAP[1], n))
+    R = torch.stack([r1, r1 + torch.as_tensor(rng.uniform(*OVERLAP, n))], dim=1).to(params.R.dtype)
+    return ShellParams(R, params.sigma_R, params.beta, params.n_electrons)
+
+
+def make_held_out(base, n: int, grid: int, seed: int, fit_max_iterations: int = 40, device="cpu",
+                  kind: str = "prior") -> HeldOut:
     """n images from the base config's prior at seed 10^9 + seed, rendered at ``grid`` (ITM), each
-    fitted once from its truth (the optimum a trial's refined answer should land in)."""
+    fitted once from its truth (the optimum a trial's refined answer should land in). ``kind``
+    "overlapping": the same draws with overlapping shells (:func:`overlapping_params`)."""
     import torch
 
     from sevi.evaluation.held_out import HELD_OUT_OFFSET
@@ -260,8 +281,12 @@ def make_held_out(base, n: int, grid: int, seed: int, fit_max_iterations: int = 
     from sevi.physics.generator import GeneratorConfig, SeviGenerator
     from sevi.physics.prior import Prior
 
+    if kind not in HELD_OUT_KINDS:
+        raise InputError(f"held-out kind {kind!r}: expected one of {', '.join(HELD_OUT_KINDS)}")
     pc = base.data.prior_config()
     params = Prior(pc)(n, HELD_OUT_OFFSET + seed).params
+    if kind == "overlapping":
+        params = overlapping_params(params, HELD_OUT_OFFSET + seed)
     gen = SeviGenerator(GeneratorConfig(grid=grid), device, pc)
     images = torch.cat([gen.render(params[s:s + 8], HELD_OUT_OFFSET + seed + s).images.cpu()
                         for s in range(0, n, 8)]).numpy().astype(np.int32)

@@ -73,6 +73,19 @@ def test_judge_measures_a_model_on_the_held_out_images():
     assert f["flops_per_image"] > 2 * f["parameters"] / 10 and f["images_per_s"] > 0 and 0 <= f["fit_iterations"] <= 4
 
 
+def test_overlapping_held_out_images_move_only_the_outer_shell_into_the_inner_ones_reach():
+    base = resolve_config("tiny")
+    prior = rs.make_held_out(base, 3, 32, 7, fit_max_iterations=2)
+    over = rs.make_held_out(base, 3, 32, 7, fit_max_iterations=2, kind="overlapping")
+    gap = over.R[:, 1] - over.R[:, 0]
+    assert ((gap >= rs.OVERLAP[0]) & (gap <= rs.OVERLAP[1])).all() and (over.R[:, 0] >= 0.3).all()
+    assert (over.R[:, 1] <= 0.9).all() and (over.R >= 10 * over.sigma_R).all()
+    assert (over.beta == prior.beta).all() and (over.sigma_R == prior.sigma_R).all()
+    assert not (over.R == prior.R).all() and over.images.sum() > 0
+    with pytest.raises(InputError, match="held-out kind"):
+        rs.make_held_out(base, 1, 32, 7, kind="crowded")
+
+
 def _row(trial, landed, refined, latency, params, status="finished", error=None):
     metrics = {"cfg_blocks": "1-1-1-1", "cfg_width": 4, "cfg_grid": 16, "cfg_representation": "fold",
                "cfg_batch_size": 4, "cfg_lr": 1e-3, "val_loss": 0.4, "steps_done": 8}
