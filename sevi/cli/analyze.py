@@ -12,7 +12,9 @@ warned about. The steps of each path: ``sevi/pipeline/frames_answer.py``.
 Output (written atomically): ``Answer``, ``AnswerUncertainty`` (1-sigma), ``AnswerSigmaR``, and with
 the refinement (the default; ``--no-refine`` skips it) ``AnswerRegressor`` and
 ``RefineDiagnostics``, as ``sevi predict`` writes them. The file's attrs record ``path`` and, for the
-direct path, ``n_frames``; for the events path, the events file. The model must have been trained
+direct path, ``n_frames`` and ``shells_unresolved`` (the rows whose two fitted shells lie closer than
+the camera's spot, whose per-shell betas are not to be trusted: a warning names them); for the
+events path, the events file. The model must have been trained
 for the electron count the measurement holds (a clear error says so otherwise).
 """
 
@@ -43,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from sevi.cli.frames import chunk_runner
     from sevi.io.answer_file import write_answer
     from sevi.io.paths import check_outputs
@@ -60,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
                          centroid_device=None if args.device == "auto" else args.device,
                          refine=not args.no_refine, tolerance=args.electron_tolerance)
     res = done.result
+    extra = {}
+    if res.refined and "unresolved" in res.diagnostics:  # rows whose shells lie closer than the spot
+        extra["shells_unresolved"] = np.flatnonzero(res.diagnostics["unresolved"]).astype(np.int64)
     write_answer(args.out, res.answer, None, attrs={"model": str(args.model), "frames": str(args.frames),
-                                                    "device": str(device), **done.attrs},
+                                                    "device": str(device), **done.attrs, **extra},
                  regressor=res.regressor if res.refined else None, diagnostics=res.diagnostics)
     p = res.answer
     how = f"direct path, {done.attrs['n_frames']} frames, ~{done.electrons:.0f} electrons" if done.path == "direct" \

@@ -16,7 +16,12 @@ which may dip below zero and whose fit needs the number of frames summed; any ot
 **count** images (electron counts per pixel, >= 0).
 
 Fits that did not converge, and fits whose chi^2/dof exceeds :data:`MISFIT_CHI2` (a wrong optimum,
-or physics the forward model lacks), are named as ``InputWarning`` s, never silent.
+or physics the forward model lacks), are named as ``InputWarning`` s, never silent. So are direct
+images whose two fitted shells lie closer than the camera's spot (``TrainConfig.spot_blur``, 0.015
+detector units): the frame sum shows them as one ring, and there each shell's betas are off by up to
+8 of their error bars (BENCHMARKS.md, "From frames to the limit", calibration), so their error bars
+are not claimed (``diagnostics["unresolved"]``; ``sevi analyze`` writes the rows in the answer
+file's ``shells_unresolved`` attribute).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 
 from sevi.runtime.errors import InputError, InputWarning
 
-__all__ = ["MISFIT_CHI2", "ImageAnswer", "image_kind", "answer_images", "fit_warnings"]
+__all__ = ["MISFIT_CHI2", "ImageAnswer", "image_kind", "answer_images", "fit_warnings", "unresolved_shells"]
 
 # chi^2 per degree of freedom above which a refined image is named: a well-described image gives
 # 1.00 +- 0.05 (BENCHMARKS.md, SEVI refinement); 1.5 flags a wrong optimum or physics the forward
@@ -60,9 +65,17 @@ def image_kind(cfg) -> str:
     return "direct" if cfg.data.spot_blur > 0 else "counts"
 
 
+def unresolved_shells(R: np.ndarray, spot: float) -> np.ndarray:
+    """(n,) True where an image's two shells lie closer than ``spot`` (detector units): |R1 - R2| <
+    spot. ``R``: (n, 2) fitted radii. Such shells are one ring in a frame sum blurred by the spot."""
+    R = np.asarray(R, dtype=float)
+    return np.abs(R[:, 1] - R[:, 0]) < spot
+
+
 def fit_warnings(diag: dict, source: str) -> list[str]:
-    """The lines that name the images whose fit did not converge or misfits (chi^2/dof above
-    :data:`MISFIT_CHI2`); empty when every fit is sound."""
+    """The lines that name the images whose fit did not converge, misfits (chi^2/dof above
+    :data:`MISFIT_CHI2`) or, on direct images, holds shells closer than the camera's spot
+    (``diag["unresolved"]``, with ``diag["spot"]``); empty when every fit is sound."""
     def rows(idx):
         return ", ".join(map(str, idx[:10])) + (" ..." if len(idx) > 10 else "")
 
@@ -76,6 +89,11 @@ def fit_warnings(diag: dict, source: str) -> list[str]:
         out.append(f"{source}: the fitted image does not match the forward model for {len(misfit)} image(s) "
                    f"(chi^2/dof above {MISFIT_CHI2}: rows {rows(misfit)}); their answers and error bars are "
                    f"not to be trusted. See RefineDiagnostics")
+    close = np.flatnonzero(np.asarray(diag.get("unresolved", []), bool))
+    if len(close):
+        out.append(f"{source}: the two shells lie closer than the camera's spot ({diag['spot']} detector units) "
+                   f"in {len(close)} image(s) (rows {rows(close)}): the frame sum shows them as one ring, so each "
+                   f"shell's betas and their error bars are not to be trusted there")
     return out
 
 
@@ -107,6 +125,9 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
     if fit_images is None:
         raise ValueError("answer_images: refine needs fit_images")
     refined, diag = _refine(first, cfg, device, source, fit_images, kind, n_frames)
+    if kind == "direct":
+        diag = {**diag, "unresolved": unresolved_shells(refined["R"], cfg.data.spot_blur),
+                "spot": float(cfg.data.spot_blur)}
     for line in fit_warnings(diag, source):
         warnings.warn(line, InputWarning, stacklevel=2)
     return ImageAnswer(refined, first, diag, kind)

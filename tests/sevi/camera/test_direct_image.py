@@ -168,6 +168,8 @@ def test_analyze_direct_path_writes_an_answer(tiny_direct_model, tmp_path, capsy
     assert not (tmp_path / "answer.events.h5").exists(), "the direct path centroids nothing"
     with h5py.File(out) as f:  # refined by default, with the direct image's own fit (sevi/fit/direct_fit.py)
         assert f.attrs["refined"] and "RefineDiagnostics" in f and "AnswerRegressor" in f
+        close = abs(answer["R"][1] - answer["R"][0]) < cfg.data.spot_blur
+        assert f.attrs["shells_unresolved"].tolist() == ([0] if close else [])  # rows closer than the spot
         first = f["AnswerRegressor"][()]
         assert np.isfinite(f["RefineDiagnostics"]["chi2_dof"]).all()
     out2 = tmp_path / "answer2.h5"

@@ -178,3 +178,17 @@ def test_a_refined_image_the_model_does_not_describe_is_named(monkeypatch, capsy
     err = capsys.readouterr().err
     assert rc == 0 and err.startswith("sevi predict: warning: images.h5"), err
     assert "images.h5" in err and "does not match the forward model for 1 image(s)" in err and "rows 1" in err
+
+
+def test_shells_closer_than_the_spot_are_named_on_direct_images_only():
+    """A direct image's two fitted shells closer than the camera spot: a warning names the rows, and
+    the diagnostics carry them; count images have no spot, so nothing is said."""
+    from sevi.pipeline.image_answer import fit_warnings, unresolved_shells
+
+    R = np.array([[0.500, 0.504], [0.40, 0.70], [0.600, 0.6149], [0.600, 0.6151]])
+    close = unresolved_shells(R, 0.015)
+    assert close.tolist() == [True, False, True, False]
+    diag = {"converged": np.ones(4, bool), "chi2_dof": np.ones(4), "unresolved": close, "spot": 0.015}
+    (line,) = fit_warnings(diag, "frames.h5")
+    assert "closer than the camera's spot (0.015" in line and "2 image(s) (rows 0, 2)" in line
+    assert fit_warnings({"converged": np.ones(4, bool), "chi2_dof": np.ones(4)}, "images.h5") == []
