@@ -22,7 +22,9 @@ its traceback in the JSON, and the next step runs:
 7. refinement: seconds per image of the likelihood refinement at 1024^2, course counts; and of the
    direct-path refinement (a blurred image read at 256^2);
 8. frame_renderer: frames/s of the camera renderer at the course's density, and of the streaming sum;
-9. frames_limit (only when named: ``--steps frames_limit --frames-model runs/sevi-cpu-frames/final``):
+9. regressor_front: images/s and peak memory of the regressors the sweep chose between (its CPU
+   front member and the presets), with bf16 autocast and channels-last on and off;
+10. frames_limit (only when named: ``--steps frames_limit --frames-model runs/sevi-cpu-frames/final``):
    as many 50,000-frame measurements as its budget allows (50 wanted), the direct path against
    perfect centroiding (``tools/frames_to_limit.py``).
 
@@ -480,6 +482,71 @@ FRAMES_MODEL = ""  # set by --frames-model
 # (name, function(check, budget_s) -> figures, budget in seconds on a GPU). Budgets sum to 445 s
 # under the default 450 s cap, which leaves room for Python and CUDA start-up within 8 minutes.
 # OPTIONAL steps run only when named in --steps (each with its own time cap).
+# -- 9. the regressors the sweep chose between ----------------------------------------------
+def regressor_front_members(tiny: bool) -> dict:
+    """The configurations to time: the CPU sweep's front member (ResNet34 depth, width 8, 32^2
+    polar; BENCHMARKS.md, section 12) and the presets that train today's models; --tiny: two
+    toy sizes of the same layouts."""
+    from sevi.regressor.train_config import PRESETS
+
+    smoke = PRESETS["cpu-smoke"]
+    if tiny:
+        return {"front w8 32^2 (toy)": smoke.replace(width=4, grid=32), "cpu-smoke (toy)": smoke.replace(width=4)}
+    return {"sweep front: 3-4-6-3 w8 polar 32^2": smoke.replace(width=8, grid=32), "cpu-smoke": smoke,
+            "cpu-course": PRESETS["cpu-course"], "cpu-frames": PRESETS["cpu-frames"], "a100": PRESETS["a100"]}
+
+
+def time_regressor(cfg, device: torch.device, batch: int, bf16: bool, channels_last: bool, min_s: float) -> dict:
+    """Images/s of one regressor's forward pass (inference, no grad) on ``batch`` images' features,
+    and the peak memory of the timed passes (CUDA only)."""
+    from sevi.regressor.checkpoints import build_model
+
+    model = build_model(cfg).to(device).eval()
+    G = cfg.data.grid
+    images = torch.poisson(torch.full((batch, G, G), 2.0, device=device))
+    x = cfg.data.features(images)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    with torch.inference_mode(), amp:
+        model(x)  # warm-up
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        n, t0 = 0, time.perf_counter()
+        while True:
+            model(x)
+            n += batch
+            sync(device)
+            if time.perf_counter() - t0 >= min_s:
+                break
+    rate = n / (time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"images_per_s": rate, "latency_ms_per_batch": 1000.0 * batch / rate, "peak_memory_gib": peak}
+
+
+def step_regressor_front(ck: Check, budget_s: float) -> dict:
+    """Each configuration of :func:`regressor_front_members` timed with bf16 autocast and channels-last
+    on and off (batch 256 on a GPU, 8 with --tiny)."""
+    members = regressor_front_members(ck.tiny)
+    batch = 8 if ck.tiny else 256
+    combos = [(bf, cl) for bf in (False, True) for cl in (False, True)]
+    min_s = 0.05 if ck.tiny else max(0.2, 0.6 * budget_s / (len(members) * len(combos)))
+    out = {"batch": batch, "note": "forward pass on the features of Poisson images; bf16 autocast runs on a CPU "
+                                   "too, where it is rarely faster", "members": {}}
+    for name, cfg in members.items():
+        row = {"blocks": "-".join(map(str, cfg.blocks)), "width": cfg.width, "grid": cfg.data.grid,
+               "input": f"{cfg.data.representation} {tuple(cfg.data.features.shape)}"}
+        for bf, cl in combos:
+            row[f"bf16={'on' if bf else 'off'} channels_last={'on' if cl else 'off'}"] = time_regressor(
+                cfg, ck.device, batch, bf, cl, min_s)
+        out["members"][name] = row
+    best = {n: max(v["images_per_s"] for k, v in r.items() if k.startswith("bf16")) for n, r in out["members"].items()}
+    out["summary"] = "; ".join(f"{n}: {v:,.0f} images/s (best setting)" for n, v in best.items())
+    return out
+
+
 STEPS: list[tuple[str, Callable[[Check, float], dict], float]] = [
     ("environment", step_environment, 15),
     ("generator", step_generator, 60),
@@ -489,6 +556,7 @@ STEPS: list[tuple[str, Callable[[Check, float], dict], float]] = [
     ("optics", step_optics, 30),
     ("refinement", step_refinement, 50),
     ("frame_renderer", step_frame_renderer, 30),
+    ("regressor_front", step_regressor_front, 25),
     ("frames_limit", step_frames_limit, 420),
 ]
 OPTIONAL = {"frames_limit"}  # 50 course-scale measurements: run alone, --steps frames_limit --max-total-s 450

@@ -49,8 +49,11 @@ def test_tiny_cpu_run_measures_every_step_without_ray(tmp_path):
     s = r["steps"]
     assert s["frames_limit"]["status"].startswith("skipped: not chosen"), "the course-scale step runs only when named"
     assert s["frame_renderer"]["frames_per_s"] > 0 and s["frame_renderer"]["stream_frames_per_s"] > 0
+    front = s["regressor_front"]["members"]
+    assert len(front) == 2 and all(len([k for k in m if k.startswith("bf16=")]) == 4 for m in front.values())
+    assert all(v["images_per_s"] > 0 for m in front.values() for k, v in m.items() if k.startswith("bf16="))
     for name in ("environment", "generator", "expected_renderer", "training", "centroiding", "optics", "refinement",
-                 "frame_renderer"):
+                 "frame_renderer", "regressor_front"):
         assert s[name]["status"] == "ok", (name, s[name])
         assert 0 <= s[name]["seconds"] <= s[name]["budget_s"], name
     assert s["expected_renderer"]["grid64"]["poisson_images_per_s"] > 0
