@@ -27,6 +27,9 @@ model and noise (sevi/fit/direct_fit.py). Then also:
     converged (1 or 0), start (which starting point won; where overlapping shells leave several
     optima, each one's start and weight in the mixture, e.g. "answer 0.70 + swapped 0.30") per
     image. A fit that did not converge is named on stderr, never silent.
+With ``--centre fit`` the image centre is fitted too, per image (sevi/fit/centred_fit.py: the whole
+image instead of its folded quadrant), and ``AnswerCentre`` holds (ImageId,) x0, z0, x0_sd, z0_sd in
+the input's pixel indices (axis 0 = x; the course's centre is (G - 1) / 2 on both axes) and fitted = 1.
 Without refinement the uncertainties are the model's heteroscedastic head (a Gaussian log-variance
 per target trained by NLL; model.py / training.py). Calibration of both: tools/eval_sevi.py and
 tools/eval_refine.py (BENCHMARKS.md).
@@ -49,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="relative slack on the trained electron range (default 0.15)")
     p.add_argument("--no-refine", action="store_true",
                    help="the regressor's answer alone (default: refined by the likelihood fit, sevi/fit/count_fit.py)")
+    p.add_argument("--centre", choices=("course", "fit"), default="course",
+                   help="course (default): the course's centre, the corner between the middle pixels; fit: the "
+                        "centre fitted per image with its error bars (count images; sevi/fit/centred_fit.py; "
+                        "several times slower), written as AnswerCentre")
     p.set_defaults(func=run)
 
 
@@ -63,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise InputError(f"--batch must be >= 1 (images per forward pass), got {args.batch}")
+    if args.centre == "fit" and args.no_refine:
+        raise InputError("--centre fit needs the refinement (the centre is a parameter of the likelihood fit); "
+                         "drop --no-refine")
     check_outputs({"--out": args.out}, {"--images": args.images, "--model": args.model})
     device = pick_device(args.device)
     model, cfg = load_model_file(args.model, device)
@@ -72,10 +82,15 @@ def run(args: argparse.Namespace) -> int:
         fit_images = None if args.no_refine else [images.image(i) for i in range(images.n)]
         res = answer_images(model, cfg, batches, device, source=args.images, fit_images=fit_images,
                             n_frames=images.attrs.get("n_frames"), refine=not args.no_refine,
-                            tolerance=args.electron_tolerance)
+                            tolerance=args.electron_tolerance, fit_centre=args.centre == "fit")
+    centre = None
+    if args.centre == "fit":
+        c, sd = res.diagnostics["centre"], res.diagnostics["centre_sd"]
+        centre = {"x0": c[:, 0], "z0": c[:, 1], "x0_sd": sd[:, 0], "z0_sd": sd[:, 1], "fitted": 1}
     write_answer(args.out, res.answer, ids, attrs={"model": str(args.model), "images": str(args.images),
-                                                   "device": str(device), "model_grid": cfg.data.grid},
-                 regressor=res.regressor if res.refined else None, diagnostics=res.diagnostics)
+                                                   "device": str(device), "model_grid": cfg.data.grid,
+                                                   "centre": args.centre},
+                 regressor=res.regressor if res.refined else None, diagnostics=res.diagnostics, centre=centre)
     n = 1 if ids is None else len(ids)
     print(f"wrote Answer for {n} image{'s' * (n != 1)} to {args.out}")
     return 0

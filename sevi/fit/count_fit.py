@@ -89,7 +89,9 @@ class FitResult:
     iterations: int
     converged: bool
     start: str  # which start won; with several modes, each mode's start and weight ("answer 0.70 + swapped 0.30")
-    cov: np.ndarray = field(repr=False)
+    cov: np.ndarray = field(repr=False)  # the shells' parameters (the centre's, when fitted, are not in it)
+    centre: np.ndarray | None = None  # (x0, z0) in the fit grid's pixel indices, when fitted (centred_fit)
+    centre_sd: np.ndarray | None = None
 
 
 class Refiner:
@@ -121,6 +123,7 @@ class Refiner:
         self.lo = torch.tensor(per_lo * 2, dtype=torch.float64, device=self.device)
         self.hi = torch.tensor(per_hi * 2, dtype=torch.float64, device=self.device)
         self.valid = ValidityCheck(L, device=self.device)
+        self.n_shell_params = 2 * (3 + L)  # theta's shell part; a subclass may append more (centred_fit)
         per_m = torch.cat([torch.zeros(3, dtype=torch.float64), self.prior_mean.cpu()])
         self.m_full = per_m.repeat(2).to(self.device)  # the prior's centre (only the betas' entries matter)
         # A constant added to every folded pixel of both the data and the model: 0 for count images;
@@ -141,7 +144,7 @@ class Refiner:
     def _prior_term(self, theta: torch.Tensor) -> torch.Tensor:
         """-log prior inside the bounds (the betas' normals; constants dropped)."""
         _, _, _, beta = self._unpack(theta)
-        P = self.P_grad.reshape(2, -1)[:, 3:]
+        P = self.P_grad[: self.n_shell_params].reshape(2, -1)[:, 3:]
         return 0.5 * ((beta - self.prior_mean) ** 2 * P).sum()
 
     def objective(self, theta: torch.Tensor, n: torch.Tensor) -> float:
@@ -181,6 +184,10 @@ class Refiner:
     # -- the public call ------------------------------------------------------------------------
     def fold(self, image) -> torch.Tensor:
         """(G, G) counts -> folded quadrant at fit_grid, flattened (H W,) float64."""
+        return fold_image(self.rebin(image)).reshape(-1) + self.offset
+
+    def rebin(self, image) -> torch.Tensor:
+        """(G, G) counts -> (fit_grid, fit_grid) float64, summed exactly over k x k blocks."""
         img = torch.as_tensor(np.asarray(image), dtype=torch.float64, device=self.device)
         if img.ndim != 2 or img.shape[0] != img.shape[1]:
             raise ValueError(f"expected a square (G, G) image, got shape {tuple(img.shape)}")
@@ -190,8 +197,7 @@ class Refiner:
             raise ValueError(f"an image of {G} x {G} pixels does not rebin exactly to the fit grid {g}; "
                              f"use an image grid that is a multiple of {g}, or set FitConfig.fit_grid")
         k = G // g
-        img = img.reshape(g, k, g, k).sum(dim=(1, 3))
-        return fold_image(img).reshape(-1) + self.offset
+        return img.reshape(g, k, g, k).sum(dim=(1, 3))
 
     def starts(self, R, sigma_R, beta, n_total: float, R_sd=None) -> list[tuple[str, torch.Tensor]]:
         """The starting points (name, theta) for a first answer."""
@@ -283,7 +289,9 @@ class Refiner:
         t = torch.as_tensor(est, dtype=torch.float64, device=self.device)
         if not bool(self.valid(self._unpack(t)[3]).all()):  # the mean left the valid densities: keep the optimum
             est, sd = theta.cpu().numpy(), sd_lap
-        per_shell, sdn = est.reshape(2, -1), sd.reshape(2, -1)  # columns: R, sigma_R, N, beta_2 .. beta_2L
+        ns = self.n_shell_params
+        centre, centre_sd = (est[ns:], sd[ns:]) if len(est) > ns else (None, None)
+        per_shell, sdn = est[:ns].reshape(2, -1), sd[:ns].reshape(2, -1)  # columns: R, sigma_R, N, beta_2 .. beta_2L
         R, s, N, beta = per_shell[:, 0], per_shell[:, 1], per_shell[:, 2], per_shell[:, 3:]
         order = np.argsort(R, kind="stable")
         chi2, dof = self.chi2(mu, n)
@@ -291,7 +299,7 @@ class Refiner:
         ll = self._log_likelihood(mu, n)
         perm = np.concatenate([np.arange(3 + self.L) + j * (3 + self.L) for j in order])
         return FitResult(R[order], s[order], N[order], beta[order], sdn[order, 0], sdn[order, 1], sdn[order, 3:],
-                         ll, -f, chi2 / dof, it, bool(conv), name, cov.cpu().numpy()[perm][:, perm])
+                         ll, -f, chi2 / dof, it, bool(conv), name, cov.cpu().numpy()[perm][:, perm], centre, centre_sd)
 
 
 def _vector(r: FitResult) -> tuple[np.ndarray, np.ndarray]:

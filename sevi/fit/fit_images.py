@@ -13,7 +13,7 @@ from sevi.physics.prior import PriorConfig
 
 
 def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config: FitConfig | None = None,
-                   progress: bool = True, noise=None) -> tuple[dict, dict]:
+                   progress: bool = True, noise=None, fit_centre: bool = False) -> tuple[dict, dict]:
     """Refine a batch of regressor answers.
 
     images: an iterable of (G, G) images in the order of ``first``'s rows: counts, or with ``noise``
@@ -23,12 +23,18 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
     (n, 2, L)). Returns (refined answer with the same keys, diagnostics: log_likelihood,
     log_posterior, chi2_dof (n,) float64, iterations (n,) int32, converged (n,) bool, start (n,) str).
     Count images are fitted at 512^2 (``choose_fit_grid``), direct ones at 256^2, where the grid divides.
+    ``fit_centre``: count images only; the centre is fitted too (``sevi.fit.centred_fit``) and the
+    diagnostics gain ``centre`` and ``centre_sd`` (n, 2), in the input images' pixel indices.
     """
     from tqdm import tqdm
 
     keys = ("R", "R_sd", "sigma_R", "sigma_R_sd", "beta", "beta_sd")
     out = {k: np.array(first[k], dtype=np.float64, copy=True) for k in keys}
+    if fit_centre and noise is not None:
+        raise ValueError("the centre is fitted on count images only; a direct image takes the course's centre")
     diag = {k: [] for k in ("log_likelihood", "log_posterior", "chi2_dof", "iterations", "converged", "start")}
+    if fit_centre:
+        diag.update(centre=[], centre_sd=[])
     refiners: dict[tuple[int, int], Refiner] = {}
     n = len(first["R"])
     for i, img in enumerate(tqdm(images, total=n, desc="refine", unit="image", disable=None if progress else True)):
@@ -42,7 +48,10 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
             fg = choose_fit_grid(G, REFINE_GRID)
         if (fg, G) not in refiners:
             cfg = dataclasses.replace(config or FitConfig(), fit_grid=fg)
-            if noise is None:
+            if noise is None and fit_centre:
+                from sevi.fit.centred_fit import CentredRefiner
+                refiners[fg, G] = CentredRefiner(cfg, prior, device)
+            elif noise is None:
                 refiners[fg, G] = Refiner(cfg, prior, device)
             elif noise.n_frames is not None:  # a frame sum: the camera's exact response
                 from sevi.fit.frame_sum_fit import FrameSumRefiner
@@ -56,7 +65,12 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
         for k, v in (("R", f.R), ("R_sd", f.R_sd), ("sigma_R", f.sigma_R), ("sigma_R_sd", f.sigma_R_sd),
                      ("beta", f.beta), ("beta_sd", f.beta_sd)):
             out[k][i] = v
-        for k in diag:
+        if fit_centre:
+            from sevi.fit.centred_fit import to_input_pixels
+            c, c_sd = to_input_pixels(f.centre, f.centre_sd, G, fg)
+            diag["centre"].append(c)
+            diag["centre_sd"].append(c_sd)
+        for k in ("log_likelihood", "log_posterior", "chi2_dof", "iterations", "converged", "start"):
             diag[k].append(getattr(f, k))
     diag = {k: np.array(v) for k, v in diag.items()}
     for k in keys:

@@ -13,9 +13,9 @@ def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None,
     ``AnswerSigmaR`` (sigma_R and its 1-sigma), atomically. ``p``: ``predict_images``' output (or
     the refined answer, with ``regressor`` the first answer and ``diagnostics`` the fits').
 
-    ``sevi fit`` (any number of shells) adds ``centre`` (x0, z0, x0_sd, z0_sd in the image file's
-    pixel indices, ``fitted``: 1 when the centre was fitted, 0 when given), written as the table
-    ``AnswerCentre``, and ``p["n_electrons"]`` / ``p["n_electrons_sd"]`` (detected electrons per
+    ``sevi fit`` (any number of shells) and ``sevi predict --centre fit`` add ``centre`` (x0, z0,
+    x0_sd, z0_sd in the image file's pixel indices, one value or one per image; ``fitted``: 1 when
+    the centre was fitted, 0 when given), written as the table ``AnswerCentre``; ``sevi fit`` adds and ``p["n_electrons"]`` / ``p["n_electrons_sd"]`` (detected electrons per
     shell), written as ``AnswerElectrons``; ``uncertainty`` replaces the file's description of
     the error bars."""
     from sevi.io import tables as io
@@ -51,9 +51,13 @@ def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None,
         e["SphereId"] = answer["SphereId"]
         e["n_electrons"], e["n_electrons_sd"] = p["n_electrons"].reshape(-1), p["n_electrons_sd"].reshape(-1)
         tables["AnswerElectrons"] = e
-    if centre is not None:
-        c = np.zeros(1, np.dtype([("x0", "<f8"), ("z0", "<f8"), ("x0_sd", "<f8"), ("z0_sd", "<f8"), ("fitted", "u1")]))
-        for k in c.dtype.names:
+    if centre is not None:  # one row per image (ImageId first when there are several)
+        rows = int(np.size(centre["x0"]))
+        c = np.zeros(rows, np.dtype(([("ImageId", "<i4")] if ids is not None else []) + [
+            ("x0", "<f8"), ("z0", "<f8"), ("x0_sd", "<f8"), ("z0_sd", "<f8"), ("fitted", "u1")]))
+        if ids is not None:
+            c["ImageId"] = ids
+        for k in ("x0", "z0", "x0_sd", "z0_sd", "fitted"):
             c[k] = centre[k]
         tables["AnswerCentre"] = c
     io.write_tables(path, tables, attrs={**attrs, "uncertainty": uncertainty or how, "refined": regressor is not None})

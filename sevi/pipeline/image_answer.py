@@ -99,7 +99,7 @@ def fit_warnings(diag: dict, source: str) -> list[str]:
 
 def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device, *, source: str,
                   fit_images: Sequence[np.ndarray] | None = None, n_frames: int | None = None,
-                  refine: bool = True, tolerance: float = 0.15) -> ImageAnswer:
+                  refine: bool = True, tolerance: float = 0.15, fit_centre: bool = False) -> ImageAnswer:
     """Images -> answer (module docstring).
 
     ``batches``: (index of the first image, images (b, G, G)) for the regressor, in order.
@@ -107,7 +107,8 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
     when ``refine`` is False. They may be the regressor's images or the same measurement at a finer
     grid (the direct path reads the frame sum at 256^2). ``n_frames``: frames summed into a direct
     image (the background's share of its noise; required to refine direct images). ``source``
-    names the input in errors and warnings. Raises InputError for a bad image, a model that cannot
+    names the input in errors and warnings. ``fit_centre``: count images only, the image centre is
+    fitted too (``sevi.fit.centred_fit``; the diagnostics gain ``centre`` and ``centre_sd``). Raises InputError for a bad image, a model that cannot
     read it, or a fit that cannot start; warns (InputWarning) of unsound fits."""
     import torch
 
@@ -124,7 +125,10 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
         return ImageAnswer(first, first, None, kind)
     if fit_images is None:
         raise ValueError("answer_images: refine needs fit_images")
-    refined, diag = _refine(first, cfg, device, source, fit_images, kind, n_frames)
+    if fit_centre and kind != "counts":
+        raise InputError(f"{source}: the centre is fitted on count images only; this model reads direct images "
+                         f"(frame sums), whose fit takes the course's centre")
+    refined, diag = _refine(first, cfg, device, source, fit_images, kind, n_frames, fit_centre)
     if kind == "direct":
         diag = {**diag, "unresolved": unresolved_shells(refined["R"], cfg.data.spot_blur),
                 "spot": float(cfg.data.spot_blur)}
@@ -133,7 +137,8 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
     return ImageAnswer(refined, first, diag, kind)
 
 
-def _refine(first: dict, cfg, device, source: str, images, kind: str, n_frames: int | None):
+def _refine(first: dict, cfg, device, source: str, images, kind: str, n_frames: int | None,
+            fit_centre: bool = False):
     """The likelihood refinement over the model's training prior, each image by its kind's fit."""
     from sevi.fit.fit_images import refine_answers
     from sevi.regressor.batches import prior_config
@@ -150,6 +155,6 @@ def _refine(first: dict, cfg, device, source: str, images, kind: str, n_frames: 
         except ValueError as e:
             raise InputError(f"{source}: direct-path refinement: {e}") from None
     try:
-        return refine_answers(images, first, prior_config(cfg), device, noise=noise)
+        return refine_answers(images, first, prior_config(cfg), device, noise=noise, fit_centre=fit_centre)
     except ValueError as e:
         raise InputError(f"{source}: refinement: {e}") from None

@@ -1,0 +1,102 @@
+"""The course refinement with the image centre fitted too: two shells, the training prior, and (x0, z0).
+
+``sevi.fit.count_fit.Refiner`` takes the course's centre, the corner between the image's two middle
+pixels, and fits the folded quadrant. An image whose centre is not known (a lab's image in the
+course's format, a detector whose axis drifted) breaks that fold. This fit keeps everything else of
+the course refinement (the regressor's start and its multi-start for close shells, the prior, the
+Laplace error bars, the mixture of modes) and fits the whole image instead of its fold:
+
+    theta = (per shell R, sigma_R, N, beta_2 .. beta_2L, then x0, z0),
+    mu    = sum_j shell_j(x0, z0, R_j, sigma_Rj, N_j, beta_j)     on the fit grid's pixels,
+
+with the exact expected image around any centre (``sevi.physics.grid_image.GridImage``, its
+derivatives, the centre's included, in closed form). The centre's prior is uniform on a box of
+``centre_window`` input pixels around its start (:func:`sevi.fit.centre_estimate.estimate_centre`,
+or a given centre, which is then held). Its error bars come from the same Laplace approximation
+as the shells'. The result's ``centre`` and ``centre_sd`` are in the fit grid's pixel indices;
+:func:`to_input_pixels` turns them into the input image's (docs/conventions.md, "Any image").
+
+Cost: the whole image is four times the folded quadrant's pixels, and the model is evaluated per
+shell, so a fit takes several times the known-centre fit's time (BENCHMARKS.md, "Lab images").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sevi.fit.centre_estimate import estimate_centre
+from sevi.fit.count_fit import FitConfig, FitResult, Refiner
+from sevi.physics.grid_image import GridImage, PixelGrid
+from sevi.physics.prior import PriorConfig
+
+__all__ = ["CentredRefiner", "to_input_pixels"]
+
+
+def to_input_pixels(centre, centre_sd, image_grid: int, fit_grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """A centre (and its sd) in the fit grid's pixel indices -> the input image's: fit pixel j covers
+    input pixels j k .. j k + k - 1 (k = image_grid / fit_grid), centred on j k + (k - 1) / 2."""
+    k = image_grid // fit_grid
+    return k * np.asarray(centre, float) + (k - 1) / 2, k * np.asarray(centre_sd, float)
+
+
+class CentredRefiner(Refiner):
+    """``CentredRefiner(cfg, prior, device)(image, R, sigma_R, beta, R_sd, centre=None)``: the module."""
+
+    def __init__(self, config: FitConfig = FitConfig(), prior: PriorConfig = PriorConfig(), device="cpu",
+                 centre_window: float = 40.0):
+        super().__init__(config, prior, device)
+        g = config.fit_grid
+        self.image_model = GridImage(PixelGrid((g, g), 2.0 / g), self.L, config.forward, self.device)
+        self.centre_window = float(centre_window)  # input pixels around the start
+        two = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self.P_grad, self.P, self.m_full = (torch.cat([v, two]) for v in (self.P_grad, self.P, self.m_full))
+        self._shell_lo, self._shell_hi, self._shell_P = self.lo, self.hi, self.P[:-2]
+
+    def _unpack(self, theta: torch.Tensor):
+        return super()._unpack(theta[: self.n_shell_params])
+
+    def _model(self, theta: torch.Tensor, jacobian: bool):
+        """The whole image's mu (g g,) and, with ``jacobian``, J (P, g g)."""
+        R, s, N, beta = self._unpack(theta)
+        centre = (float(theta[-2]), float(theta[-1]))
+        P = 3 + self.L
+        mu, J = None, None
+        for j in range(2):
+            m, Jj = self.image_model.shell(float(R[j]), float(s[j]), float(N[j]), beta[j], centre, jacobian)
+            mu = m.reshape(-1) if mu is None else mu + m.reshape(-1)
+            if jacobian:
+                Jj = Jj.reshape(Jj.shape[0], -1)
+                if J is None:
+                    J = torch.zeros(theta.numel(), Jj.shape[1], dtype=torch.float64, device=self.device)
+                J[j * P:(j + 1) * P] = Jj[2:]
+                J[-2:] += Jj[:2]
+        return mu, J
+
+    def fold(self, image) -> torch.Tensor:
+        """The whole image at the fit grid, flattened: nothing is folded when the centre is free."""
+        return self.rebin(image).reshape(-1) + self.offset
+
+    def __call__(self, image, R, sigma_R, beta, R_sd=None, centre=None) -> FitResult:
+        """Refine one image's answer and its centre. ``centre``: None (estimated, then fitted) or
+        (x0, z0) in the input image's pixel indices (held)."""
+        rebinned = self.rebin(image)
+        g, G = self.config.fit_grid, int(np.shape(image)[-1])
+        k = G // g
+        if centre is None:
+            c0 = np.array(estimate_centre(rebinned.cpu().numpy()))
+            half, held = self.centre_window / k + 2, 0.0
+        else:  # held: a point prior, so the shells' error bars are conditional on it
+            c0 = (np.asarray(centre, float) - (k - 1) / 2) / k
+            half, held = 0.0, 1e12
+        c0_t = torch.as_tensor(c0, dtype=torch.float64, device=self.device)
+        self.lo = torch.cat([self._shell_lo, c0_t - half])
+        self.hi = torch.cat([self._shell_hi, c0_t + half])
+        self.P = torch.cat([self._shell_P, torch.full((2,), held, dtype=torch.float64, device=self.device)])
+        n = rebinned.reshape(-1) + self.offset
+        total = float(n.sum()) - self.offset * n.numel()
+        if not total > 0:
+            raise ValueError("the image has no counts; nothing to fit")
+        starts = [(name, torch.cat([th, c0_t])) for name, th in self.starts(R, sigma_R, beta, total, R_sd)]
+        return self._answer(self._fit_starts(starts, n), n)
+
