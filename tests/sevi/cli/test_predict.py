@@ -192,3 +192,23 @@ def test_shells_closer_than_the_spot_are_named_on_direct_images_only():
     (line,) = fit_warnings(diag, "frames.h5")
     assert "closer than the camera's spot (0.015" in line and "2 image(s) (rows 0, 2)" in line
     assert fit_warnings({"converged": np.ones(4, bool), "chi2_dof": np.ones(4)}, "images.h5") == []
+
+
+def test_the_centre_fitted_per_image_is_written_beside_the_answer(model_dir, tmp_path, capsys):
+    """--centre fit: AnswerCentre per image, in the input's pixels, at the course's centre for course
+    images; --centre fit without the refinement is refused in one line."""
+    src = images(tmp_path, grid=64, n=2, electrons=4000)
+    out = tmp_path / "centred.h5"
+    assert main(["predict", "--model", str(model_dir), "--images", str(src), "--out", str(out), "--device", "cpu",
+                 "--centre", "fit"]) == 0
+    with h5py.File(out) as f:
+        c = f["AnswerCentre"][()]
+        assert f.attrs["centre"] == "fit" and f.attrs["refined"]
+    assert c["ImageId"].tolist() == [10, 11] and (c["fitted"] == 1).all()
+    assert ((c["x0_sd"] > 0) & (c["z0_sd"] > 0)).all()
+    for k in ("x0", "z0"):  # the ITM generator's images are centred on the corner of pixels 31 and 32
+        assert (np.abs(c[k] - 31.5) < 5 * c[f"{k}_sd"] + 0.05).all(), c
+    assert main(["predict", "--model", str(model_dir), "--images", str(src), "--out", str(tmp_path / "x.h5"),
+                 "--centre", "fit", "--no-refine"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sevi predict: --centre fit needs the refinement") and not (tmp_path / "x.h5").exists()
