@@ -205,6 +205,12 @@ def test_predict_refines_a_direct_image_only_with_its_frame_count(tiny_direct_mo
     assert not (tmp_path / "b.h5").exists()
     assert main(["predict", "--model", model, "--images", str(bare), "--out", str(tmp_path / "b.h5"),
                  "--device", "cpu", "--no-refine"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", model, "--images", str(good), "--out", str(tmp_path / "c.h5"),
+                 "--device", "cpu", "--centre", "fit"]) == 2  # the frame-sum fit takes the course's centre
+    err = capsys.readouterr().err
+    assert "the centre is fitted on count images only" in err and "Traceback" not in err
+    assert not (tmp_path / "c.h5").exists()
 
 
 def test_analyze_direct_path_refuses_a_short_measurement(tiny_direct_model, tmp_path, capsys):
