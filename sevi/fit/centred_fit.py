@@ -16,8 +16,8 @@ or a given centre, which is then held). Its error bars come from the same Laplac
 as the shells'. The result's ``centre`` and ``centre_sd`` are in the fit grid's pixel indices;
 :func:`to_input_pixels` turns them into the input image's (docs/conventions.md, "Any image").
 
-Limit: the fit needs a start within about a shell's width of the true centre. The estimate is
-that close on the images measured (BENCHMARKS.md, "Lab images"), but a start 2 px off on a 64^2
+Limit: the fit needs a start within about a shell's width of the true centre. Started from the
+estimate it found the centre on every image measured (BENCHMARKS.md, "Lab images"), but a start 2 px off on a 64^2
 image whose rings are a third of a pixel wide ends in a false optimum (chi^2/dof 190-980, named by
 the misfit warning of ``sevi.pipeline.image_answer``, its log posterior -inf in the diagnostics).
 
