@@ -15,8 +15,9 @@ def write_answer(path, p: dict, ids, attrs: dict, regressor: dict | None = None,
 
     ``sevi fit`` (any number of shells) and ``sevi predict --centre fit`` add ``centre`` (x0, z0,
     x0_sd, z0_sd in the image file's pixel indices, one value or one per image; ``fitted``: 1 when
-    the centre was fitted, 0 when given), written as the table ``AnswerCentre``; ``sevi fit`` adds and ``p["n_electrons"]`` / ``p["n_electrons_sd"]`` (detected electrons per
-    shell), written as ``AnswerElectrons``; ``uncertainty`` replaces the file's description of
+    the centre was fitted, 0 when given), written as the table ``AnswerCentre``. ``sevi fit`` also
+    gives ``p["n_electrons"]`` / ``p["n_electrons_sd"]`` (detected electrons per shell), written as
+    ``AnswerElectrons``; ``uncertainty`` replaces the file's description of
     the error bars."""
     from sevi.io import tables as io
 
