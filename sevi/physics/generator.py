@@ -22,8 +22,9 @@ so memory is the output images plus a fixed chunk, whatever the electron count. 
 depends on the device (``default_chunk_electrons``): 2^16 electrons on a CPU, where a chunk's
 temporaries (a few MB) then stay in cache and are reused from the heap; 2^22 on a GPU, where fewer,
 larger kernels pay. On the CPU the 2^22 chunk's temporaries (hundreds of MB) were mapped afresh for
-every chunk: 200 images of 512^2 / 1e5 took 690,000 page faults, 1.3 s of system time and 1.7 s
-wall with two threads, against 1,500 faults and 0.8 s wall with 2^16 (BENCHMARKS.md, "Busy machine").
+every chunk: 6 images of 1024^2 / 2e6 took 652,439 page faults and 0.99 s of system time with two
+threads (5.2 images/s), against 11,232 faults and 0.03 s with 2^16 (14.0 images/s;
+``tools/bench_generate.py``, BENCHMARKS.md section 1).
 
 Determinism: one ``torch.Generator`` on the render device, seeded per call, draws the chunks in a
 fixed order, and counts are integer additions, so a (parameters, seed, device, chunk size) gives
