@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -170,7 +169,7 @@ def to_tune_space(space: dict):
 
 def rows_from_results(results) -> list[dict]:
     """Every trial of a ResultGrid as a table row (sevi.evaluation.regressor_sweep.trial_row)."""
-    from sevi.evaluation.regressor_sweep import mark_front, trial_row
+    from sevi.evaluation.regressor_sweep import mark_front, trial_id, trial_row
 
     # Tune's own trial states (TERMINATED also for a trial ASHA stopped; ERROR): anything else was cut
     # off by an interrupt, and the sweep is not finished.
@@ -178,8 +177,7 @@ def rows_from_results(results) -> list[dict]:
     states = [t.status for t in trials] if len(trials) == len(results) else ["TERMINATED"] * len(results)
     rows = []
     for r, state in zip(results, states):
-        found = re.search(r"_([0-9a-f]{5}_\d{5})", os.path.basename(r.path.rstrip("/"))) if r.path else None
-        trial = found.group(1) if found else str((r.metrics or {}).get("trial_id", "?"))
+        trial = (trial_id(r.path) if r.path else None) or str((r.metrics or {}).get("trial_id", "?"))
         metrics = dict(r.metrics or {})
         err = None
         if r.error is not None:

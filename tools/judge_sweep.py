@@ -32,7 +32,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from sevi.evaluation.regressor_sweep import judge, make_held_out
+    from sevi.evaluation.regressor_sweep import judge, make_held_out, trial_id
     from sevi.io.atomic import write_json
     from sevi.regressor.checkpoints import load_model
     from sevi.regressor.train_config import PRESETS
@@ -51,8 +51,7 @@ def main(argv=None) -> int:
     rows = []
     print(f"{len(finals)} finished trials of {sweep.name}, {a.n} held-out images ({a.kind}, {grid}^2, seed {a.seed})")
     for f in finals:
-        parts = f.parents[1].name.split("_")
-        trial = "_".join(parts[4:6]) if f.parents[1].name.startswith("trial_") else str(f)
+        trial = trial_id(f.parents[1].name) if f.parents[1].name.startswith("trial_") else str(f)
         model, cfg = load_model(f)
         r = {"trial": trial, "blocks": "-".join(map(str, cfg.blocks)), "width": cfg.width, "grid": cfg.data.grid,
              "representation": cfg.data.representation, **judge(model, cfg, held)}

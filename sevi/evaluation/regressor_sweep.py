@@ -385,6 +385,16 @@ COLUMNS = ("trial", "status", "reason") + CONFIG_COLUMNS + FIGURE_COLUMNS + ("on
 FRONT_AGAINST = ("latency_ms", "parameters")
 
 
+def trial_id(trial_dir: str) -> str | None:
+    """The trial's id ("f79c7_00007") from its Tune folder's name ("trial_<sweep>_f79c7_00007_7_<config>_<date>"),
+    or None when the name holds none."""
+    import os
+    import re
+
+    found = re.search(r"_([0-9a-f]{5}_\d{5})", os.path.basename(str(trial_dir).rstrip("/")))
+    return found.group(1) if found else None
+
+
 def trial_row(trial: str, config: dict, metrics: dict, error: str | None, ended: bool = True) -> dict:
     """One trial's row: its sampled configuration, every figure it reached, and its status
     (finished: judged on the held-out images; stopped early: ASHA ended it; failed: ``error``;

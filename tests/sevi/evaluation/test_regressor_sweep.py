@@ -123,3 +123,9 @@ def test_the_pareto_png_names_the_front(tmp_path):
                           _row("e", 0, 0, 0, 0, status="failed", error="boom")])
     rs.pareto_png(rows, tmp_path / "p.png", title="test")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_trials_id_is_read_from_its_tune_folder():
+    name = "trial_sevi_sweep_379e516598_f79c7_00007_7_batch_size=32,blocks=3-4-6-3_2026-12-05_01-38-46"
+    assert rs.trial_id(name) == "f79c7_00007" and rs.trial_id("/runs/x/" + name + "/") == "f79c7_00007"
+    assert rs.trial_id("runs/preset_choice/cpu-smoke") is None
