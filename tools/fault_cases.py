@@ -169,6 +169,9 @@ def make_inputs(f: Path) -> None:
                       "fit_cycles.fit_all(read_history('H.csv'), 'models', kinds=('greybox',), log=lambda s: None, "
                       "hparams={'greybox': {'epochs': 1, 'inner_steps': 4, 'width': 0}})"], f)
     (f / "NEW.csv").write_text("furnace_no,cycle_id\nN1,1\nN2,1\nN3,1\n")
+    # 12 runs: planning takes about 11 s here (3 runs: 5 s in all), so a signal sent after 4 s lands
+    # while the command plans, not while the interpreter exits after its work is done.
+    (f / "NEW12.csv").write_text("furnace_no,cycle_id\n" + "".join(f"N{i},1\n" for i in range(1, 13)))
     (f / "semi.csv").write_text((f / "H.csv").read_text().replace(",", ";"))
     (f / "text.h5").write_text("cycle_id,run\n1,2\n")
     (f / "folder.h5").mkdir()
@@ -395,8 +398,9 @@ def cases() -> list[Case]:
     c.append(Case(G, "sevi predict, SIGTERM while fitting", pr, "interrupt", trigger=("SIGTERM", "open:many.h5+2")))
     rec = COATING + ["recommend", "--history", "{f}/H.csv", "--runs", "{f}/NEW.csv", "--standard", "{f}/STD.csv",
                      "--models", "{f}/models", "--out", "OUT"]
-    c.append(Case(G, "coating recommend, Ctrl-C while planning", rec, "interrupt", trigger=("SIGINT", "after:4")))
-    c.append(Case(G, "coating recommend, SIGTERM while planning", rec, "interrupt", trigger=("SIGTERM", "after:4")))
+    rec12 = [a.replace("NEW.csv", "NEW12.csv") for a in rec]
+    c.append(Case(G, "coating recommend, Ctrl-C while planning", rec12, "interrupt", trigger=("SIGINT", "after:4")))
+    c.append(Case(G, "coating recommend, SIGTERM while planning", rec12, "interrupt", trigger=("SIGTERM", "after:4")))
     c.append(Case(G, "coating simulate, Ctrl-C", COATING + ["simulate", "--cycles", "60", "--seed", "1", "--out",
                                                             "h.h5"], "interrupt", trigger=("SIGINT", "after:3")))
     tr = SEVI + ["train", "--preset", "tiny", "--out", "t", "--steps", "400", "--checkpoint_every", "10"]
