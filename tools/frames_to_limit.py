@@ -10,7 +10,9 @@ shell in the course's proportion (1.8-2.5e6 per 50,000 frames). Each is rendered
 camera (``sevi.camera.frame_renderer``, the frames summed, never kept; cached in ``OUT/cache`` so a
 re-run reuses them), answered by the direct path as `sevi analyze` runs it, and compared with
 perfect centroiding (the detected hits' count image, fitted from the truth) and the count image's
-Bayesian floor. Printed: per kind and in all, the median Distances, the ratio of the direct path's
+Bayesian floor, and with the frame-sum fit's own floor (the Bayesian floor of its Godambe information
+at the truth, ``sevi.fit.frame_sum_information``: what this estimator reaches on average; added to the
+rows of an earlier run on resume, from the parameters alone). Printed: per kind and in all, the median Distances, the ratio of the direct path's
 median to perfect centroiding's, the worst measurement's ratio, the share of fits the regressor
 started in the truth's optimum; the calibration of the error bars (z-score std, 68 % / 95 %
 coverage). Written: OUT/frames_to_limit.json (after every measurement: an interrupted run resumes)
@@ -75,7 +77,9 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from sevi.evaluation.frames_benchmark import draw_measurements, evaluate_measurement, render_measurement, summarise
+    from sevi.evaluation.frames_benchmark import (draw_measurements, evaluate_measurement, frame_sum_floors,
+                                                  render_measurement, summarise)
+    from sevi.regressor.batches import prior_config
     from sevi.io.atomic import write_json
     from sevi.regressor.inference import load_model_file
     from sevi.runtime.device import pick_device
@@ -98,7 +102,10 @@ def main(argv=None) -> int:
     rows = []
     for m in tqdm(draw_measurements(a.measurements, frames, a.seed), desc="measurements", unit="measurement"):
         if (m.seed, m.n_frames) in done:
-            rows.append(done[(m.seed, m.n_frames)])
+            row = done[(m.seed, m.n_frames)]
+            if "fit_floor" not in row and not a.no_floor:  # a row of an earlier version: add the fit's floor
+                row.update(frame_sum_floors(m, row["detected"], prior_config(cfg), device))
+            rows.append(row)
             continue
         rendered = render_measurement(m, device, cache=out / "cache", progress=True)
         rows.append(evaluate_measurement(m, rendered, model, cfg, device, truth_start=not a.no_truth_start,
@@ -117,6 +124,15 @@ def main(argv=None) -> int:
         print(f"{k:12s} {s['n']:3d} {s['direct_median']:8.4f} {s['oracle_median']:8.4f} {s['floor_median']:8.4f} "
               f"{s['ratio_of_medians']:8.3f} {s['worst_ratio']:7.2f} {s.get('landed', float('nan')):7.2f} "
               f"{s['flagged']:7d}")
+    if rows and all("fit_floor" in r and "oracle" in r for r in rows):
+        print("\nper measurement: Distance of the direct path, perfect centroiding, the hits' floor and the frame-sum "
+              "fit's own floor (its information at the truth)")
+        print(f"{'kind':12s} {'sep':>6s} {'direct':>8s} {'oracle':>8s} {'floor':>8s} {'fit fl':>8s} "
+              f"{'d/o':>6s} {'d/fitfl':>7s} {'fitfl/fl':>8s}")
+        for r in rows:
+            print(f"{r['kind']:12s} {r['separation']:6.3f} {r['direct']:8.4f} {r['oracle']:8.4f} {r['floor_bayes']:8.4f} "
+                  f"{r['fit_floor']:8.4f} {r['direct'] / r['oracle']:6.2f} {r['direct'] / r['fit_floor']:7.2f} "
+                  f"{r['fit_floor'] / r['floor_bayes']:8.2f}")
     for which in ("calibration", "calibration_unflagged", "calibration_unflagged_resolved"):
         for g, c in ((summary or {}).get(which) or {}).items():
             print(f"{which} {g:10s} z std {c['z_std']:.2f}  within 68%: {c['within_68']:.3f}  within 95%: "

@@ -36,7 +36,7 @@ from sevi.evaluation.held_out import HELD_OUT_OFFSET
 from sevi.physics.prior import Prior, PriorConfig, ShellParams
 
 __all__ = ["KINDS", "COURSE_FRAMES", "Measurement", "draw_measurements", "render_measurement", "evaluate_measurement",
-           "summarise"]
+           "frame_sum_floors", "summarise"]
 
 KINDS = ("prior", "crowded", "overlapping")
 COURSE_FRAMES = 50_000  # the course's measurement: 50,000 frames of 1.8-2.5e6 electrons per shell
@@ -147,6 +147,7 @@ def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, tru
         out["oracle"] = float(distance(torch.as_tensor(fo.beta)[None], truth_beta)[0])
         out["oracle_s"] = time.perf_counter() - t0
     if floor:
+        out.update(frame_sum_floors(m, out["detected"], prior, device))
         from sevi.physics.forward import ExpectedImage, ForwardConfig
         from sevi.physics.information import fisher_information, image_floors, prior_precision
 
@@ -159,9 +160,29 @@ def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, tru
     return out
 
 
+def frame_sum_floors(m: Measurement, detected: int, prior: PriorConfig, device) -> dict:
+    """The frame-sum fit's own floor for measurement ``m`` with ``detected`` hits: the Bayesian floor
+    (Distance, as ``floor_bayes``) of the fit's Godambe information at the truth
+    (``sevi.fit.frame_sum_information``, 'wls'), i.e. what this estimator reaches on average there;
+    ``fit_floor``. Needs only the parameters, not the rendered frames."""
+    from sevi.fit.count_fit import FitConfig
+    from sevi.fit.direct_fit import REFINE_GRID, direct_noise
+    from sevi.fit.frame_sum_fit import FrameSumRefiner
+    from sevi.fit.frame_sum_information import linear_estimators, truth_theta
+    from sevi.physics.information import image_floors, prior_precision
+
+    ref = FrameSumRefiner(FitConfig(fit_grid=REFINE_GRID), prior, device, direct_noise(m.n_frames, REFINE_GRID))
+    share = detected / float(m.params.n_electrons.sum())
+    theta = truth_theta(m.params.R[0], m.params.sigma_R[0], m.params.n_electrons[0].double() * share,
+                        m.params.beta[0, :, :ref.L])
+    info = linear_estimators(ref, theta)["wls"]["information"]
+    return {"fit_floor": image_floors(info.cpu(), prior_precision(prior, ref.L), ref.L, 1.0, seed=m.index)["bayes"]}
+
+
 def summarise(rows: list[dict]) -> dict:
     """Medians, the ratio of medians to perfect centroiding, the worst per-measurement ratio, per kind and
-    in all; the direct answers' calibration (z-scores of beta_2..6, beta_8..24, R, sigma_R)."""
+    in all (with the frame-sum fit's own floor where the rows have it: ``frame_sum_floors``); the direct
+    answers' calibration (z-scores of beta_2..6, beta_8..24, R, sigma_R)."""
     from sevi.evaluation.calibration import z_calibration
     from sevi.pipeline.image_answer import MISFIT_CHI2
 
@@ -177,6 +198,10 @@ def summarise(rows: list[dict]) -> dict:
                "ratio_of_medians": float(np.median(d) / np.median(o)),
                "worst_ratio": float(np.max(d / o)), "flagged": int(sum(r["direct_chi2_dof"] > MISFIT_CHI2 for r in rs)),
                "not_converged": int(sum(not r["direct_converged"] for r in rs))}
+        if all("fit_floor" in r for r in rs):  # the frame-sum fit's own floor (frame_sum_floors)
+            ff = np.array([r["fit_floor"] for r in rs])
+            out.update({"fit_floor_median": float(np.median(ff)), "direct_over_fit_floor_median": float(np.median(d / ff)),
+                        "worst_ratio_to_fit_floor": float(np.max(d / ff)), "fit_floor_over_floor_max": float(np.max(ff / f))})
         if all("landed" in r for r in rs):
             out["landed"] = float(np.mean([r["landed"] for r in rs]))
         return out

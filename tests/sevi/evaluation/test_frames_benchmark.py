@@ -33,3 +33,31 @@ def test_the_resolved_group_leaves_out_shells_closer_than_a_camera_spot():
     assert s["calibration_unflagged"]["beta_2..6"]["z_std"] > 3  # the unresolved pair's z-scores
     resolved = s["calibration_unflagged_resolved"]
     assert resolved["beta_2..6"]["n"] == 12 and resolved["beta_2..6"]["z_std"] == pytest.approx(1.0)
+
+
+def test_the_fits_own_floor_in_the_summary():
+    rows = [dict(_row("prior", 0.010, 0.010, 1.0, 1.0), fit_floor=0.011),
+            dict(_row("overlapping", 0.020, 0.008, 1.0, 1.0), fit_floor=0.016)]
+    s = summarise(rows)["all"]
+    assert s["fit_floor_median"] == pytest.approx(0.0135)
+    assert s["worst_ratio_to_fit_floor"] == pytest.approx(0.020 / 0.016)
+    assert s["fit_floor_over_floor_max"] == pytest.approx(0.016 / 0.008)
+    assert "fit_floor_median" not in summarise([_row("prior", 0.01, 0.01, 1.0, 1.0)])["all"]
+
+
+def test_the_fits_floor_lies_above_the_hits_floor():
+    """The frame sum is a function of the detected hits and independent noise: the fit's
+    information at the truth is below the hits', so its floor is above theirs."""
+    from sevi.evaluation.frames_benchmark import draw_measurements, frame_sum_floors
+    from sevi.physics.forward import ExpectedImage, ForwardConfig
+    from sevi.physics.information import fisher_information, image_floors, prior_precision
+    from sevi.physics.prior import PriorConfig
+
+    m = draw_measurements(1, (2000, 2000), seed=3)[0]
+    prior = PriorConfig().with_electrons(72_000, 100_000)
+    detected = int(0.9 * float(m.params.n_electrons.sum()))
+    fit = frame_sum_floors(m, detected, prior, "cpu")["fit_floor"]
+    F = fisher_information(ExpectedImage(ForwardConfig(grid=512, n_terms=prior.n_terms), "cpu"), m.params.R[0],
+                           m.params.sigma_R[0], m.params.n_electrons[0].double() * 0.9, m.params.beta[0])
+    hits = image_floors(F, prior_precision(prior, prior.n_terms), prior.n_terms, 1.0, seed=m.index)["bayes"]
+    assert np.isfinite(fit) and hits < fit < 3 * hits, (fit, hits)

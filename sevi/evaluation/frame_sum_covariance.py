@@ -1,0 +1,101 @@
+"""The frame sum's covariance model, checked on rendered frame sums: does each estimator of
+``sevi.fit.frame_sum_information`` vary as much as it claims?
+
+Many independent frame sums of one measurement (same theta, different seeds) are rendered by the
+camera simulator (``sevi.camera.frame_renderer``) and folded to the fit's pixels. For each estimator
+(``wls``: the frame-sum fit's weights; ``gls``: the pixels' modelled covariance C inverted) its
+first-order errors ``A (y_k - ybar)`` are taken over the sums, and their variance per parameter is
+compared with the variance it claims (``A C A^T``). A ratio of 1 means the covariance model is right
+along that estimator's directions; > 1, that it claims less noise than there is. With K sums the
+ratio's standard error is about sqrt(2 / (K - 1)). The mean is checked too: ``(ybar - mu)`` along
+each estimator, in units of one sum's claimed sd (the model's mean response at the truth).
+
+The default measurement is that of tests/sevi/fit/test_frame_sum_fit.py: a 256-pixel camera whose spot
+is the course's in pixels (sigma 0.06 = 7.68 px, sd 0.004), 30 spots per frame, two saturating shells
+one spot sigma apart, fitted at 64^2 (4 x 4 camera pixels per fit pixel, as 256^2 fits of the
+course's 1024^2 frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from sevi.camera.frames import FrameModel
+
+__all__ = ["CovarianceCheck", "render_sums", "compare_estimators"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CovarianceCheck:
+    """One measurement to render many times (module docstring); radii and widths in detector units."""
+    camera: FrameModel = FrameModel(grid=256, sigma_mean=0.06, sigma_std=0.004)
+    fit_grid: int = 64
+    n_frames: int = 300
+    per_frame: float = 30.0  # detected spots per frame
+    R: tuple[float, float] = (0.33, 0.39)
+    sigma_R: tuple[float, float] = (0.006, 0.007)
+    beta_seed: int = 10**9 + 77  # the betas: one draw of the notes' prior (held out from training)
+    oversample: int = 1  # the fit's fine hit grid per blur grid (FrameSumRefiner's default: 1)
+
+    def params(self):
+        """The measurement's ShellParams (electrons emitted per shell fixed, as the course renders)."""
+        from sevi.physics.prior import Prior, PriorConfig, ShellParams
+
+        beta = Prior(PriorConfig())(1, self.beta_seed).params.beta
+        emitted = int(self.per_frame * self.n_frames / 0.9 / 2)
+        return ShellParams(torch.tensor([self.R], dtype=torch.float64), torch.tensor([self.sigma_R], dtype=torch.float64),
+                           beta, torch.tensor([[emitted, emitted]]))
+
+    def refiner(self, device="cpu"):
+        from sevi.fit.count_fit import FitConfig
+        from sevi.fit.direct_fit import direct_noise
+        from sevi.fit.frame_sum_fit import FrameSumRefiner
+        from sevi.physics.prior import PriorConfig
+
+        prior = PriorConfig().with_electrons(int(self.per_frame * self.n_frames / 0.9 / 2))
+        return FrameSumRefiner(FitConfig(fit_grid=self.fit_grid), prior, device,
+                               direct_noise(self.n_frames, self.fit_grid, self.camera), oversample=self.oversample,
+                               chi2_block=2)
+
+
+def render_sums(check: CovarianceCheck, n_sums: int, seed: int = 1000, device="cpu", progress=None):
+    """(folded frame sums (K, h h) float64 in electron units, mean detected hits per sum); sum k is
+    rendered with seed ``seed + k``."""
+    from sevi.camera.direct_image import direct_image
+    from sevi.camera.frame_renderer import FrameRenderer, accumulate_frames
+
+    ref, p = check.refiner(device), check.params()
+    renderer = FrameRenderer(check.camera, device)
+    sums, detected = [], []
+    for k in range(n_sums):
+        gen = torch.Generator(device=torch.device(device)).manual_seed(seed + k)
+        fs = accumulate_frames(renderer, p, check.n_frames, generator=gen, progress=False)
+        sums.append(ref.fold(direct_image(fs.frame_sum.astype(np.float64), check.n_frames, check.fit_grid,
+                                          check.camera)))
+        detected.append(len(fs.x))
+        if progress:
+            progress(1)
+    return torch.stack(sums), float(np.mean(detected))
+
+
+def compare_estimators(refiner, theta: torch.Tensor, sums: torch.Tensor) -> dict:
+    """Per estimator ('wls', 'gls'): {'names', 'actual_var', 'claimed_var', 'ratio', 'mean_offset'}
+    (lists per parameter, ``sevi.physics.information.parameter_names`` order), plus 'n_sums' and the
+    conjugate gradients' 'cg_residual' (module docstring)."""
+    from sevi.fit.frame_sum_information import linear_estimators
+    from sevi.physics.information import parameter_names
+
+    est = linear_estimators(refiner, theta)
+    dev = sums - sums.mean(0)
+    out = {"n_sums": int(len(sums)), "cg_residual": est["cg_residual"]}
+    for name in ("wls", "gls"):
+        A, claimed = est[name]["A"], est[name]["claimed"].diagonal()
+        actual = (dev @ A.T).var(0)
+        offset = (A @ (sums.mean(0) - est["mu"])) / claimed.sqrt()
+        out[name] = {"names": parameter_names(refiner.L), "actual_var": actual.tolist(),
+                     "claimed_var": claimed.tolist(), "ratio": (actual / claimed).tolist(),
+                     "mean_offset": offset.tolist()}
+    return out
