@@ -190,12 +190,15 @@ def spot_kernels(camera: FrameModel = FrameModel(), config: ResponseConfig = Res
 class CameraResponse:
     """Configure once (a camera's kernels and tables, on a device), call many:
     ``CameraResponse(camera, device)(rate)`` with ``rate`` the hits per frame per pixel of the
-    positive quadrant (G/2, G/2) of the camera's frame (module docstring)."""
+    positive quadrant (G/2, G/2) of the camera's frame (module docstring); with ``symmetric=False``,
+    of the whole frame (G, G), whose centre may lie anywhere (``sevi.fit.centred_frame_sum_fit``)."""
 
-    def __init__(self, camera: FrameModel = FrameModel(), device="cpu", config: ResponseConfig = ResponseConfig()):
+    def __init__(self, camera: FrameModel = FrameModel(), device="cpu", config: ResponseConfig = ResponseConfig(),
+                 symmetric: bool = True):
         from sevi.runtime.device import pick_device
 
         self.camera, self.config = camera, config
+        self.symmetric = symmetric  # rate is the positive quadrant (mirrored); False: the whole frame
         self.device = pick_device(device)
         self.kernels = spot_kernels(camera, config)
         lv = np.arange(config.lattice_size) * config.lattice_step
@@ -206,10 +209,13 @@ class CameraResponse:
 
     # -- convolutions ---------------------------------------------------------------------------
     def _padded(self, rate: torch.Tensor) -> torch.Tensor:
-        """The quadrant mirrored across the centre lines (the frame's symmetry) and zero past its edge."""
+        """The quadrant mirrored across the centre lines (the frame's symmetry) and zero past its edge;
+        a whole frame (``symmetric`` False) zero past every edge."""
         h = self.kernels.half
-        x = torch.cat([rate[:h].flip(0), rate, torch.zeros_like(rate[:h])], 0)
-        return torch.cat([x[:, :h].flip(1), x, torch.zeros_like(x[:, :h])], 1)
+        before = (lambda t, d: t.narrow(d, 0, h).flip(d)) if self.symmetric else \
+            (lambda t, d: torch.zeros_like(t.narrow(d, 0, h)))
+        x = torch.cat([before(rate, 0), rate, torch.zeros_like(rate[:h])], 0)
+        return torch.cat([before(x, 1), x, torch.zeros_like(x[:, :h])], 1)
 
     def _kernel_ffts(self, shape: tuple[int, int]):
         if shape not in self._ffts:

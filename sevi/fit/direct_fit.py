@@ -193,7 +193,7 @@ def fine_grid(grid: int, spot_sigma: float, oversample: int = 2) -> int:
     return oversample * blur_render_grid(grid, spot_sigma)
 
 
-def spot_matrix(n_out: int, n_fine: int, sigma_px: float) -> torch.Tensor:
+def spot_matrix(n_out: int, n_fine: int, sigma_px: float, mirror: bool = True) -> torch.Tensor:
     """The blur-and-rebin operator of one half-axis: (n_out, n_fine) float64.
 
     Fine pixel x (index from the centre line, centre at x + 1/2 fine px) sends its light to fine
@@ -202,7 +202,8 @@ def spot_matrix(n_out: int, n_fine: int, sigma_px: float) -> torch.Tensor:
     pixel box twice (the hit's position inside its pixel, the light's inside the receiving pixel),
     sampled at whole pixels (Gauss-Legendre over the triangle, 24 nodes per side) and normalised.
     Light past the outer edge is lost. Image pixel p sums fine pixels p k .. p k + k - 1,
-    ``k = n_fine / n_out``."""
+    ``k = n_fine / n_out``. ``mirror=False``: a whole axis (no centre line; light past either end is
+    lost), for images whose centre is fitted (``sevi.fit.centred_frame_sum_fit``)."""
     if n_fine % n_out:
         raise ValueError(f"the fine half-axis ({n_fine}) must be a multiple of the image's ({n_out})")
     r = int(math.ceil(5.0 * sigma_px)) + 1
@@ -218,6 +219,8 @@ def spot_matrix(n_out: int, n_fine: int, sigma_px: float) -> torch.Tensor:
         f = x + off  # direct light
         ok = (f >= 0) & (f < n_fine)
         B[f[ok], x[ok]] += kv
+        if not mirror:
+            continue
         f = -x - 1 - off  # light past the centre line, reflected (fine pixel x mirrored to -x - 1)
         ok = (f >= 0) & (f < n_fine)
         B[f[ok], x[ok]] += kv

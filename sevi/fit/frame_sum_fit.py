@@ -98,6 +98,11 @@ class FrameSumRefiner(DirectRefiner):
         hits = sum(self.frame_model.shell_quadrant(R[j], s[j], N[j], beta[j]) for j in range(2))
         out = self.response(hits / self.noise.n_frames)
         self.exact_evaluations += 1
+        return self._exact_per_fit_pixel(out)
+
+    def _exact_per_fit_pixel(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The camera's response per camera pixel (``CameraResponse``'s output) -> per fit pixel, in
+        electron units (``exact``)."""
         light = self._block(out["light"]) * self.scale
         scaled = self._block(out["scaled"]) * self.scale
         # The camera's gain for the light's fluctuations: a spot adds v counts, recorded as
@@ -169,13 +174,16 @@ class FrameSumRefiner(DirectRefiner):
     def blocks(self, mu: torch.Tensor) -> torch.Tensor:
         """Indicators (B, h h) of the ``chi2_block`` x ``chi2_block`` blocks of folded pixels that hold a
         pixel of the rings (mu >= 5 electrons)."""
-        h = self.config.fit_grid // 2
-        b = self.chi2_block
-        nb = -(-h // b)
-        label = (torch.arange(h, device=mu.device) // b)
-        ids = (label[:, None] * nb + label[None, :]).reshape(-1)  # the block of each folded pixel
+        ids = self._block_ids(mu.device)
         lit = torch.unique(ids[self._chi2_pixels(mu)])
         return (ids[None, :] == lit[:, None]).to(mu.dtype)
+
+    def _block_ids(self, device) -> torch.Tensor:
+        """The chi^2 block of each folded fit pixel, flattened."""
+        h, b = self.config.fit_grid // 2, self.chi2_block
+        nb = -(-h // b)
+        label = torch.arange(h, device=device) // b
+        return (label[:, None] * nb + label[None, :]).reshape(-1)
 
     def chi2(self, mu: torch.Tensor, n: torch.Tensor) -> tuple[float, int]:
         """(sum over blocks of (sum of residuals)^2 / its variance, blocks), over the blocks of the
@@ -222,7 +230,10 @@ class FrameSumRefiner(DirectRefiner):
         total = float(n.sum())
         if not total > 0:
             raise ValueError("the image has no light; nothing to fit")
-        starts = self.starts(R, sigma_R, beta, total, R_sd)
+        return self._anchored(self.starts(R, sigma_R, beta, total, R_sd), n)
+
+    def _anchored(self, starts: list[tuple[str, torch.Tensor]], n: torch.Tensor) -> FitResult:
+        """The fit from ``starts`` with the exact model re-anchored at each optimum (module docstring)."""
         anchor = torch.maximum(torch.minimum(starts[0][1], self.hi), self.lo)
         for k in range(self.max_anchors):
             self._set_anchor(anchor)

@@ -1,0 +1,140 @@
+"""The frame-sum fit with the image centre fitted too: what ``sevi analyze --centre fit`` uses.
+
+``sevi.fit.frame_sum_fit.FrameSumRefiner`` takes the course's centre (the corner between the frame's two
+middle pixels) and fits the folded quadrant. Frames whose centre is not known (a lab's camera, a
+detector whose axis drifted) break that fold. This fit keeps everything else of the frame-sum fit (the
+camera's exact response at anchors around the linear surrogate, the chord gain, weighted least squares
+with the camera's variances, the sandwich error bars, the block chi^2, the regressor's start, the
+prior, the mixture of modes) and fits the whole frame sum instead of its fold:
+
+    theta = (per shell R, sigma_R, N, beta_2 .. beta_2L, then x0, z0),
+
+with the centre in the fit grid's pixel indices (``sevi.fit.centred_fit.to_input_pixels`` turns it
+into the frames'). The pieces that change:
+
+* the hits, on the whole fine grid and on the whole camera grid, around any centre
+  (``sevi.physics.grid_image.GridImage``, whose closed-form Jacobian includes the centre);
+* the blur, one whole axis (``sevi.fit.direct_fit.spot_matrix`` with ``mirror=False``);
+* the camera's response on the whole frame (``sevi.camera.camera_response.CameraResponse`` with
+  ``symmetric=False``: zero past every edge instead of the mirrored quadrant);
+* the fit pixels: the whole fit grid, k x k camera pixels each (no fold, no factor 4);
+* the centre's prior: uniform on a box of ``centre_window`` camera pixels around its start, the
+  convolution estimate (``sevi.fit.centre_estimate.estimate_centre``) of the rebinned frame sum.
+
+Held at the course's centre it gives the known-centre fit's answer (tests/sevi/fit/test_centred_frame_sum_fit.py).
+Cost: four times the folded fit's pixels, and the exact model on the whole frame (four times the
+quadrant's lit pixels) at every anchor (BENCHMARKS.md, "Centre in the frame-sum fit").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sevi.camera.camera_response import CameraResponse
+from sevi.fit.centre_estimate import estimate_centre
+from sevi.fit.count_fit import FitConfig, FitResult
+from sevi.fit.direct_fit import DirectNoise, fine_grid, spot_matrix
+from sevi.fit.frame_sum_fit import FrameSumRefiner
+from sevi.physics.grid_image import GridImage, PixelGrid
+from sevi.physics.prior import PriorConfig
+
+__all__ = ["CentredFrameSumRefiner"]
+
+
+class CentredFrameSumRefiner(FrameSumRefiner):
+    """``CentredFrameSumRefiner(cfg, prior, device, noise)(image, R, sigma_R, beta, R_sd, centre=None)``:
+    ``image`` the frame sum (G, G) in electron units (``sevi.camera.direct_image``), G a multiple of the
+    fit grid; ``centre`` None (estimated, then fitted) or (x0, z0) in the image's pixel indices (held)."""
+
+    def __init__(self, config: FitConfig = FitConfig(fit_grid=256), prior: PriorConfig = PriorConfig(),
+                 device="cpu", noise: DirectNoise = DirectNoise(), oversample: int = 1, centre_window: float = 40.0,
+                 **kwargs):
+        super().__init__(config, prior, device, noise, oversample, **kwargs)
+        g, G = config.fit_grid, self.camera.grid
+        fine = fine_grid(g, noise.spot_sigma, oversample)
+        self.o, self.k = fine // g, G // g  # fine pixels per fit pixel, camera pixels per fit pixel
+        self.fine_image = GridImage(PixelGrid((fine, fine), 2.0 / fine), self.L, config.forward, self.device)
+        self.frame_image = GridImage(PixelGrid((G, G), 2.0 / G), self.L, config.forward, self.device)
+        self.W = spot_matrix(g, fine, noise.spot_sigma * fine / 2.0, mirror=False).to(self.device)
+        self.W2 = self.W ** 2
+        self.response = CameraResponse(self.camera, self.device, symmetric=False)
+        self.centre_window = float(centre_window)  # camera pixels around the start
+        two = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self.P_grad, self.P, self.m_full = (torch.cat([v, two]) for v in (self.P_grad, self.P, self.m_full))
+        self._shell_lo, self._shell_hi, self._shell_P = self.lo, self.hi, self.P[:-2]
+
+    def _unpack(self, theta: torch.Tensor):
+        return super()._unpack(theta[: self.n_shell_params])
+
+    def _centre_on(self, theta: torch.Tensor, per_fit_pixel: int) -> tuple[float, float]:
+        """The centre (fit grid indices, the last two of theta) on a grid of ``per_fit_pixel`` pixels per
+        fit pixel: index m c + (m - 1) / 2."""
+        m = per_fit_pixel
+        return float(theta[-2]) * m + (m - 1) / 2, float(theta[-1]) * m + (m - 1) / 2
+
+    def _shell_hits(self, model: GridImage, theta: torch.Tensor, per_fit_pixel: int, jacobian: bool):
+        """Both shells' expected hits on ``model``'s whole grid, flattened, and with ``jacobian`` their
+        derivatives (P, pixels) in theta's order (the centre's per fit pixel)."""
+        R, s, N, beta = self._unpack(theta)
+        centre = self._centre_on(theta, per_fit_pixel)
+        P = 3 + self.L
+        mu, J = None, None
+        for j in range(2):
+            m, Jj = model.shell(float(R[j]), float(s[j]), float(N[j]), beta[j], centre, jacobian)
+            mu = m.reshape(-1) if mu is None else mu + m.reshape(-1)
+            if jacobian:
+                Jj = Jj.reshape(Jj.shape[0], -1)
+                if J is None:
+                    J = torch.zeros(theta.numel(), Jj.shape[1], dtype=torch.float64, device=self.device)
+                J[j * P:(j + 1) * P] = Jj[2:]
+                J[-2:] += per_fit_pixel * Jj[:2]
+        return mu, J
+
+    def _linear(self, theta, jacobian):
+        lam, J = self._shell_hits(self.fine_image, theta, self.o, jacobian)
+        self._hits = lam  # the noise's intensity (FrameSumRefiner's)
+        return lam, J
+
+    def exact(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The camera's response to theta's hits on the whole frame, per fit pixel (as the parent's)."""
+        G = self.camera.grid
+        hits, _ = self._shell_hits(self.frame_image, theta, self.k, False)
+        out = self.response(hits.reshape(G, G) / self.noise.n_frames)
+        self.exact_evaluations += 1
+        return self._exact_per_fit_pixel(out)
+
+    def _block(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole camera grid (G, G) -> fit pixels (flattened): k x k block sums."""
+        g, k = self.config.fit_grid, self.k
+        return x.reshape(g, k, g, k).sum(dim=(1, 3)).reshape(-1)
+
+    def fold(self, image) -> torch.Tensor:
+        """The whole image at the fit grid, flattened: nothing is folded when the centre is free."""
+        return self.rebin(image).reshape(-1)
+
+    def _block_ids(self, device) -> torch.Tensor:
+        g, b = self.config.fit_grid, self.chi2_block
+        nb = -(-g // b)
+        label = torch.arange(g, device=device) // b
+        return (label[:, None] * nb + label[None, :]).reshape(-1)
+
+    def __call__(self, image, R, sigma_R, beta, R_sd=None, centre=None) -> FitResult:
+        rebinned = self.rebin(image)
+        k = self.k
+        if centre is None:
+            c0 = np.array(estimate_centre(rebinned.cpu().numpy()))
+            half, held = self.centre_window / k + 2, 0.0
+        else:  # held: a point prior, so the shells' error bars are conditional on it
+            c0 = (np.asarray(centre, float) - (k - 1) / 2) / k
+            half, held = 0.0, 1e12
+        c0_t = torch.as_tensor(c0, dtype=torch.float64, device=self.device)
+        self.lo = torch.cat([self._shell_lo, c0_t - half])
+        self.hi = torch.cat([self._shell_hi, c0_t + half])
+        self.P = torch.cat([self._shell_P, torch.full((2,), held, dtype=torch.float64, device=self.device)])
+        n = rebinned.reshape(-1)
+        total = float(n.sum())
+        if not total > 0:
+            raise ValueError("the image has no light; nothing to fit")
+        starts = [(name, torch.cat([th, c0_t])) for name, th in self.starts(R, sigma_R, beta, total, R_sd)]
+        return self._anchored(starts, n)
