@@ -1,7 +1,7 @@
 """`sevi analyze`: camera frames -> image -> regressor -> refined Answer, by one of two paths.
 
     sevi analyze FRAMES.h5 --model RUN/final --out ANSWER.h5 [--path auto|events|direct]
-                 [--events EVENTS.h5] [--no-ray] [--chunk 256]
+                 [--events EVENTS.h5] [--no-ray] [--chunk 256] [--centre course|fit]
 
 The path (``--path``, default ``auto``) is the model's: a model trained with ``spot_blur > 0``
 (``--spot-blur 0.015``: histograms blurred like the camera spot) reads the **direct** image, the
@@ -14,7 +14,10 @@ the refinement (the default; ``--no-refine`` skips it) ``AnswerRegressor`` and
 ``RefineDiagnostics``, as ``sevi predict`` writes them. The file's attrs record ``path`` and, for the
 direct path, ``n_frames`` and ``shells_unresolved`` (the rows whose two fitted shells lie closer than
 the camera's spot, whose per-shell betas are not to be trusted: a warning names them); for the
-events path, the events file. The model must have been trained
+events path, the events file. With ``--centre fit`` the image centre is fitted too, with its error
+bars (the direct path: ``sevi/fit/centred_frame_sum_fit.py``; the events path:
+``sevi/fit/centred_fit.py``), and written as ``AnswerCentre`` in the frames' pixel indices (axis 0 = x;
+the course's centre is 511.5 on both axes), as ``sevi predict --centre fit`` writes it. The model must have been trained
 for the electron count the measurement holds (a clear error says so otherwise).
 """
 
@@ -41,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--electron-tolerance", type=float, default=0.15)
     p.add_argument("--no-refine", action="store_true", help="the regressor's answer alone (default: refined by "
                                                             "the likelihood fit, as sevi predict)")
+    p.add_argument("--centre", choices=("course", "fit"), default="course",
+                   help="course (default): the course's centre, the corner between the frame's middle pixels; fit: "
+                        "the centre fitted with its error bars (sevi/fit/centred_frame_sum_fit.py; slower)")
     p.set_defaults(func=run)
 
 
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from sevi.io.paths import check_outputs
     from sevi.pipeline.frames_answer import answer_frames
     from sevi.regressor.inference import electron_window, load_model_file
+    from sevi.runtime.errors import InputError
     from sevi.runtime.device import pick_device
 
     events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
@@ -59,17 +66,24 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, cfg = load_model_file(args.model, device)  # fail before hours of centroiding, not after
     electron_window(cfg, args.electron_tolerance)  # a bad --electron-tolerance fails now, not after centroiding
+    if args.centre == "fit" and args.no_refine:
+        raise InputError("--centre fit needs the refinement (the centre is a parameter of the likelihood fit); "
+                         "drop --no-refine, or use --centre course")
     done = answer_frames(args.frames, model, cfg, device, path=args.path, events=events, chunk=args.chunk,
                          fast=args.fast, runner=chunk_runner(not args.no_ray),
                          centroid_device=None if args.device == "auto" else args.device,
-                         refine=not args.no_refine, tolerance=args.electron_tolerance)
+                         refine=not args.no_refine, tolerance=args.electron_tolerance,
+                         fit_centre=args.centre == "fit")
     res = done.result
-    extra = {}
+    extra, centre = {}, None
+    if args.centre == "fit":  # in the frames' pixel indices (the events path: its image's)
+        c, sd = res.diagnostics["centre"], res.diagnostics["centre_sd"]
+        centre = {"x0": c[:, 0], "z0": c[:, 1], "x0_sd": sd[:, 0], "z0_sd": sd[:, 1], "fitted": 1}
     if res.refined and "unresolved" in res.diagnostics:  # rows whose shells lie closer than the spot
         extra["shells_unresolved"] = np.flatnonzero(res.diagnostics["unresolved"]).astype(np.int64)
     write_answer(args.out, res.answer, None, attrs={"model": str(args.model), "frames": str(args.frames),
-                                                    "device": str(device), **done.attrs, **extra},
-                 regressor=res.regressor if res.refined else None, diagnostics=res.diagnostics)
+                                                    "device": str(device), "centre": args.centre, **done.attrs, **extra},
+                 regressor=res.regressor if res.refined else None, diagnostics=res.diagnostics, centre=centre)
     p = res.answer
     how = f"direct path, {done.attrs['n_frames']} frames, ~{done.electrons:.0f} electrons" if done.path == "direct" \
         else f"events path, {done.electrons:.0f} events"

@@ -1,6 +1,8 @@
 """The likelihood refinement of many images: each image's regressor answer refined by the fit its
-kind needs (count images: :class:`sevi.fit.count_fit.Refiner`; direct images, given their noise:
-:class:`sevi.fit.direct_fit.DirectRefiner`), with one fitter built per (fit grid, image grid)."""
+kind needs (count images: :class:`sevi.fit.count_fit.Refiner`; frame sums, given their noise and
+camera: :class:`sevi.fit.frame_sum_fit.FrameSumRefiner`; direct images without a camera:
+:class:`sevi.fit.direct_fit.DirectRefiner`; with the centre fitted, the centred variants), with one
+fitter built per (fit grid, image grid)."""
 
 from __future__ import annotations
 
@@ -23,15 +25,18 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
     (n, 2, L)). Returns (refined answer with the same keys, diagnostics: log_likelihood,
     log_posterior, chi2_dof (n,) float64, iterations (n,) int32, converged (n,) bool, start (n,) str).
     Count images are fitted at 512^2 (``choose_fit_grid``), direct ones at 256^2, where the grid divides.
-    ``fit_centre``: count images only; the centre is fitted too (``sevi.fit.centred_fit``) and the
-    diagnostics gain ``centre`` and ``centre_sd`` (n, 2), in the input images' pixel indices.
+    ``fit_centre``: the centre is fitted too, on count images (``sevi.fit.centred_fit``) and on frame
+    sums (``noise`` with its camera: ``sevi.fit.centred_frame_sum_fit``), and the diagnostics gain
+    ``centre`` and ``centre_sd`` (n, 2), in the input images' pixel indices (a frame sum's: its
+    camera's frame pixels).
     """
     from tqdm import tqdm
 
     keys = ("R", "R_sd", "sigma_R", "sigma_R_sd", "beta", "beta_sd")
     out = {k: np.array(first[k], dtype=np.float64, copy=True) for k in keys}
-    if fit_centre and noise is not None:
-        raise ValueError("the centre is fitted on count images only; a direct image takes the course's centre")
+    if fit_centre and noise is not None and noise.n_frames is None:
+        raise ValueError("the centre is fitted on count images and frame sums; a direct image without its camera "
+                         "takes the course's centre")
     diag = {k: [] for k in ("log_likelihood", "log_posterior", "chi2_dof", "iterations", "converged", "start")}
     if fit_centre:
         diag.update(centre=[], centre_sd=[])
@@ -56,7 +61,11 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
             elif noise.n_frames is not None:  # a frame sum: the camera's exact response
                 from sevi.fit.frame_sum_fit import FrameSumRefiner
                 per_fitted_pixel = dataclasses.replace(noise, background_var=noise.background_var * (G // fg) ** 2)
-                refiners[fg, G] = FrameSumRefiner(cfg, prior, device, per_fitted_pixel)
+                if fit_centre:
+                    from sevi.fit.centred_frame_sum_fit import CENTRED_OVERSAMPLE, CentredFrameSumRefiner
+                    refiners[fg, G] = CentredFrameSumRefiner(cfg, prior, device, per_fitted_pixel, CENTRED_OVERSAMPLE)
+                else:
+                    refiners[fg, G] = FrameSumRefiner(cfg, prior, device, per_fitted_pixel)
             else:
                 from sevi.fit.direct_fit import DirectRefiner
                 per_fitted_pixel = dataclasses.replace(noise, background_var=noise.background_var * (G // fg) ** 2)
@@ -67,7 +76,8 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
             out[k][i] = v
         if fit_centre:
             from sevi.fit.centred_fit import to_input_pixels
-            c, c_sd = to_input_pixels(f.centre, f.centre_sd, G, fg)
+            # a frame sum's centre in its camera's frame pixels, a count image's in its own
+            c, c_sd = to_input_pixels(f.centre, f.centre_sd, G if noise is None else noise.camera.grid, fg)
             diag["centre"].append(c)
             diag["centre_sd"].append(c_sd)
         for k in ("log_likelihood", "log_posterior", "chi2_dof", "iterations", "converged", "start"):

@@ -68,10 +68,11 @@ def choose_path(requested: str, cfg) -> str:
 
 def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None, chunk: int = DEFAULT_CHUNK,
                   fast: bool = False, runner: ChunkRunner = run_in_process, centroid_device: str | None = None,
-                  refine: bool = True, tolerance: float = 0.15) -> FramesAnswer:
+                  refine: bool = True, tolerance: float = 0.15, fit_centre: bool = False) -> FramesAnswer:
     """A frame file -> its answer (module docstring). ``events``: the events file of the events path
     (kept, so a re-run resumes); ``chunk``: frames per centroiding task or per read;
-    ``centroid_device``: the centroider's device (None: its default)."""
+    ``centroid_device``: the centroider's device (None: its default); ``fit_centre``: the image
+    centre fitted too (``sevi.pipeline.image_answer.answer_images``)."""
     import h5py
 
     from sevi.camera.centroid_file import centroid_file
@@ -86,7 +87,7 @@ def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None
         image = direct_image(total, n, cfg.data.grid)
         res = answer_images(model, cfg, [(0, image[None])], device, source=f"{frames} (direct path, {n} frames summed)",
                             fit_images=[direct_image(total, n, REFINE_GRID)] if refine else None, n_frames=n,
-                            refine=refine, tolerance=tolerance)
+                            refine=refine, tolerance=tolerance, fit_centre=fit_centre)
         return FramesAnswer(res, "direct", {"path": "direct", "n_frames": n, "spot_blur": cfg.data.spot_blur},
                             float(image.sum()))
     centroid_file(frames, events, chunk=chunk, fast=fast, device=centroid_device, runner=runner)
@@ -95,5 +96,5 @@ def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None
             raise InputError(f"{events}: no AccumulatedImage (an events file from an older version?)")
         image = f["AccumulatedImage"][()]
     res = answer_images(model, cfg, [(0, image[None])], device, source=str(events), fit_images=[image],
-                        refine=refine, tolerance=tolerance)
+                        refine=refine, tolerance=tolerance, fit_centre=fit_centre)
     return FramesAnswer(res, "events", {"path": "events", "events": str(Path(events))}, float(image.sum()))

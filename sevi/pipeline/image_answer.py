@@ -107,8 +107,9 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
     when ``refine`` is False. They may be the regressor's images or the same measurement at a finer
     grid (the direct path reads the frame sum at 256^2). ``n_frames``: frames summed into a direct
     image (the background's share of its noise; required to refine direct images). ``source``
-    names the input in errors and warnings. ``fit_centre``: count images only, the image centre is
-    fitted too (``sevi.fit.centred_fit``; the diagnostics gain ``centre`` and ``centre_sd``). Raises InputError for a bad image, a model that cannot
+    names the input in errors and warnings. ``fit_centre``: the image centre is fitted too (count
+    images: ``sevi.fit.centred_fit``; frame sums: ``sevi.fit.centred_frame_sum_fit``; the diagnostics
+    gain ``centre`` and ``centre_sd``, in the input's pixel indices, a frame sum's in its frames'). Raises InputError for a bad image, a model that cannot
     read it, or a fit that cannot start; warns (InputWarning) of unsound fits."""
     import torch
 
@@ -125,9 +126,6 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
         return ImageAnswer(first, first, None, kind)
     if fit_images is None:
         raise ValueError("answer_images: refine needs fit_images")
-    if fit_centre and kind != "counts":
-        raise InputError(f"{source}: the centre is fitted on count images only; this model reads direct images "
-                         f"(frame sums), whose fit takes the course's centre")
     refined, diag = _refine(first, cfg, device, source, fit_images, kind, n_frames, fit_centre)
     if kind == "direct":
         diag = {**diag, "unresolved": unresolved_shells(refined["R"], cfg.data.spot_blur),

@@ -206,11 +206,27 @@ def test_predict_refines_a_direct_image_only_with_its_frame_count(tiny_direct_mo
     assert main(["predict", "--model", model, "--images", str(bare), "--out", str(tmp_path / "b.h5"),
                  "--device", "cpu", "--no-refine"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.slow  # ~2 min; the same fit on a small camera: tests/sevi/fit/test_centred_frame_sum_fit.py
+def test_predict_fits_the_centre_of_a_frame_sum(tiny_direct_model, tmp_path):
+    """sevi predict --centre fit on a frame sum of the course's camera: AnswerCentre in the frames'
+    pixel indices, at the simulated frames' centre (the course's, 511.5) within its error bars."""
+    from sevi.camera.direct_image import write_direct_image
+
+    model, _ = tiny_direct_model
+    frames = tmp_path / "frames.h5"
+    assert main(["simulate-frames", str(frames), "--frames", "40", "--hits", "shells", "--seed", "2"]) == 0
+    total, n = sum_frames(frames)
+    good = tmp_path / "direct.h5"
+    write_direct_image(good, direct_image(total, n, 256), n)
     assert main(["predict", "--model", model, "--images", str(good), "--out", str(tmp_path / "c.h5"),
-                 "--device", "cpu", "--centre", "fit"]) == 2  # the frame-sum fit takes the course's centre
-    err = capsys.readouterr().err
-    assert "the centre is fitted on count images only" in err and "Traceback" not in err
-    assert not (tmp_path / "c.h5").exists()
+                 "--device", "cpu", "--centre", "fit"]) == 0
+    with h5py.File(tmp_path / "c.h5") as f:
+        c = f["AnswerCentre"][()]
+    assert len(c) == 1 and c["fitted"][0] == 1
+    for x, sd in (("x0", "x0_sd"), ("z0", "z0_sd")):
+        assert 0 < c[sd][0] < 5 and abs(c[x][0] - 511.5) < 4 * c[sd][0], (c[x][0], c[sd][0])
 
 
 def test_analyze_direct_path_refuses_a_short_measurement(tiny_direct_model, tmp_path, capsys):

@@ -62,3 +62,16 @@ def test_the_default_path_is_direct_and_an_events_model_is_named(tiny_model, tmp
     err = capsys.readouterr().err
     assert "--path auto (the direct path) needs a model trained for frame sums" in err and "--path events" in err
     assert not (tmp_path / "a.h5").exists() and not (tmp_path / "a.events.h5").exists()
+
+
+def test_centre_fit_needs_the_refinement(tiny_model, tmp_path, capsys):
+    """--centre fit --no-refine is refused in one line, before any frame is read; nothing is written."""
+    model, _ = tiny_model
+    frames = tmp_path / "frames.h5"
+    main(["simulate-frames", str(frames), "--frames", "2", "--hits", "shells", "--seed", "1"])
+    capsys.readouterr()
+    assert main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a.h5"), "--no-ray",
+                 "--device", "cpu", "--path", "events", "--centre", "fit", "--no-refine"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sevi analyze: --centre fit needs the refinement") and len(err) == 1
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "a.events.h5").exists()

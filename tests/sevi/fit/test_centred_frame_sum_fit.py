@@ -53,6 +53,32 @@ def test_the_whole_frames_response_is_the_mirrored_quadrants():
         assert float((b[k][h:, h:] - a[k]).abs().max()) < 1e-5 * float(a[k].abs().max()), k
 
 
+def test_the_anchors_response_off_centre_is_the_whole_frames():
+    """The exact model at a centre snapped to a pixel corner off the middle, computed on the largest
+    quadrant about it, against the camera's response computed on the whole frame."""
+    from sevi.fit.frame_sum_information import truth_theta
+    from sevi.physics.grid_image import GridImage, PixelGrid
+    from sevi.physics.prior import Prior, PriorConfig
+
+    ref = CentredFrameSumRefiner(FitConfig(fit_grid=FIT_GRID), _prior(), "cpu", direct_noise(1500, FIT_GRID, SMALL))
+    beta = Prior(PriorConfig())(1, 5).params.beta[0, :, :ref.L]
+    theta = torch.cat([truth_theta([0.33, 0.45], [0.006, 0.007], [20000, 20000], beta),
+                       torch.tensor([33.3, 29.6], dtype=torch.float64)])
+    snapped = ref.snapped(theta)
+    cx, cz = ref._centre_on(snapped, ref.k)
+    assert cx % 1 == 0.5 and cz % 1 == 0.5 and abs(cx - (33.3 * 4 + 1.5)) <= 0.5
+    G = SMALL.grid
+    full = GridImage(PixelGrid((G, G), 2.0 / G), ref.L, ref.config.forward)
+    R, s, N, b = ref._unpack(snapped)
+    hits = sum(full.shell(float(R[j]), float(s[j]), float(N[j]), b[j], (cx, cz))[0] for j in range(2))
+    whole = ref._exact_per_fit_pixel(CameraResponse(SMALL, symmetric=False)(hits / 1500))
+    fast = ref.exact(snapped)
+    for key in ("mean", "light", "excess"):
+        assert float((fast[key] - whole[key]).abs().max()) < 1e-5 * float(whole[key].abs().max()), key
+    with pytest.raises(ValueError, match="corner between camera pixels"):
+        ref.exact(theta)
+
+
 def test_held_at_the_course_centre_it_is_the_folded_fit(held):
     folded, fit = held
     assert fit.converged and np.allclose(fit.centre_sd, 0, atol=1e-5)
@@ -76,3 +102,21 @@ def test_shifted_frames_the_centre_is_found_within_its_error_bars(saturated, hel
     assert np.all(np.abs(fit.R - known.R) < known.R_sd)
     assert np.all(np.abs(fit.beta[:, :3] - known.beta[:, :3]) < known.beta_sd[:, :3])
     assert fit.chi2_dof < 1.5 and ref.exact_evaluations <= ref.max_anchors
+
+
+def test_refine_answers_fits_a_frame_sums_centre_in_its_frames_pixels(saturated):  # noqa: F811
+    """The pipeline's wiring (sevi.fit.fit_images.refine_answers with fit_centre and a frame sum's
+    noise): the centre comes back in the camera's frame pixels, where the frames were shifted."""
+    from sevi.fit.fit_images import refine_answers
+
+    p, _, n_frames, _, fs = saturated
+    shift = (-6, 4)
+    image = direct_image(np.roll(fs.frame_sum, shift, axis=(0, 1)).astype(np.float64), n_frames, FIT_GRID, SMALL)
+    R, s, beta, R_sd = _start(p)
+    first = {"R": R[None], "R_sd": R_sd[None], "sigma_R": s[None], "sigma_R_sd": np.full((1, 2), 0.001),
+             "beta": beta[None], "beta_sd": np.full_like(beta[None], 0.1)}
+    out, diag = refine_answers([image], first, _prior(), "cpu", FitConfig(fit_grid=FIT_GRID), progress=False,
+                               noise=direct_noise(n_frames, FIT_GRID, SMALL), fit_centre=True)
+    truth = (SMALL.grid - 1) / 2 + np.array(shift)
+    assert np.all(np.abs(diag["centre"][0] - truth) < 3 * diag["centre_sd"][0]), (diag["centre"], truth)
+    assert np.all(np.abs(out["R"][0] - p.R[0].numpy()) < 4 * out["R_sd"][0])
