@@ -35,7 +35,7 @@ from sevi.fit.count_fit import FitConfig, FitResult, Refiner
 from sevi.physics.grid_image import GridImage, PixelGrid
 from sevi.physics.prior import PriorConfig
 
-__all__ = ["CentredRefiner", "to_input_pixels"]
+__all__ = ["CentredRefiner", "centre_prior", "to_input_pixels"]
 
 
 def to_input_pixels(centre, centre_sd, image_grid: int, fit_grid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +43,25 @@ def to_input_pixels(centre, centre_sd, image_grid: int, fit_grid: int) -> tuple[
     input pixels j k .. j k + k - 1 (k = image_grid / fit_grid), centred on j k + (k - 1) / 2."""
     k = image_grid // fit_grid
     return k * np.asarray(centre, float) + (k - 1) / 2, k * np.asarray(centre_sd, float)
+
+
+def centre_prior(fit, rebinned: torch.Tensor, centre, k: int, window: float) -> torch.Tensor:
+    """The centre's start and prior for a centred fit (this module's, ``sevi.fit.centred_frame_sum_fit``):
+    ``centre`` None, the estimate of the rebinned image (fit grid indices), free in a box of ``window``
+    input pixels (plus 2 fit pixels) around it; or (x0, z0) in input pixel indices (``k`` per fit
+    pixel), held by a point prior so that the shells' error bars are conditional on it. Sets the fit's
+    ``lo``, ``hi`` and ``P`` (its shells' followed by the centre's); returns the start (2,)."""
+    if centre is None:
+        c0 = np.array(estimate_centre(rebinned.cpu().numpy()))
+        half, held = window / k + 2, 0.0
+    else:
+        c0 = (np.asarray(centre, float) - (k - 1) / 2) / k
+        half, held = 0.0, 1e12
+    c0_t = torch.as_tensor(c0, dtype=torch.float64, device=fit.device)
+    fit.lo = torch.cat([fit._shell_lo, c0_t - half])
+    fit.hi = torch.cat([fit._shell_hi, c0_t + half])
+    fit.P = torch.cat([fit._shell_P, torch.full((2,), held, dtype=torch.float64, device=fit.device)])
+    return c0_t
 
 
 class CentredRefiner(Refiner):
@@ -86,18 +105,8 @@ class CentredRefiner(Refiner):
         """Refine one image's answer and its centre. ``centre``: None (estimated, then fitted) or
         (x0, z0) in the input image's pixel indices (held)."""
         rebinned = self.rebin(image)
-        g, G = self.config.fit_grid, int(np.shape(image)[-1])
-        k = G // g
-        if centre is None:
-            c0 = np.array(estimate_centre(rebinned.cpu().numpy()))
-            half, held = self.centre_window / k + 2, 0.0
-        else:  # held: a point prior, so the shells' error bars are conditional on it
-            c0 = (np.asarray(centre, float) - (k - 1) / 2) / k
-            half, held = 0.0, 1e12
-        c0_t = torch.as_tensor(c0, dtype=torch.float64, device=self.device)
-        self.lo = torch.cat([self._shell_lo, c0_t - half])
-        self.hi = torch.cat([self._shell_hi, c0_t + half])
-        self.P = torch.cat([self._shell_P, torch.full((2,), held, dtype=torch.float64, device=self.device)])
+        k = int(np.shape(image)[-1]) // self.config.fit_grid
+        c0_t = centre_prior(self, rebinned, centre, k, self.centre_window)
         n = rebinned.reshape(-1) + self.offset
         total = float(n.sum()) - self.offset * n.numel()
         if not total > 0:

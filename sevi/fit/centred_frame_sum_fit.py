@@ -33,10 +33,9 @@ pixels larger than the folded fit's at every anchor (BENCHMARKS.md, "Centre in t
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from sevi.fit.centre_estimate import estimate_centre
+from sevi.fit.centred_fit import centre_prior
 from sevi.fit.count_fit import FitConfig, FitResult
 from sevi.fit.direct_fit import DirectNoise, fine_grid, spot_matrix
 from sevi.fit.frame_sum_fit import FrameSumRefiner
@@ -54,8 +53,9 @@ CENTRED_OVERSAMPLE = 2
 
 class CentredFrameSumRefiner(FrameSumRefiner):
     """``CentredFrameSumRefiner(cfg, prior, device, noise)(image, R, sigma_R, beta, R_sd, centre=None)``:
-    ``image`` the frame sum (G, G) in electron units (``sevi.camera.direct_image``), G a multiple of the
-    fit grid; ``centre`` None (estimated, then fitted) or (x0, z0) in the image's pixel indices (held)."""
+    ``image`` the frame sum in electron units (``sevi.camera.direct_image``) at a grid the fit grid
+    divides; ``centre`` None (estimated, then fitted) or (x0, z0) in the camera's frame pixel indices
+    (held; the course's centre is (G - 1) / 2 for a G-pixel camera)."""
 
     def __init__(self, config: FitConfig = FitConfig(fit_grid=256), prior: PriorConfig = PriorConfig(),
                  device="cpu", noise: DirectNoise = DirectNoise(), oversample: int = 1, centre_window: float = 40.0,
@@ -155,17 +155,7 @@ class CentredFrameSumRefiner(FrameSumRefiner):
 
     def __call__(self, image, R, sigma_R, beta, R_sd=None, centre=None) -> FitResult:
         rebinned = self.rebin(image)
-        k = self.k
-        if centre is None:
-            c0 = np.array(estimate_centre(rebinned.cpu().numpy()))
-            half, held = self.centre_window / k + 2, 0.0
-        else:  # held: a point prior, so the shells' error bars are conditional on it
-            c0 = (np.asarray(centre, float) - (k - 1) / 2) / k
-            half, held = 0.0, 1e12
-        c0_t = torch.as_tensor(c0, dtype=torch.float64, device=self.device)
-        self.lo = torch.cat([self._shell_lo, c0_t - half])
-        self.hi = torch.cat([self._shell_hi, c0_t + half])
-        self.P = torch.cat([self._shell_P, torch.full((2,), held, dtype=torch.float64, device=self.device)])
+        c0_t = centre_prior(self, rebinned, centre, self.k, self.centre_window)  # camera pixels per fit pixel
         n = rebinned.reshape(-1)
         total = float(n.sum())
         if not total > 0:
