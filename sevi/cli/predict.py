@@ -27,9 +27,11 @@ model and noise (sevi/fit/direct_fit.py). Then also:
     converged (1 or 0), start (which starting point won; where overlapping shells leave several
     optima, each one's start and weight in the mixture, e.g. "answer 0.70 + swapped 0.30") per
     image. A fit that did not converge is named on stderr, never silent.
-With ``--centre fit`` the image centre is fitted too, per image (sevi/fit/centred_fit.py: the whole
-image instead of its folded quadrant), and ``AnswerCentre`` holds (ImageId,) x0, z0, x0_sd, z0_sd in
-the input's pixel indices (axis 0 = x; the course's centre is (G - 1) / 2 on both axes) and fitted = 1.
+With ``--centre fit`` the image centre is fitted too, per image (sevi/fit/centred_fit.py; a direct image
+with ``n_frames``: sevi/fit/centred_frame_sum_fit.py; the whole image instead of its folded
+quadrant), and ``AnswerCentre`` holds (ImageId,) x0, z0, x0_sd, z0_sd in the input's pixel indices
+(a direct image's: its camera frames'; axis 0 = x; the course's centre is (G - 1) / 2 on both axes)
+and fitted = 1.
 Without refinement the uncertainties are the model's heteroscedastic head (a Gaussian log-variance
 per target trained by NLL; model.py / training.py). Calibration of both: tools/eval_sevi.py and
 tools/eval_refine.py (BENCHMARKS.md).
@@ -54,8 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the regressor's answer alone (default: refined by the likelihood fit, sevi/fit/count_fit.py)")
     p.add_argument("--centre", choices=("course", "fit"), default="course",
                    help="course (default): the course's centre, the corner between the middle pixels; fit: the "
-                        "centre fitted per image with its error bars (count images; sevi/fit/centred_fit.py; "
-                        "several times slower), written as AnswerCentre")
+                        "centre fitted per image with its error bars (sevi/fit/centred_fit.py; a frame sum: "
+                        "sevi/fit/centred_frame_sum_fit.py; several times slower), written as AnswerCentre")
     p.set_defaults(func=run)
 
 
