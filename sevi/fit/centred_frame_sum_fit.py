@@ -26,7 +26,9 @@ into the frames'). The pieces that change:
 * the centre's prior: uniform on a box of ``centre_window`` camera pixels around its start, the
   convolution estimate (``sevi.fit.centre_estimate.estimate_centre``) of the rebinned frame sum.
 
-Held at the course's centre it gives the known-centre fit's answer (tests/sevi/fit/test_centred_frame_sum_fit.py).
+Held at the course's centre it gives the known-centre fit's answer within a fraction of an error bar
+(the unfolded pixels are weighted one by one, the fold's mirror pairs together;
+tests/sevi/fit/test_centred_frame_sum_fit.py).
 Cost: four times the folded fit's pixels for the surrogate, and the exact model on a quadrant a few
 pixels larger than the folded fit's at every anchor (BENCHMARKS.md, "Centre in the frame-sum fit").
 """
