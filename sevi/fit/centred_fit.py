@@ -35,7 +35,7 @@ from sevi.fit.count_fit import FitConfig, FitResult, Refiner
 from sevi.physics.grid_image import GridImage, PixelGrid
 from sevi.physics.prior import PriorConfig
 
-__all__ = ["CentredRefiner", "centre_prior", "to_input_pixels"]
+__all__ = ["CentredRefiner", "add_centre_parameters", "centre_prior", "to_input_pixels", "whole_image_shells"]
 
 
 def to_input_pixels(centre, centre_sd, image_grid: int, fit_grid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +43,35 @@ def to_input_pixels(centre, centre_sd, image_grid: int, fit_grid: int) -> tuple[
     input pixels j k .. j k + k - 1 (k = image_grid / fit_grid), centred on j k + (k - 1) / 2."""
     k = image_grid // fit_grid
     return k * np.asarray(centre, float) + (k - 1) / 2, k * np.asarray(centre_sd, float)
+
+
+def add_centre_parameters(fit) -> None:
+    """Extend a two-shell fit's theta by (x0, z0): flat prior terms for them, and the shells' own
+    bounds and precisions kept apart (``centre_prior`` completes them per image)."""
+    two = torch.zeros(2, dtype=torch.float64, device=fit.device)
+    fit.P_grad, fit.P, fit.m_full = (torch.cat([v, two]) for v in (fit.P_grad, fit.P, fit.m_full))
+    fit._shell_lo, fit._shell_hi, fit._shell_P = fit.lo, fit.hi, fit.P[:-2]
+
+
+def whole_image_shells(fit, model: GridImage, theta: torch.Tensor, per_fit_pixel: int, jacobian: bool):
+    """Both shells of ``theta`` (the fit's shells, then the centre in fit grid indices) on ``model``'s
+    whole grid, whose pixels are 1 / ``per_fit_pixel`` of a fit pixel: mu flattened and, with
+    ``jacobian``, J (P, pixels) in theta's order (the centre's per fit pixel)."""
+    R, s, N, beta = fit._unpack(theta)
+    m = per_fit_pixel
+    centre = (float(theta[-2]) * m + (m - 1) / 2, float(theta[-1]) * m + (m - 1) / 2)
+    P = 3 + fit.L
+    mu, J = None, None
+    for j in range(2):
+        mj, Jj = model.shell(float(R[j]), float(s[j]), float(N[j]), beta[j], centre, jacobian)
+        mu = mj.reshape(-1) if mu is None else mu + mj.reshape(-1)
+        if jacobian:
+            Jj = Jj.reshape(Jj.shape[0], -1)
+            if J is None:
+                J = torch.zeros(theta.numel(), Jj.shape[1], dtype=torch.float64, device=fit.device)
+            J[j * P:(j + 1) * P] = Jj[2:]
+            J[-2:] += m * Jj[:2]
+    return mu, J
 
 
 def centre_prior(fit, rebinned: torch.Tensor, centre, k: int, window: float) -> torch.Tensor:
@@ -73,29 +102,14 @@ class CentredRefiner(Refiner):
         g = config.fit_grid
         self.image_model = GridImage(PixelGrid((g, g), 2.0 / g), self.L, config.forward, self.device)
         self.centre_window = float(centre_window)  # input pixels around the start
-        two = torch.zeros(2, dtype=torch.float64, device=self.device)
-        self.P_grad, self.P, self.m_full = (torch.cat([v, two]) for v in (self.P_grad, self.P, self.m_full))
-        self._shell_lo, self._shell_hi, self._shell_P = self.lo, self.hi, self.P[:-2]
+        add_centre_parameters(self)
 
     def _unpack(self, theta: torch.Tensor):
         return super()._unpack(theta[: self.n_shell_params])
 
     def _model(self, theta: torch.Tensor, jacobian: bool):
         """The whole image's mu (g g,) and, with ``jacobian``, J (P, g g)."""
-        R, s, N, beta = self._unpack(theta)
-        centre = (float(theta[-2]), float(theta[-1]))
-        P = 3 + self.L
-        mu, J = None, None
-        for j in range(2):
-            m, Jj = self.image_model.shell(float(R[j]), float(s[j]), float(N[j]), beta[j], centre, jacobian)
-            mu = m.reshape(-1) if mu is None else mu + m.reshape(-1)
-            if jacobian:
-                Jj = Jj.reshape(Jj.shape[0], -1)
-                if J is None:
-                    J = torch.zeros(theta.numel(), Jj.shape[1], dtype=torch.float64, device=self.device)
-                J[j * P:(j + 1) * P] = Jj[2:]
-                J[-2:] += Jj[:2]
-        return mu, J
+        return whole_image_shells(self, self.image_model, theta, 1, jacobian)
 
     def fold(self, image) -> torch.Tensor:
         """The whole image at the fit grid, flattened: nothing is folded when the centre is free."""

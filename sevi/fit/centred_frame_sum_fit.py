@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from sevi.fit.centred_fit import centre_prior
+from sevi.fit.centred_fit import add_centre_parameters, centre_prior, whole_image_shells
 from sevi.fit.count_fit import FitConfig, FitResult
 from sevi.fit.direct_fit import DirectNoise, fine_grid, spot_matrix
 from sevi.fit.frame_sum_fit import FrameSumRefiner
@@ -70,9 +70,7 @@ class CentredFrameSumRefiner(FrameSumRefiner):
         self.W = spot_matrix(g, fine, noise.spot_sigma * fine / 2.0, mirror=False).to(self.device)
         self.W2 = self.W ** 2
         self.centre_window = float(centre_window)  # camera pixels around the start
-        two = torch.zeros(2, dtype=torch.float64, device=self.device)
-        self.P_grad, self.P, self.m_full = (torch.cat([v, two]) for v in (self.P_grad, self.P, self.m_full))
-        self._shell_lo, self._shell_hi, self._shell_P = self.lo, self.hi, self.P[:-2]
+        add_centre_parameters(self)
 
     def _unpack(self, theta: torch.Tensor):
         return super()._unpack(theta[: self.n_shell_params])
@@ -83,26 +81,8 @@ class CentredFrameSumRefiner(FrameSumRefiner):
         m = per_fit_pixel
         return float(theta[-2]) * m + (m - 1) / 2, float(theta[-1]) * m + (m - 1) / 2
 
-    def _shell_hits(self, model: GridImage, theta: torch.Tensor, per_fit_pixel: int, jacobian: bool):
-        """Both shells' expected hits on ``model``'s whole grid, flattened, and with ``jacobian`` their
-        derivatives (P, pixels) in theta's order (the centre's per fit pixel)."""
-        R, s, N, beta = self._unpack(theta)
-        centre = self._centre_on(theta, per_fit_pixel)
-        P = 3 + self.L
-        mu, J = None, None
-        for j in range(2):
-            m, Jj = model.shell(float(R[j]), float(s[j]), float(N[j]), beta[j], centre, jacobian)
-            mu = m.reshape(-1) if mu is None else mu + m.reshape(-1)
-            if jacobian:
-                Jj = Jj.reshape(Jj.shape[0], -1)
-                if J is None:
-                    J = torch.zeros(theta.numel(), Jj.shape[1], dtype=torch.float64, device=self.device)
-                J[j * P:(j + 1) * P] = Jj[2:]
-                J[-2:] += per_fit_pixel * Jj[:2]
-        return mu, J
-
     def _linear(self, theta, jacobian):
-        lam, J = self._shell_hits(self.fine_image, theta, self.o, jacobian)
+        lam, J = whole_image_shells(self, self.fine_image, theta, self.o, jacobian)
         self._hits = lam  # the noise's intensity (FrameSumRefiner's)
         return lam, J
 
