@@ -494,8 +494,9 @@ def main(argv=None) -> int:
     it is the job log's last line); Ctrl-C or ``ray job stop`` (SIGTERM): one line, 130 or 143."""
     from sevi.cli.policy import run_command
 
+    exiting = argv is None  # a process entry point: sevi.cli.policy.run_command
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_command("coating_tune", None, lambda: _main(argv), debug="--debug" in argv)
+    return run_command("coating_tune", None, lambda: _main(argv), debug="--debug" in argv, exiting=exiting)
 
 
 def _main(argv) -> int:

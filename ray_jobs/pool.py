@@ -515,9 +515,10 @@ def main(argv=None) -> int:
 
     from sevi.cli.policy import run_command
 
+    exiting = argv is None  # a process entry point: sevi.cli.policy.run_command
     argv = list(sys.argv[1:] if argv is None else argv)
     action = next((a for a in argv if a in ("start", "inspect", "stop")), None)
-    return run_command("pool", action, lambda: _main(argv), debug="--debug" in argv)
+    return run_command("pool", action, lambda: _main(argv), debug="--debug" in argv, exiting=exiting)
 
 
 def _main(argv: list[str]) -> int:

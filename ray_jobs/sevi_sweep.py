@@ -362,8 +362,9 @@ def main(argv=None) -> int:
     ``ray job stop``: one line, 130 or 143, and the same command resumes."""
     from sevi.cli.policy import run_command
 
+    exiting = argv is None  # a process entry point: sevi.cli.policy.run_command
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_command("sevi_sweep", None, lambda: (run(argv), 0)[1], debug="--debug" in argv)
+    return run_command("sevi_sweep", None, lambda: (run(argv), 0)[1], debug="--debug" in argv, exiting=exiting)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,10 @@ def make_inputs(f: Path) -> None:
     for name, seed in (("frames.h5", 3), ("frames2.h5", 4)):
         run_ok(SEVI + ["simulate-frames", name, "--frames", "6", "--per-frame", "30", "--seed", str(seed),
                        "--device", "cpu"], f)
+    # 40 frames for the signal cases, centroided one per part: after the first part there is work
+    # left for the signal to interrupt (with 6, a fast box could end the command before it came)
+    run_ok(SEVI + ["simulate-frames", "frames40.h5", "--frames", "40", "--per-frame", "30", "--seed", "5",
+                   "--device", "cpu"], f)
     run_ok(SEVI + ["frames", "frames2.h5", "--out", "events2_ref.h5", "--chunk", "2", "--grid", "64", "--no-ray",
                    "--device", "cpu"], f)
     run_ok(COATING + ["simulate", "--cycles", "1", "--seed", "3", "--out", "H.csv", "--standard-out", "STD.csv"], f)
@@ -383,13 +387,13 @@ def cases() -> list[Case]:
     simf = SEVI + ["simulate-frames", "o.h5", "--frames", "40", "--batch", "1", "--device", "cpu"]
     c.append(Case(G, "sevi simulate-frames, Ctrl-C mid-write", simf, "interrupt",
                   trigger=("SIGINT", "glob:.o.h5.*.tmp")))
-    fr = SEVI + ["frames", "{f}/frames.h5", "--out", "e.h5", "--chunk", "1", "--grid", "64", "--no-ray",
+    fr = SEVI + ["frames", "{f}/frames40.h5", "--out", "e.h5", "--chunk", "1", "--grid", "64", "--no-ray",
                  "--device", "cpu"]
     c.append(Case(G, "sevi frames, Ctrl-C after a part", fr, "interrupt",
                   trigger=("SIGINT", "glob:e.h5.parts/chunk_*.h5"), mutable=("e.h5.parts/*",)))
     c.append(Case(G, "sevi frames, SIGTERM after a part", fr, "interrupt",
                   trigger=("SIGTERM", "glob:e.h5.parts/chunk_*.h5"), mutable=("e.h5.parts/*",)))
-    an = SEVI + ["analyze", "{f}/frames.h5", "--model", "{f}/model", "--out", "a.h5", "--path", "events", "--chunk",
+    an = SEVI + ["analyze", "{f}/frames40.h5", "--model", "{f}/model", "--out", "a.h5", "--path", "events", "--chunk",
                  "1", "--no-ray", "--device", "cpu"]
     c.append(Case(G, "sevi analyze, Ctrl-C while centroiding", an, "interrupt",
                   trigger=("SIGINT", "glob:a.events.h5.parts/chunk_*.h5"), mutable=("a.events.h5.parts/*",)))

@@ -275,7 +275,8 @@ def main(argv=None) -> int:
     traceback (``--debug`` shows it); Ctrl-C in exit status 130. Every subcommand runs under the
     thread policy (``--threads``)."""
     args = build_parser().parse_args(argv)
-    return run_command("coating", args.command, lambda: _run(args), getattr(args, "debug", False))
+    return run_command("coating", args.command, lambda: _run(args), getattr(args, "debug", False),
+                       exiting=argv is None)
 
 
 if __name__ == "__main__":

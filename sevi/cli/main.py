@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     def run():  # the project's thread policy (large work: image batches), then the subcommand
         apply_thread_policy(getattr(args, "threads", None) or None, work="large")
         return args.func(args)
-    return run_command("sevi", args.command, run, args.debug)
+    return run_command("sevi", args.command, run, args.debug, exiting=argv is None)
 
 
 if __name__ == "__main__":

@@ -95,9 +95,10 @@ class _Signals:
     signal that ended the command is remembered (only in the main thread, where Python runs
     signal handlers; elsewhere nothing changes)."""
 
-    def __init__(self):
+    def __init__(self, ignore_after: bool = False):
         self.received: int | None = None
         self._old: dict[int, object] = {}
+        self.ignore_after = ignore_after  # on exit, ignore these signals instead of restoring (``run_command``)
 
     def install(self) -> None:
         for s in self._old:
@@ -133,7 +134,10 @@ class _Signals:
         if self in _ACTIVE:
             _ACTIVE.remove(self)
         for s, old in self._old.items():
-            signal.signal(s, signal.SIG_DFL if old is None else old)  # None: a handler set from C
+            if self.ignore_after:  # the process ends with the command: a late signal interrupts nothing
+                signal.signal(s, signal.SIG_IGN)
+            else:
+                signal.signal(s, signal.SIG_DFL if old is None else old)  # None: a handler set from C
 
 
 def _interrupted_line(where: str, signum: int | None, err: BaseException | None) -> str:
@@ -142,8 +146,16 @@ def _interrupted_line(where: str, signum: int | None, err: BaseException | None)
     return f"{where}: interrupted{name}" + (f"; {kept}" if kept else "")
 
 
-def run_command(prog: str, command: str | None, func: Callable[[], int | None], debug: bool = False) -> int:
-    """Run ``func`` under the policy above; returns the exit status to give the shell."""
+def run_command(prog: str, command: str | None, func: Callable[[], int | None], debug: bool = False,
+                exiting: bool = False) -> int:
+    """Run ``func`` under the policy above; returns the exit status to give the shell.
+
+    ``exiting``: the process ends when the command does (a command-line entry point, called with no
+    argv). Ctrl-C, SIGTERM and SIGHUP that arrive after the command has ended are then ignored: its
+    outputs are written (or its temporaries removed) and its line printed, so there is nothing left to
+    interrupt, and the interpreter's exit (thread joins, Ray's shutdown, finalisation, where Python
+    puts its default handlers back) would otherwise end in a KeyboardInterrupt traceback or a death
+    by the signal. In-process callers (tests) get their own handlers back."""
     where = f"{prog} {command}" if command else prog
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -152,7 +164,7 @@ def run_command(prog: str, command: str | None, func: Callable[[], int | None], 
         elif debug:
             print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
 
-    with warnings.catch_warnings(), _Signals() as signals:
+    with warnings.catch_warnings(), _Signals(ignore_after=exiting) as signals:
         warnings.simplefilter("always" if debug else "ignore")
         warnings.simplefilter("always", InputWarning)
         warnings.showwarning = show

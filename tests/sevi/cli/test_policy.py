@@ -231,3 +231,28 @@ def test_a_handler_left_before_the_command_does_not_decide_how_it_ends(capsys):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@pytest.mark.parametrize("exiting", [True, False])
+def test_a_signal_after_the_command_has_ended(tmp_path, exiting):
+    """A process entry point (``exiting``): Ctrl-C or SIGTERM that come after the command's work and
+    line, while the interpreter exits, are ignored: exit status 0, no traceback. In-process callers get
+    their own handlers back (then the late Ctrl-C is theirs: a KeyboardInterrupt)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "from sevi.cli.policy import run_command\n"
+        f"code = run_command('prog', 'cmd', lambda: print('done'), exiting={exiting})\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.2)\n"
+        "sys.exit(code)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "done"
+    if exiting:
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    else:
+        assert r.returncode != 0 and "KeyboardInterrupt" in r.stderr
