@@ -175,7 +175,7 @@ def frame_sum_floors(m: Measurement, detected: int, prior: PriorConfig, device) 
     share = detected / float(m.params.n_electrons.sum())
     theta = truth_theta(m.params.R[0], m.params.sigma_R[0], m.params.n_electrons[0].double() * share,
                         m.params.beta[0, :, :ref.L])
-    info = linear_estimators(ref, theta)["wls"]["information"]
+    info = linear_estimators(ref, theta, gls=False)["wls"]["information"]
     return {"fit_floor": image_floors(info.cpu(), prior_precision(prior, ref.L), ref.L, 1.0, seed=m.index)["bayes"]}
 
 

@@ -35,7 +35,8 @@ from sevi.fit.count_fit import FitConfig, FitResult, Refiner
 from sevi.physics.grid_image import GridImage, PixelGrid
 from sevi.physics.prior import PriorConfig
 
-__all__ = ["CentredRefiner", "add_centre_parameters", "centre_prior", "to_input_pixels", "whole_image_shells"]
+__all__ = ["CentredRefiner", "add_centre_parameters", "centre_on_grid", "centre_prior", "to_input_pixels",
+           "whole_image_shells"]
 
 
 def to_input_pixels(centre, centre_sd, image_grid: int, fit_grid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,13 +54,20 @@ def add_centre_parameters(fit) -> None:
     fit._shell_lo, fit._shell_hi, fit._shell_P = fit.lo, fit.hi, fit.P[:-2]
 
 
+def centre_on_grid(theta: torch.Tensor, per_fit_pixel: int) -> tuple[float, float]:
+    """The centre (fit grid indices, the last two of theta) on a grid of ``per_fit_pixel`` pixels per
+    fit pixel: index m c + (m - 1) / 2."""
+    m = per_fit_pixel
+    return float(theta[-2]) * m + (m - 1) / 2, float(theta[-1]) * m + (m - 1) / 2
+
+
 def whole_image_shells(fit, model: GridImage, theta: torch.Tensor, per_fit_pixel: int, jacobian: bool):
     """Both shells of ``theta`` (the fit's shells, then the centre in fit grid indices) on ``model``'s
     whole grid, whose pixels are 1 / ``per_fit_pixel`` of a fit pixel: mu flattened and, with
     ``jacobian``, J (P, pixels) in theta's order (the centre's per fit pixel)."""
     R, s, N, beta = fit._unpack(theta)
     m = per_fit_pixel
-    centre = (float(theta[-2]) * m + (m - 1) / 2, float(theta[-1]) * m + (m - 1) / 2)
+    centre = centre_on_grid(theta, m)
     P = 3 + fit.L
     mu, J = None, None
     for j in range(2):

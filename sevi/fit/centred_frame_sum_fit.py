@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from sevi.fit.centred_fit import add_centre_parameters, centre_prior, whole_image_shells
+from sevi.fit.centred_fit import add_centre_parameters, centre_on_grid, centre_prior, whole_image_shells
 from sevi.fit.count_fit import FitConfig, FitResult
 from sevi.fit.direct_fit import DirectNoise, fine_grid, spot_matrix
 from sevi.fit.frame_sum_fit import FrameSumRefiner
@@ -75,12 +75,6 @@ class CentredFrameSumRefiner(FrameSumRefiner):
     def _unpack(self, theta: torch.Tensor):
         return super()._unpack(theta[: self.n_shell_params])
 
-    def _centre_on(self, theta: torch.Tensor, per_fit_pixel: int) -> tuple[float, float]:
-        """The centre (fit grid indices, the last two of theta) on a grid of ``per_fit_pixel`` pixels per
-        fit pixel: index m c + (m - 1) / 2."""
-        m = per_fit_pixel
-        return float(theta[-2]) * m + (m - 1) / 2, float(theta[-1]) * m + (m - 1) / 2
-
     def _linear(self, theta, jacobian):
         lam, J = whole_image_shells(self, self.fine_image, theta, self.o, jacobian)
         self._hits = lam  # the noise's intensity (FrameSumRefiner's)
@@ -107,7 +101,7 @@ class CentredFrameSumRefiner(FrameSumRefiner):
         computed on the largest quadrant about it (the frame is mirror-symmetric there) and laid out
         on the frame; hits past the frame's edges are not in it."""
         G, k = self.camera.grid, self.k
-        cx, cz = self._centre_on(theta, k)
+        cx, cz = centre_on_grid(theta, k)
         if abs(cx % 1 - 0.5) > 1e-6 or abs(cz % 1 - 0.5) > 1e-6:
             raise ValueError(f"exact: the centre ({cx}, {cz}) must lie on a corner between camera pixels")
         idx = [torch.arange(G, device=self.device, dtype=torch.float64) - c for c in (cx, cz)]

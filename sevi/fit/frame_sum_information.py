@@ -47,10 +47,12 @@ def _inverse(M: torch.Tensor) -> torch.Tensor:
     return covariance(0.5 * (M + M.T))
 
 
-def linear_estimators(refiner, theta: torch.Tensor, tol: float = 1e-6, max_iterations: int = 5000) -> dict:
+def linear_estimators(refiner, theta: torch.Tensor, tol: float = 1e-6, max_iterations: int = 5000,
+                      gls: bool = True) -> dict:
     """At ``theta`` for ``refiner`` (a ``sevi.fit.frame_sum_fit.FrameSumRefiner``; its anchor is moved
     to theta): {'mu': (n,), 'wls' and 'gls': {'A': (P, n), 'claimed': (P, P) covariance,
-    'information': (P, P)}, 'cg_residual': float, 'cg_iterations': int} (module docstring)."""
+    'information': (P, P)}, 'cg_residual': float, 'cg_iterations': int} (module docstring).
+    ``gls`` False: the fit's estimator alone (no conjugate gradients; 'gls' and the cg keys absent)."""
     theta = torch.as_tensor(theta, dtype=torch.float64, device=refiner.device)
     refiner._set_anchor(theta)
     mu, J = refiner._model(theta, True)
@@ -61,6 +63,8 @@ def linear_estimators(refiner, theta: torch.Tensor, tol: float = 1e-6, max_itera
     M = refiner.score_covariance(mu, J)
     claimed = Hi @ M @ Hi
     out["wls"] = {"A": Hi @ U, "claimed": 0.5 * (claimed + claimed.T), "information": _inverse(claimed)}
+    if not gls:
+        return out
     X, residual, iterations = conjugate_gradient(refiner.covariance_times, J, V, tol, max_iterations)
     H = J @ X.T
     H = 0.5 * (H + H.T)

@@ -17,7 +17,7 @@ import torch
 
 from sevi.camera.camera_response import CameraResponse
 from sevi.camera.direct_image import direct_image
-from sevi.fit.centred_fit import to_input_pixels
+from sevi.fit.centred_fit import centre_on_grid, to_input_pixels
 from sevi.fit.centred_frame_sum_fit import CentredFrameSumRefiner
 from sevi.fit.count_fit import FitConfig
 from sevi.fit.direct_fit import direct_noise
@@ -65,7 +65,7 @@ def test_the_anchors_response_off_centre_is_the_whole_frames():
     theta = torch.cat([truth_theta([0.33, 0.45], [0.006, 0.007], [20000, 20000], beta),
                        torch.tensor([33.3, 29.6], dtype=torch.float64)])
     snapped = ref.snapped(theta)
-    cx, cz = ref._centre_on(snapped, ref.k)
+    cx, cz = centre_on_grid(snapped, ref.k)
     assert cx % 1 == 0.5 and cz % 1 == 0.5 and abs(cx - (33.3 * 4 + 1.5)) <= 0.5
     G = SMALL.grid
     full = GridImage(PixelGrid((G, G), 2.0 / G), ref.L, ref.config.forward)
