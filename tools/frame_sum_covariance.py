@@ -3,6 +3,7 @@
     python tools/frame_sum_covariance.py --sums 400 --out runs/frame_sum_covariance
     python tools/frame_sum_covariance.py --sums 400 --R 0.30,0.60 --out runs/frame_sum_covariance_resolved
     python tools/frame_sum_covariance.py --sums 400 --oversample 2 --out runs/frame_sum_covariance_os2
+    python tools/frame_sum_covariance.py --camera course --frames 50 --sums 400 --R 0.45,0.75 --no-gls --fits 20 --out runs/frame_sum_covariance_course
 
 The sums are kept in OUT/sums.npz and reused by a later run with the same ``--out``, ``--sums``,
 ``--frames``, ``--R`` and ``--seed`` (so ``--oversample`` variants compare the same sums: point
@@ -10,7 +11,9 @@ The sums are kept in OUT/sums.npz and reused by a later run with the same ``--ou
 
 Renders ``--sums`` independent frame sums of one measurement (default: two saturating shells one spot
 sigma apart on the small camera of tests/sevi/fit/test_frame_sum_fit.py, ``--frames`` 300 frames of 30
-spots) and prints, per parameter, how much the frame-sum fit's estimator (wls) and the generalised
+spots; ``--camera course``: the course's 1024^2 camera at ~77 spots per frame, fitted at 256^2 as
+`sevi analyze` fits it; the actual / claimed ratio does not depend on the number of frames, so a few
+dozen frames per sum measure it) and prints, per parameter, how much the frame-sum fit's estimator (wls) and the generalised
 least-squares one (gls, the modelled pixel covariance inverted) actually vary against what each
 claims (ratio 1: the covariance model is right along that estimator; its standard error is about
 sqrt(2 / sums)). Writes OUT/frame_sum_covariance.json and OUT/frame_sum_covariance.png.
@@ -44,14 +47,15 @@ def plot(out: dict, path: Path) -> None:
     keep = [i for i, n in enumerate(names) if not n.startswith("N[")]
     x = np.arange(len(keep))
     fig, ax = plt.subplots(figsize=(9, 3.8))
-    for k, (name, c) in enumerate((("wls", "C0"), ("gls", "C3"))):
+    for k, (name, c) in enumerate((n, c) for n, c in (("wls", "C0"), ("gls", "C3")) if n in out):
         ax.bar(x + (k - 0.5) * 0.4, [out[name]["ratio"][i] for i in keep], 0.4, color=c,
                label={"wls": "frame-sum fit (weighted)", "gls": "generalised least squares"}[name])
     ax.axhline(1, color="k", lw=0.8)
     ax.set_yscale("log")
     ax.set_xticks(x, [names[i] for i in keep], rotation=90, fontsize=7)
     ax.set_ylabel("actual / claimed variance")
-    ax.set_title(f"{out['n_sums']} frame sums of {out['check']['n_frames']} frames, R = {out['check']['R']}, "
+    ax.set_title(f"{out['n_sums']} frame sums of {out['check']['n_frames']} frames, "
+                 f"{out['check']['camera']['grid']}^2 camera, R = {out['check']['R']}, "
                  f"oversample {out['check']['oversample']}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -67,10 +71,22 @@ def main(argv=None) -> int:
     ap.add_argument("--R", default="0.33,0.39", help="the two radii, detector units (default 0.33,0.39)")
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--oversample", type=int, default=1, help="the fit's fine hit grid per blur grid (default 1, the fit's)")
+    ap.add_argument("--camera", choices=("small", "course"), default="small",
+                    help="small: the test camera (256^2 frames, fit at 64^2); course: the course's camera, fit at 256^2")
+    ap.add_argument("--sigma-R", default=None, help="the two shell widths, detector units (default: the camera's check's)")
+    ap.add_argument("--beta-seed", type=int, default=None,
+                    help="the betas: the notes' prior drawn with this seed (default: the check's; a measurement of "
+                         "tools/frames_to_limit.py of kind prior has seed 10^9 + its index)")
+    ap.add_argument("--no-gls", action="store_true", help="the fit's estimator only (no conjugate-gradient solve)")
+    ap.add_argument("--fits", type=int, default=0, metavar="G",
+                    help="also fit the sums added in groups of G with the frame-sum fit from the truth: z-scores of R "
+                         "and sigma_R (sevi.evaluation.frame_sum_covariance.fit_grouped_sums)")
     ap.add_argument("--sums-from", default=None, help="reuse the rendered sums of an earlier run's OUT folder")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the thread policy's)")
     a = ap.parse_args(argv)
+    if a.fits < 0:
+        raise ValueError(f"--fits must be >= 0 (0: no fits); got {a.fits}")
     if a.sums < 3 or a.frames < 1:
         raise ValueError(f"--sums must be >= 3 and --frames >= 1; got {a.sums} and {a.frames}")
 
@@ -78,7 +94,7 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from sevi.evaluation.frame_sum_covariance import CovarianceCheck, compare_estimators, render_sums
+    from sevi.evaluation.frame_sum_covariance import CovarianceCheck, compare_estimators, fit_grouped_sums, render_sums
     from sevi.fit.frame_sum_information import truth_theta
     from sevi.io.atomic import atomic_path, write_json
     from sevi.runtime.threads import apply_thread_policy
@@ -87,12 +103,19 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    check = CovarianceCheck(n_frames=a.frames, R=_pair(a.R, "R"), oversample=a.oversample)
+    kw = {"n_frames": a.frames, "R": _pair(a.R, "R"), "oversample": a.oversample}
+    if a.sigma_R is not None:
+        kw["sigma_R"] = _pair(a.sigma_R, "sigma-R")
+    if a.beta_seed is not None:
+        kw["beta_seed"] = a.beta_seed
+    check = CovarianceCheck.course(**kw) if a.camera == "course" else CovarianceCheck(**kw)
     if a.oversample < 1:
         raise ValueError(f"--oversample must be >= 1; got {a.oversample}")
     dest = Path(a.out)
     dest.mkdir(parents=True, exist_ok=True)
-    key = {"sums": a.sums, "frames": a.frames, "R": list(check.R), "seed": a.seed}
+    key = {"sums": a.sums, "frames": a.frames, "R": list(check.R), "seed": a.seed} | (
+        {"camera": a.camera, "sigma_R": list(check.sigma_R)} if a.camera != "small" else {}) | (
+        {"beta_seed": a.beta_seed} if a.beta_seed is not None else {})
     cached = Path(a.sums_from or dest) / "sums.npz"
     render_s = 0.0
     if cached.exists() and json.loads(str(np.load(cached)["key"])) == key:  # the same sums: reuse them
@@ -110,16 +133,29 @@ def main(argv=None) -> int:
                 np.savez_compressed(f, sums=sums.numpy(), detected=detected, key=json.dumps(key))
     ref, p = check.refiner(), check.params()
     theta = truth_theta(p.R[0], p.sigma_R[0], [detected / 2, detected / 2], p.beta[0, :, :ref.L])
-    out = compare_estimators(ref, theta, sums)
+    out = compare_estimators(ref, theta, sums, gls=not a.no_gls)
     out["check"] = {k: (v if not dataclasses.is_dataclass(v) else dataclasses.asdict(v))
                     for k, v in dataclasses.asdict(check).items()}
     out["render_s"] = render_s
-    print(f"\n{a.sums} frame sums of {a.frames} frames, R = {check.R}, oversample {a.oversample}; ratio = actual / claimed variance "
-          f"(standard error {(2 / (a.sums - 1)) ** 0.5:.2f}); conjugate gradients' residual {out['cg_residual']:.1e}")
-    print(f"{'parameter':12s} {'wls ratio':>9s} {'gls ratio':>9s} {'wls sd':>10s} {'gls sd':>10s}")
+    cg = f"; conjugate gradients' residual {out['cg_residual']:.1e}" if "gls" in out else ""
+    print(f"\n{a.sums} frame sums of {a.frames} frames, {a.camera} camera, R = {check.R}, oversample {a.oversample}; "
+          f"ratio = actual / claimed variance (standard error {(2 / (a.sums - 1)) ** 0.5:.2f}){cg}")
+    est = [e for e in ("wls", "gls") if e in out]
+    print(f"{'parameter':12s} " + " ".join(f"{e + ' ratio':>9s}" for e in est) + " " + " ".join(f"{e + ' sd':>10s}" for e in est))
     for i, n in enumerate(out["wls"]["names"]):
-        print(f"{n:12s} {out['wls']['ratio'][i]:9.2f} {out['gls']['ratio'][i]:9.2f} "
-              f"{out['wls']['actual_var'][i] ** 0.5:10.3g} {out['gls']['actual_var'][i] ** 0.5:10.3g}")
+        print(f"{n:12s} " + " ".join(f"{out[e]['ratio'][i]:9.2f}" for e in est) + " "
+              + " ".join(f"{out[e]['actual_var'][i] ** 0.5:10.3g}" for e in est))
+    if a.fits:
+        with tqdm(total=len(sums) // a.fits, desc="fits", unit="fit") as bar:
+            out["fits"] = fit_grouped_sums(check, sums, a.fits, progress=bar.update)
+        g = out["fits"]
+        print(f"\nthe frame-sum fit from the truth on {len(g['fits'])} sums of {g['frames_per_fit']} frames: z rms "
+              f"R {g['z_rms_R']:.2f}, sigma_R {g['z_rms_sigma_R']:.2f} (standard error "
+              f"{(1 / (4 * len(g['fits']))) ** 0.5:.2f}); R's actual sd per shell "
+              + ", ".join(f"{x:.3g}" for x in g["R_actual_sd"]) + " against the mean error bar "
+              + ", ".join(f"{x:.3g}" for x in g["R_claimed_sd"]) + " (the first-order claim: "
+              + ", ".join(f"{(out['wls']['claimed_var'][i] / a.fits) ** 0.5:.3g}"
+                          for i, n in enumerate(out["wls"]["names"]) if n.startswith("R[")) + ")")
     write_json(dest / "frame_sum_covariance.json", out)
     plot(out, dest / "frame_sum_covariance.png")
     print(f"wrote {dest / 'frame_sum_covariance.json'}")

@@ -13,7 +13,14 @@ each estimator, in units of one sum's claimed sd (the model's mean response at t
 The default measurement is that of tests/sevi/fit/test_frame_sum_fit.py: a 256-pixel camera whose spot
 is the course's in pixels (sigma 0.06 = 7.68 px, sd 0.004), 30 spots per frame, two saturating shells
 one spot sigma apart, fitted at 64^2 (4 x 4 camera pixels per fit pixel, as 256^2 fits of the
-course's 1024^2 frames).
+course's 1024^2 frames). ``CovarianceCheck.course`` is the course's own camera, fitted at 256^2 as
+``sevi analyze`` fits it.
+
+The first-order check says nothing of the fit itself (its optimum, anchors, the error bars taken
+there). ``fit_grouped_sums`` closes that gap: it adds the sums in groups of G (G x the frames: the
+variance shrinks G-fold, the covariance model's ratio does not change), fits each group with the
+frame-sum fit from the truth, and returns the z-scores of R and sigma_R against the truth and the
+fits' error bars beside the groups' actual spread.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import torch
 
 from sevi.camera.frames import FrameModel
 
-__all__ = ["CovarianceCheck", "render_sums", "compare_estimators"]
+__all__ = ["CovarianceCheck", "compare_estimators", "fit_grouped_sums", "render_sums"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +46,16 @@ class CovarianceCheck:
     sigma_R: tuple[float, float] = (0.006, 0.007)
     beta_seed: int = 10**9 + 77  # the betas: one draw of the notes' prior (held out from training)
     oversample: int = 1  # the fit's fine hit grid per blur grid (FrameSumRefiner's default: 1)
+    chi2_block: int = 2  # folded fit pixels per chi^2 block side (FrameSumRefiner's default at 256^2: 4)
+
+    @classmethod
+    def course(cls, **kw) -> CovarianceCheck:
+        """The course's camera (1024^2 frames, spot sigma 0.015), fitted as ``sevi analyze`` fits it
+        (256^2, chi^2 blocks of 4), at the course's ~77 detected spots per frame."""
+        from sevi.fit.direct_fit import REFINE_GRID
+
+        return cls(**{"camera": FrameModel(), "fit_grid": REFINE_GRID, "per_frame": 77.0, "chi2_block": 4,
+                      "sigma_R": (0.007, 0.007)} | kw)
 
     def params(self):
         """The measurement's ShellParams (electrons emitted per shell fixed, as the course renders)."""
@@ -58,7 +75,7 @@ class CovarianceCheck:
         prior = PriorConfig().with_electrons(int(self.per_frame * self.n_frames / 0.9 / 2))
         return FrameSumRefiner(FitConfig(fit_grid=self.fit_grid), prior, device,
                                direct_noise(self.n_frames, self.fit_grid, self.camera), oversample=self.oversample,
-                               chi2_block=2)
+                               chi2_block=self.chi2_block)
 
 
 def render_sums(check: CovarianceCheck, n_sums: int, seed: int = 1000, device="cpu", progress=None):
@@ -81,17 +98,18 @@ def render_sums(check: CovarianceCheck, n_sums: int, seed: int = 1000, device="c
     return torch.stack(sums), float(np.mean(detected))
 
 
-def compare_estimators(refiner, theta: torch.Tensor, sums: torch.Tensor) -> dict:
+def compare_estimators(refiner, theta: torch.Tensor, sums: torch.Tensor, gls: bool = True) -> dict:
     """Per estimator ('wls', 'gls'): {'names', 'actual_var', 'claimed_var', 'ratio', 'mean_offset'}
     (lists per parameter, ``sevi.physics.information.parameter_names`` order), plus 'n_sums' and the
-    conjugate gradients' 'cg_residual' (module docstring)."""
+    conjugate gradients' 'cg_residual' (module docstring). ``gls=False``: the fit's estimator only (no
+    conjugate-gradient solve; 'gls' and 'cg_residual' absent)."""
     from sevi.fit.frame_sum_information import linear_estimators
     from sevi.physics.information import parameter_names
 
-    est = linear_estimators(refiner, theta)
+    est = linear_estimators(refiner, theta, gls=gls)
     dev = sums - sums.mean(0)
-    out = {"n_sums": int(len(sums)), "cg_residual": est["cg_residual"]}
-    for name in ("wls", "gls"):
+    out = {"n_sums": int(len(sums))} | ({"cg_residual": est["cg_residual"]} if gls else {})
+    for name in ("wls", "gls") if gls else ("wls",):
         A, claimed = est[name]["A"], est[name]["claimed"].diagonal()
         actual = (dev @ A.T).var(0)
         offset = (A @ (sums.mean(0) - est["mu"])) / claimed.sqrt()
@@ -99,3 +117,30 @@ def compare_estimators(refiner, theta: torch.Tensor, sums: torch.Tensor) -> dict
                      "claimed_var": claimed.tolist(), "ratio": (actual / claimed).tolist(),
                      "mean_offset": offset.tolist()}
     return out
+
+
+def fit_grouped_sums(check: CovarianceCheck, sums: torch.Tensor, group: int, device="cpu", progress=None) -> dict:
+    """The frame-sum fit (``FrameSumRefiner``, started at the truth) on the folded ``sums`` (K, h h)
+    added in consecutive groups of ``group`` (K // group fits of ``group * check.n_frames`` frames;
+    a remainder is left out). Returns per fit and shell the answer and error bar of R and sigma_R
+    and their z-scores against the truth, chi^2/dof, and the summary: z rms of R and sigma_R, and per
+    shell the fits' actual sd of R beside their mean error bar."""
+    n_groups = len(sums) // group
+    if n_groups < 2:
+        raise ValueError(f"{len(sums)} sums in groups of {group}: fewer than 2 fits; use fewer per group or more sums")
+    grouped = dataclasses.replace(check, n_frames=check.n_frames * group)
+    ref, p = grouped.refiner(device), check.params()
+    R, s, beta = p.R[0].numpy(), p.sigma_R[0].numpy(), p.beta[0].numpy()
+    fits = []
+    for n in sums[: n_groups * group].reshape(n_groups, group, -1).sum(1):
+        r = ref._anchored(ref.starts(R, s, beta, float(n.sum()), np.full(2, 0.005)), n)
+        fits.append({"R": r.R.tolist(), "R_sd": r.R_sd.tolist(), "z_R": ((r.R - R) / r.R_sd).tolist(),
+                     "sigma_R": r.sigma_R.tolist(), "sigma_R_sd": r.sigma_R_sd.tolist(),
+                     "z_sigma_R": ((r.sigma_R - s) / r.sigma_R_sd).tolist(), "chi2_dof": float(r.chi2_dof)})
+        if progress:
+            progress(1)
+    zr, zs = np.array([f["z_R"] for f in fits]), np.array([f["z_sigma_R"] for f in fits])
+    return {"group": group, "frames_per_fit": grouped.n_frames, "fits": fits,
+            "z_rms_R": float(np.sqrt((zr ** 2).mean())), "z_rms_sigma_R": float(np.sqrt((zs ** 2).mean())),
+            "R_actual_sd": np.array([f["R"] for f in fits]).std(0, ddof=1).tolist(),
+            "R_claimed_sd": np.array([f["R_sd"] for f in fits]).mean(0).tolist()}

@@ -3,6 +3,7 @@ Gaussian with the model's mean and C), both estimators vary as much as they clai
 sampling error) and their means sit at the model's; with C halved in the draws, both ratios halve.
 Rendering is covered by the check's own smoke test (a few sums of a few frames)."""
 import numpy as np
+import pytest
 import torch
 
 from sevi.evaluation.frame_sum_covariance import CovarianceCheck, compare_estimators, render_sums
@@ -43,3 +44,39 @@ def test_less_noise_than_claimed_shows_as_a_ratio_below_one():
 def test_rendered_sums_have_the_folded_shape():
     sums, detected = render_sums(CovarianceCheck(fit_grid=32, n_frames=4), 2)
     assert sums.shape == (2, 16 * 16) and torch.isfinite(sums).all() and 0 < detected < 4 * 40
+
+
+def test_the_fits_estimator_alone_matches_its_part_of_the_full_comparison():
+    ref, theta, sums = _model_draws(1.0, n=50)
+    both, wls = compare_estimators(ref, theta, sums), compare_estimators(ref, theta, sums, gls=False)
+    assert "gls" not in wls and "cg_residual" not in wls
+    np.testing.assert_allclose(wls["wls"]["ratio"], both["wls"]["ratio"], rtol=1e-10)
+
+
+def test_the_course_check_is_the_course_camera_fitted_as_sevi_analyze_fits_it():
+    from sevi.camera.frames import FrameModel
+    from sevi.fit.direct_fit import REFINE_GRID
+
+    check = CovarianceCheck.course(n_frames=7, R=(0.45, 0.75))
+    assert check.camera == FrameModel() and check.fit_grid == REFINE_GRID and check.n_frames == 7
+    ref = check.refiner()
+    assert ref.chi2_block == 4 and ref.config.fit_grid == REFINE_GRID
+
+
+
+def test_fits_of_grouped_sums_add_the_groups_and_score_against_the_truth():
+    """Wiring (the fit's calibration itself is the tool's measurement, BENCHMARKS section 3): the sums
+    are added in groups, each group is fitted once, and each z-score is (answer - truth) / error bar."""
+    from sevi.evaluation.frame_sum_covariance import fit_grouped_sums
+
+    check = CHECK
+    _, _, sums = _model_draws(1.0, n=7, seed=3)
+    out = fit_grouped_sums(check, sums, group=3)
+    assert len(out["fits"]) == 2 and out["frames_per_fit"] == 3 * check.n_frames  # the 7th sum left out
+    for f in out["fits"]:
+        np.testing.assert_allclose(f["z_R"], (np.array(f["R"]) - check.R) / np.array(f["R_sd"]))
+        assert np.all(np.abs(f["z_R"]) < 5), f  # (sigma_R, a tenth of a 32^2 fit pixel here, is not resolved)
+        assert np.all(np.isfinite(f["z_sigma_R"])) and f["chi2_dof"] < 2, f
+    np.testing.assert_allclose(out["R_actual_sd"], np.array([f["R"] for f in out["fits"]]).std(0, ddof=1))
+    with pytest.raises(ValueError, match="fewer than 2 fits"):
+        fit_grouped_sums(check, sums[:3], group=2)
