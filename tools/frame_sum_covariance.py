@@ -6,7 +6,7 @@
     python tools/frame_sum_covariance.py --camera course --frames 50 --sums 400 --R 0.45,0.75 --no-gls --fits 20 --out runs/frame_sum_covariance_course
 
 The sums are kept in OUT/sums.npz and reused by a later run with the same ``--out``, ``--sums``,
-``--frames``, ``--R`` and ``--seed`` (so ``--oversample`` variants compare the same sums: point
+``--frames``, ``--R``, ``--seed`` (and ``--camera``, ``--sigma-R``, ``--beta-seed``) (so ``--oversample`` variants compare the same sums: point
 ``--out`` at a copy of the first run's folder, or use ``--sums-from``).
 
 Renders ``--sums`` independent frame sums of one measurement (default: two saturating shells one spot

@@ -133,7 +133,7 @@ def fit_grouped_sums(check: CovarianceCheck, sums: torch.Tensor, group: int, dev
     R, s, beta = p.R[0].numpy(), p.sigma_R[0].numpy(), p.beta[0].numpy()
     fits = []
     for n in sums[: n_groups * group].reshape(n_groups, group, -1).sum(1):
-        r = ref._anchored(ref.starts(R, s, beta, float(n.sum()), np.full(2, 0.005)), n)
+        r = ref.fit_folded(n, R, s, beta, np.full(2, 0.005))
         fits.append({"R": r.R.tolist(), "R_sd": r.R_sd.tolist(), "z_R": ((r.R - R) / r.R_sd).tolist(),
                      "sigma_R": r.sigma_R.tolist(), "sigma_R_sd": r.sigma_R_sd.tolist(),
                      "z_sigma_R": ((r.sigma_R - s) / r.sigma_R_sd).tolist(), "chi2_dof": float(r.chi2_dof)})

@@ -226,7 +226,11 @@ class FrameSumRefiner(DirectRefiner):
 
     # -- the call ---------------------------------------------------------------------------------
     def __call__(self, image, R, sigma_R, beta, R_sd=None) -> FitResult:
-        n = self.fold(image)
+        return self.fit_folded(self.fold(image), R, sigma_R, beta, R_sd)
+
+    def fit_folded(self, n: torch.Tensor, R, sigma_R, beta, R_sd=None) -> FitResult:
+        """The fit of an already folded frame sum ``n`` (h h,) (``fold``'s output), from the starts
+        ``starts`` builds around (R, sigma_R, beta)."""
         total = float(n.sum())
         if not total > 0:
             raise ValueError("the image has no light; nothing to fit")
