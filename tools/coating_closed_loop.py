@@ -38,7 +38,7 @@ from coating.recommend.closed_loop import (
     summarise,
     targets,
 )
-from sevi.io.atomic import atomic_path, atomic_text
+from sevi.io.atomic import atomic_text, save_png
 from sevi.runtime.overrides import apply_overrides, parse_value, split_assignments
 
 
@@ -258,9 +258,7 @@ def _plot(results: dict, path: Path) -> None:
     axes[0].set_ylabel("next-run ΔE00 vs standard")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 if __name__ == "__main__":

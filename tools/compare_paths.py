@@ -48,12 +48,6 @@ from sevi.evaluation.calibration import path_calibration
 PATHS = ("events", "direct", "oracle", "direct_oracle")
 
 
-def _atomic_png(fig, path: Path) -> None:
-    from sevi.io.atomic import atomic_path
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-
-
 def summarise(per: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Mean / median Distance per path (and per refined path, ``PATH+refined``) and their ratios to the
     oracle's of the same kind; the paired direct - events differences."""
@@ -126,7 +120,7 @@ def main(argv=None) -> int:
     from sevi.camera.centroid import centroid_frames
     from sevi.camera.direct_image import blur_images, direct_image
     from sevi.camera.frames import FrameModel, render_frames
-    from sevi.io.atomic import write_json
+    from sevi.io.atomic import save_png, write_json
     from sevi.io.frame_files import accumulate
     from sevi.physics.generator import GeneratorConfig, SeviGenerator
     from sevi.physics.metric import distance
@@ -311,7 +305,7 @@ def main(argv=None) -> int:
     ax[1].set_title("below the diagonal: direct wins")
     fig.suptitle(f"{len(todo)} x {args.frames} frames, ~{args.per_frame:g} e-/frame")
     fig.tight_layout()
-    _atomic_png(fig, out / "compare_paths.png")
+    save_png(fig, out / "compare_paths.png")
     print(f"\nwrote {out / 'compare_paths.json'} and {out / 'compare_paths.png'}")
     return 0
 

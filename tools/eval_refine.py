@@ -37,7 +37,7 @@ import torch
 from sevi.evaluation.abel_baselines import classical
 from sevi.evaluation.calibration import z_calibration
 from sevi.evaluation.held_out import HELD_OUT_OFFSET, add_held_out_args, held_out_params
-from sevi.io.atomic import write_json
+from sevi.io.atomic import save_png, write_json
 from sevi.physics.metric import SEPARATION
 
 
@@ -180,7 +180,7 @@ def main(argv=None) -> dict:
         ax.set_title(f"{a.grid}^2, {a.electrons} e-/shell")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out_dir / "eval_refine.png", dpi=110)
+        save_png(fig, out_dir / "eval_refine.png")
     except ImportError:
         pass
     print(f"wrote {out_dir / 'eval_refine.json'}")

@@ -41,7 +41,7 @@ def plot(out: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from sevi.io.atomic import atomic_path
+    from sevi.io.atomic import save_png
 
     names = out["wls"]["names"]
     keep = [i for i, n in enumerate(names) if not n.startswith("N[")]
@@ -59,9 +59,7 @@ def plot(out: dict, path: Path) -> None:
                  f"oversample {out['check']['oversample']}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:

@@ -41,7 +41,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sevi.io.atomic import atomic_path
+    from sevi.io.atomic import save_png
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for kind, c in (("prior", "C0"), ("crowded", "C3"), ("overlapping", "C2")):
@@ -56,9 +56,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_title(f"{len(rows)} measurements of {rows[0]['frames']:,}+ frames")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sevi.evaluation.held_out import HELD_OUT_OFFSET
-from sevi.io.atomic import write_json
+from sevi.io.atomic import save_png, write_json
 from sevi.physics.forward import ExpectedImage, ForwardConfig
 from sevi.physics.information import (
     DETECTORS,
@@ -85,9 +85,7 @@ def plot(results: list[dict], path: Path) -> None:
         from matplotlib.ticker import NullFormatter
         ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    save_png(fig, path)
 
 
 def main(argv=None) -> dict:

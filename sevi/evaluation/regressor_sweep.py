@@ -510,7 +510,7 @@ def pareto_png(rows: list[dict], path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sevi.io.atomic import atomic_path
+    from sevi.io.atomic import save_png
 
     done = [r for r in rows if r["status"] == "finished"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -545,6 +545,4 @@ def pareto_png(rows: list[dict], path, title: str = "") -> None:
     fig.suptitle(f"{title}  ({len(done)} finished, {n_stop} stopped early, {n_fail} failed; fronts in red)",
                  fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)

@@ -34,7 +34,7 @@ from typing import Iterator
 
 from sevi.runtime.errors import OutputError
 
-__all__ = ["atomic_path", "atomic_bytes", "atomic_text", "atomic_folder", "write_json", "DISK_ERRNOS",
+__all__ = ["atomic_path", "atomic_bytes", "atomic_text", "atomic_folder", "write_json", "save_png", "DISK_ERRNOS",
            "disk_errno", "output_error", "Temporary", "temporaries", "clean_stale", "describe_cleanup"]
 
 # Write failures that say nothing about the input: the command ends with a failure (exit 1), not a
@@ -118,6 +118,17 @@ def write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:
     """``obj`` as JSON to ``path``, atomically (numpy scalars become floats)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=indent, default=float))
+
+
+def save_png(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    """A matplotlib figure as a PNG at ``path``, atomically; the figure is closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
 
 
 def atomic_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False) -> None:

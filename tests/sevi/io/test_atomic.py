@@ -182,3 +182,30 @@ def test_a_folder_swap_cut_off_by_kill_is_put_back(tmp_path):
     done, left = clean_stale(temporaries(tmp_path / "out"))
     assert sorted(done) == [f"put back out from {old.name}", f"removed {half.name}"] and not left
     assert os.listdir(tmp_path) == ["out"] and (tmp_path / "out" / "a.txt").read_text() == "previous"
+
+
+def test_save_png_writes_a_png_atomically_and_closes_the_figure(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sevi.io.atomic import save_png
+
+    path = tmp_path / "f.png"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_png(fig, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not plt.fignum_exists(fig.number)
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]  # no temporary left
+
+    broken, _ = plt.subplots()  # a figure whose rendering fails: the old PNG stays, nothing else is left
+
+    def fail(*a, **k):
+        raise RuntimeError("render failed")
+
+    broken.savefig = fail
+    old = path.read_bytes()
+    with pytest.raises(RuntimeError, match="render failed"):
+        save_png(broken, path)
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["f.png"]
+    assert not plt.fignum_exists(broken.number)
