@@ -34,3 +34,17 @@ def path_calibration(zs: dict[str, list]) -> dict[str, dict[str, dict[str, float
         groups = {"beta_2..6": zb[:, :, :3], "beta_8..24": zb[:, :, 3:], "R": zr}
         out[k] = {g: z_calibration(z) for g, z in groups.items()}
     return out
+
+
+def centre_fit_summary(centre_z, d_fitted, d_known) -> dict[str, float]:
+    """A fitted image centre against its truth and error bars, and the cost to the answer
+    (``sevi.evaluation.centred_course``, ``sevi.evaluation.centred_frames``): ``centre_z`` (n, 2)
+    z-scores (x, z), ``d_fitted`` / ``d_known`` (n,) the Distances with the centre fitted and known.
+    Returns n, the z rms per axis and in all, the largest |z|, and the Distance ratio of the means,
+    its smallest and largest per case."""
+    z = np.asarray(centre_z, dtype=np.float64).reshape(-1, 2)
+    dc, dk = np.asarray(d_fitted, dtype=np.float64), np.asarray(d_known, dtype=np.float64)
+    return {"n": len(z), "z_rms_x": float(np.sqrt((z[:, 0] ** 2).mean())), "z_rms_z": float(np.sqrt((z[:, 1] ** 2).mean())),
+            "z_rms": float(np.sqrt((z ** 2).mean())), "z_max": float(np.abs(z).max()),
+            "distance_ratio_of_means": float(dc.mean() / dk.mean()),
+            "distance_ratio_min": float((dc / dk).min()), "distance_ratio_max": float((dc / dk).max())}

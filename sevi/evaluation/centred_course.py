@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from sevi.evaluation.calibration import centre_fit_summary
+
 __all__ = ["draw_offset_case", "evaluate_centred", "summarise_centred"]
 
 
@@ -65,13 +67,10 @@ def evaluate_centred(n: int, grid: int, electrons: tuple[int, int], max_offset: 
 
 
 def summarise_centred(rows: list[dict]) -> dict:
-    z = np.array([r["centre_z"] for r in rows])
-    d_free, d_known = np.array([r["d_free"] for r in rows]), np.array([r["d_known"] for r in rows])
-    return {"n": len(rows), "z_rms_x": float(np.sqrt((z[:, 0] ** 2).mean())), "z_rms_z": float(np.sqrt((z[:, 1] ** 2).mean())),
-            "z_rms": float(np.sqrt((z ** 2).mean())), "z_max": float(np.abs(z).max()),
-            "distance_ratio_of_means": float(d_free.mean() / d_known.mean()),
-            "distance_ratio_max": float((d_free / d_known).max()),
-            "distance_ratio_min": float((d_free / d_known).min()),
-            "cpu_free_s_median": float(np.median([r["cpu_free_s"] for r in rows])),
-            "cpu_known_s_median": float(np.median([r["cpu_known_s"] for r in rows])),
-            "all_converged": bool(all(r["converged"] for r in rows))}
+    """The centre's calibration and the Distance ratios (``centre_fit_summary``), and this study's own figures."""
+    own = {
+        "cpu_free_s_median": float(np.median([r["cpu_free_s"] for r in rows])),
+        "cpu_known_s_median": float(np.median([r["cpu_known_s"] for r in rows])),
+        "all_converged": bool(all(r["converged"] for r in rows))}
+    return centre_fit_summary([r["centre_z"] for r in rows], [r["d_free"] for r in rows],
+                              [r["d_known"] for r in rows]) | own
