@@ -33,6 +33,7 @@ from coating.recommend.closed_loop import (
     METHODS,
     ROBUST_DRAWS,
     SPECTRAL_WEIGHT,
+    gain_line,
     interval_summary,
     run_cycle,
     summarise,
@@ -207,6 +208,8 @@ def main(argv=None) -> int:
         line += f" ({', '.join(flags)})" if flags else ""
         line += f"; per call median {s['call_wall_s_median']:.1f} s wall, {s['call_cpu_s_median']:.1f} s CPU"
         print(line)
+        if gain_line(s):
+            print("  " + gain_line(s))
         if "coverage_by_scale" in s:
             for k, v in s["coverage_by_scale"].items():
                 print(f"  scales {k} (common:layer): coverage {100 * v['coverage']:.1f} % (below "

@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from coating.recommend.closed_loop import interval_summary
+from coating.recommend.closed_loop import gain_line, interval_summary
 from coating.recommend.closed_loop_stats import (
     load_cycles,
     load_plans,
@@ -78,6 +78,8 @@ def main(argv=None) -> int:
               f"{100 * s['above']:.1f}; target 85-95 %); median width {s['median_width']:.3f}; flagged "
               f"{100 * s['flagged']:.1f} % (" + ", ".join(f"{k[8:]} {100 * v:.1f} %" for k, v in s.items()
                                                           if k.startswith("flagged_")) + ")")
+        if gain_line(s):
+            print("  " + gain_line(s))
     if args.reference in pooled and args.reference != args.method:
         d = p90_difference(cycles, args.method, args.reference, args.draws, rng)
         print(f"  {args.reference} p90 {d['ref_p90']:.3f} [{d['ref_lo']:.3f}, {d['ref_hi']:.3f}]; "

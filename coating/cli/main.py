@@ -213,7 +213,9 @@ def _cmd_recommend(args) -> int:
     for p in plans:
         iv = "" if p.interval is None else \
             f" (next run F {p.interval.median[0]:.2f} [{p.interval.lo[0]:.2f}, {p.interval.hi[0]:.2f}]" \
-            f" B {p.interval.median[1]:.2f} [{p.interval.lo[1]:.2f}, {p.interval.hi[1]:.2f}])"
+            f" B {p.interval.median[1]:.2f} [{p.interval.lo[1]:.2f}, {p.interval.hi[1]:.2f}]" + \
+            ("" if p.interval.gain is None else
+             f"; gain F+B {p.interval.gain.median:+.2f} [{p.interval.gain.lo:+.2f}, {p.interval.gain.hi:+.2f}]") + ")"
         print(f"{p.furnace_no}: cycle {p.cycle}, predicted dE00 F {p.rec.dE00[0]:.3f} B {p.rec.dE00[1]:.3f}{iv}"
               + (f"; treat with care: {', '.join(p.care)}" if p.care else ""))
     care = sum(bool(p.care) for p in plans)

@@ -64,7 +64,7 @@ from coating.recommend.config import RecommendConfig
 from coating.recommend.report import check_finite
 
 __all__ = ["METHODS", "ROBUST_DRAWS", "SPECTRAL_WEIGHT", "physics_ls_settings", "run_cycle", "summarise",
-           "targets", "interval_summary"]
+           "targets", "interval_summary", "gain_summary", "gain_line", "P_WORSE_BINS"]
 
 METHODS = ("ours", "ours_robust", "unchanged", "notes_model1", "physics_ls", "operator", "oracle",
            "oracle_last", "oracle_robust", "oracle_lagged")
@@ -107,8 +107,9 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
     ``robust_draws`` and ``spectral_weight`` override its fields); ``interval_scales``: also
     record each plan's intervals at these tooling scales (calibration of
     ``interval_tooling_scale``). ``info["plans"]``: per ``ours``/``ours_robust`` run, the
-    plan's interval, care flags, runs behind the model, wall and CPU seconds of the call, and the
-    measured dE00."""
+    plan's interval, predicted gain, care flags, runs behind the model, wall and CPU seconds of
+    the call, the measured dE00, and (``measured_unchanged``) the dE00 the same run would have
+    measured with the current settings kept: the realised gain, on the same draws."""
     config = dataclasses.replace(config or RecommendConfig(), spectral_weight=spectral_weight)
     std_R = plant.standard_reflectance(params)
     wl = schema.WAVELENGTHS_NM.astype(np.float64)
@@ -198,6 +199,9 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                                  "cpu_s": time.process_time() - c_call, "care": list(p.care),
                                  "interval": None if p.interval is None else
                                  [p.interval.median.tolist(), p.interval.lo.tolist(), p.interval.hi.tolist()],
+                                 "gain": None if p.interval is None or p.interval.gain is None else
+                                 [p.interval.gain.median, p.interval.gain.lo, p.interval.gain.hi,
+                                  p.interval.gain.p_worse],
                                  "calibration": [[c.lo.tolist(), c.hi.tolist()] for c in p.calibration],
                                  "predicted_lab": np.asarray(p.rec.details["lab"]).tolist()})
             else:
@@ -217,6 +221,11 @@ def run_cycle(state, rng, params, fit_runs, loop_runs, hp_grey, hp_m1, log=print
                 b = ciede2000(torch.as_tensor(recommend.predicted_lab(model, nxt, st.run_in_cycle + 1)),
                               lab_mean).numpy()
             aim.append((float(a[0]), float(a[1]), float(b[0]), float(b[1])))
+            if recs and len(recs) == len(des) + 1:   # the command's path: the run had the settings been kept
+                r_kept = np.random.default_rng()          # (the same draws: plant.step consumes them whatever the settings)
+                r_kept.bit_generator.state = r.bit_generator.state
+                recs[-1]["measured_unchanged"] = list(plant.delta_e00_to_standard(plant.step(st, cur, r_kept, params)[1],
+                                                                                  params))
             last_tooling = st.tooling
             st, meas = plant.step(st, nxt, r, params)
             des.append(plant.delta_e00_to_standard(meas, params))
@@ -304,6 +313,7 @@ def interval_summary(plans: list[dict], scales=()) -> dict:
                         "above": float((meas > chi).mean()), "median_width": float(np.median(chi - clo))}
         if cal:
             out["coverage_by_scale"] = cal
+    out.update(gain_summary(plans))
     if plans:
         out["flagged"] = float(np.mean([bool(r["care"]) for r in plans]))
         for flag in sorted({f for r in plans for f in r["care"]}):
@@ -311,3 +321,68 @@ def interval_summary(plans: list[dict], scales=()) -> dict:
         out["call_wall_s_median"] = float(np.median([r["wall_s"] for r in plans]))
         out["call_cpu_s_median"] = float(np.median([r["cpu_s"] for r in plans]))
     return out
+
+
+P_WORSE_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
+
+
+def gain_summary(plans: list[dict]) -> dict:
+    """The predicted gain against the realised one, from ``info["plans"]`` records that carry
+    both (``gain``: median, lo, hi[, p_worse]; ``measured``, ``measured_unchanged``): the realised
+    gain is the run's dE00 had the settings been kept minus its measured dE00, front + back, on
+    the same draws.
+
+    ``gain_coverage`` (``gain_below``, ``gain_above``): the share inside the plans' 90 % gain
+    intervals; ``worse``: the share of plans that made the run worse than keeping the settings;
+    ``worse_flagged`` / ``worse_unflagged``: the same among plans with and without the gain's
+    care flag (``interval_wider_than_gain``), and ``gain_flagged``, the share flagged. With
+    ``p_worse``: ``p_worse_mean`` against ``worse``; ``reliability``, per bin of ``P_WORSE_BINS``
+    (``[lo, hi)``, the last closed) the plans, their mean ``p_worse`` and the realised share
+    worse; the Brier score of ``p_worse`` (``brier``) and of the constant ``worse`` share
+    (``brier_constant``, a forecast that knows the base rate but not the plan) and the skill
+    ``1 - brier / brier_constant`` (> 0: ``p_worse`` tells plans apart)."""
+    recs = [r for r in plans if r.get("gain") is not None and "measured" in r and "measured_unchanged" in r]
+    if not recs:
+        return {}
+    realised = np.array([sum(r["measured_unchanged"]) - sum(r["measured"]) for r in recs])
+    g = np.array([r["gain"][:3] for r in recs])                            # (n, 3): median, lo, hi
+    flagged = np.array(["interval_wider_than_gain" in r["care"] for r in recs])
+    worse = realised < 0
+    out = {"n_gain": len(recs), "gain_coverage": float(((realised >= g[:, 1]) & (realised <= g[:, 2])).mean()),
+           "gain_below": float((realised < g[:, 1]).mean()), "gain_above": float((realised > g[:, 2]).mean()),
+           "gain_predicted_median": float(np.median(g[:, 0])), "gain_realised_median": float(np.median(realised)),
+           "worse": float(worse.mean()), "gain_flagged": float(flagged.mean())}
+    out["worse_flagged"] = float(worse[flagged].mean()) if flagged.any() else None
+    out["worse_unflagged"] = float(worse[~flagged].mean()) if (~flagged).any() else None
+    if all(len(r["gain"]) > 3 for r in recs):
+        pw = np.array([r["gain"][3] for r in recs])
+        edges = np.asarray(P_WORSE_BINS)
+        which = np.clip(np.searchsorted(edges, pw, side="right") - 1, 0, len(edges) - 2)
+        out["p_worse_mean"] = float(pw.mean())
+        out["reliability"] = [{"bin": [float(edges[k]), float(edges[k + 1])], "n": int((which == k).sum()),
+                               "p_worse": float(pw[which == k].mean()), "worse": float(worse[which == k].mean())}
+                              for k in range(len(edges) - 1) if (which == k).any()]
+        out["brier"] = float(((pw - worse) ** 2).mean())
+        out["brier_constant"] = float(((worse.mean() - worse) ** 2).mean())
+        out["brier_skill"] = 1 - out["brier"] / out["brier_constant"] if out["brier_constant"] > 0 else None
+    return out
+
+
+def gain_line(s: dict) -> str:
+    """Lines on the predicted against the realised gain from ``gain_summary``'s keys (empty when
+    ``s`` has none)."""
+    if "gain_coverage" not in s:
+        return ""
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    text = (f"gain over keeping the settings ({s['n_gain']} plans, front + back, same draws): predicted median "
+            f"{s['gain_predicted_median']:+.3f}, realised {s['gain_realised_median']:+.3f}; 90 % gain interval "
+            f"coverage {pct(s['gain_coverage'])} (below {pct(s['gain_below'])}, above {pct(s['gain_above'])}); "
+            f"worse than keeping: {pct(s['worse'])} of plans, {pct(s['worse_flagged'])} of those flagged "
+            f"interval_wider_than_gain ({pct(s['gain_flagged'])} of plans), {pct(s['worse_unflagged'])} of the rest")
+    if "reliability" in s:
+        skill = "n/a" if s["brier_skill"] is None else f"{s['brier_skill']:+.3f}"
+        text += (f"\n  chance of worse (p_worse): mean {pct(s['p_worse_mean'])} against {pct(s['worse'])} realised; "
+                 f"Brier {s['brier']:.4f} against {s['brier_constant']:.4f} for the base rate (skill {skill}); by bin "
+                 + ", ".join(f"[{b['bin'][0]:g}, {b['bin'][1]:g}) n {b['n']}: {100 * b['p_worse']:.0f} % predicted, "
+                             f"{100 * b['worse']:.0f} % realised" for b in s["reliability"]))
+    return text

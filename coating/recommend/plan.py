@@ -177,7 +177,7 @@ def _plan_job(model, row: _Row, standard: Standard, config: RecommendConfig, n_s
     interval = predict_interval(model, rec.settings, row.run, standard, config.interval_tooling_scale,
                                 draws=config.interval_draws, steps=steps, layer_scale=config.interval_layer_scale,
                                 z_pool=z_pool, noise_scale=config.interval_noise_scale,
-                                lower_factor=config.interval_lower_factor) if grey else None
+                                lower_factor=config.interval_lower_factor, current=row.current) if grey else None
     care = care_flags(rec, interval, len(row.seen), row.seen.settings, config.care_min_runs, steps)
     calibration = tuple(predict_interval(model, rec.settings, row.run, standard, list(calibration_scales),
                                          draws=config.interval_draws, steps=steps, z_pool=z_pool,

@@ -38,6 +38,11 @@ def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str, i
         lines.append(f"next run, with its own deposition errors and the machine's drift: dE00 front "
                      f"{interval.median[0]:.3f} ({pct} interval {interval.lo[0]:.3f}-{interval.hi[0]:.3f})  back "
                      f"{interval.median[1]:.3f} ({pct} interval {interval.lo[1]:.3f}-{interval.hi[1]:.3f})")
+        if interval.gain is not None:
+            g = interval.gain
+            lines.append(f"gain over the current settings, front + back, on the same draws: dE00 {g.median:+.3f} "
+                         f"({pct} interval {g.lo:+.3f} to {g.hi:+.3f}; positive: the change helps); chance it makes "
+                         f"the run worse than keeping the settings: {100 * g.p_worse:.0f} %")
     else:
         lines.append(f"next run: no interval ({kind} has no noise model)")
     lines.append("treat with care: " + ("; ".join(CARE_TEXT[c] for c in care) if care else "no"))
@@ -47,7 +52,8 @@ def format_report(furnace_no: str, cycle: int, rec: Recommendation, kind: str, i
 
 REPORT_COLUMNS = ["furnace_no"] + [f"set_{n}" for n in [f"F{i}" for i in range(1, 6)] +
                                      [f"B{i}" for i in range(1, 6)]] + ["dE00_F", "dE00_B"] + \
-    ["next_dE00_F", "next_dE00_F_lo", "next_dE00_F_hi", "next_dE00_B", "next_dE00_B_lo", "next_dE00_B_hi", "care"]
+    ["next_dE00_F", "next_dE00_F_lo", "next_dE00_F_hi", "next_dE00_B", "next_dE00_B_lo", "next_dE00_B_hi", "care"] + \
+    ["gain", "gain_lo", "gain_hi", "p_worse"]
 TABLE_NAME = "recommendations.csv"
 
 
@@ -100,8 +106,10 @@ def check_finite(furnace_no: str, rec: Recommendation) -> None:
 def format_table(rows) -> str:
     """``recommendations.csv`` text: ``REPORT_COLUMNS``, one row per ``(furnace_no,
     Recommendation[, Interval or None, care])``: the settings, the predicted dE00, the next run's
-    dE00 median and 90 % interval (empty without one) and the care flags (``;``-separated keys
-    of ``uncertainty.CARE_TEXT``, empty when none). Written by the csv module, so a furnace
+    dE00 median and 90 % interval (empty without one), the care flags (``;``-separated keys
+    of ``uncertainty.CARE_TEXT``, empty when none) and the predicted gain over the current
+    settings with its 90 % interval (``gain``, ``gain_lo``, ``gain_hi``: dE00, front + back) and
+    the model's chance that the change makes the run worse (``p_worse``, 0-1); empty without one. Written by the csv module, so a furnace
     number with a comma or quote is quoted."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -112,6 +120,8 @@ def format_table(rows) -> str:
         care = row[3] if len(row) > 3 else ()
         nxt = [""] * 6 if interval is None else \
             [f"{v:.4f}" for s in (0, 1) for v in (interval.median[s], interval.lo[s], interval.hi[s])]
+        gain = [""] * 4 if interval is None or interval.gain is None else \
+            [f"{v:.4f}" for v in (interval.gain.median, interval.gain.lo, interval.gain.hi, interval.gain.p_worse)]
         w.writerow([fno] + [f"{v:.2f}" for v in rec.settings] + [f"{rec.dE00[0]:.4f}", f"{rec.dE00[1]:.4f}"]
-                   + nxt + [";".join(care)])
+                   + nxt + [";".join(care)] + gain)
     return buf.getvalue()

@@ -27,9 +27,20 @@ interval.
   unless the cycle has barely moved);
 - ``far_ahead``: the run is more than ``max_ahead`` runs after the cycle's last measured run
   (the model extrapolates the machine's drift; the interval widens as ``sqrt(k)``);
-- ``interval_wider_than_gain``: the wider of the two 90 % intervals is wider than the predicted
-  gain (dE00 with the current settings minus dE00 with the recommended ones, both sides): the
-  change is smaller than what the model cannot tell.
+- ``interval_wider_than_gain``: the 90 % interval of the predicted **gain** reaches zero. The gain
+  is the next run's dE00 with the current settings minus its dE00 with the recommended ones,
+  summed over both sides; its interval (``Gain``) comes from the same draws, each draw of the
+  run's errors and the machine's step applied to both settings (common random numbers: what
+  the two runs would share cancels, and what is left is what the model cannot tell about the
+  change itself). Its lower end at or below zero means the gain is smaller than the interval's
+  lower half: the model cannot say at 95 % that the change helps. The share of draws with a
+  negative gain (``Gain.p_worse``) is the model's chance that the change makes the run worse
+  than keeping the settings: graded where the flag is yes or no, and checked against the realised
+  gain in closed loop.
+
+  (Rounds before this one compared the next run's own interval with the gain. That interval is
+  mostly the run's own deposition error, which the change does not touch, so the flag fired on
+  97-99 % of closed-loop plans and told the operator little; BENCHMARKS.md, "How sure".)
 
 torch is imported inside the functions, so the report (``coating.recommend.report``) reads
 ``CARE_TEXT`` and ``Interval`` without it.
@@ -40,14 +51,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "CARE_TEXT", "interval_draws", "predict_interval", "care_flags"]
+__all__ = ["Interval", "Gain", "CARE_TEXT", "interval_draws", "predict_interval", "care_flags"]
 
 CARE_TEXT = {
     "few_runs": "few runs in the cycle",
     "unseen_settings": "settings outside the range the cycle has run",
     "far_ahead": "a run far after the cycle's last measured run",
-    "interval_wider_than_gain": "the 90 % interval is wider than the predicted gain",
+    "interval_wider_than_gain": "the predicted gain's 90 % interval reaches zero (the change may not help)",
 }
+
+
+@dataclass(frozen=True)
+class Gain:
+    """The predicted gain of the recommended settings over the current ones: the next run's
+    dE00 with the current settings minus with the recommended, summed over both sides, under
+    common draws: ``median``, ``lo``, ``hi`` (floats; ``level`` 0.9: the 5 % and 95 %
+    quantiles). Positive: the change helps. ``p_worse``: the share of draws in which the change
+    makes the run worse than keeping the settings (gain < 0), the model's chance of it."""
+    median: float
+    lo: float
+    hi: float
+    level: float
+    p_worse: float
+
+    def covers(self, gain) -> bool:
+        return bool(self.lo <= float(gain) <= self.hi)
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,7 @@ class Interval:
     hi: np.ndarray
     level: float
     draws: int
+    gain: Gain | None = None
 
     def width(self) -> np.ndarray:
         return self.hi - self.lo
@@ -118,12 +147,13 @@ def interval_draws(model, n: int, tooling_scale, seed: int = 7, steps: int = 1, 
 
 def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, draws: int = 256,
                      level: float = 0.9, seed: int = 7, steps: int = 1, layer_scale: float = 0.0, z_pool=None,
-                     noise_scale: float = 1.0, lower_factor: float = 1.0):
+                     noise_scale: float = 1.0, lower_factor: float = 1.0, current=None):
     """The next run's dE00 (front, back) of ``settings`` (10,) under ``draws`` draws of
     ``interval_draws`` (``steps``: runs since the cycle's last measured run): an ``Interval``
     (or a list of them, one per entry, when ``tooling_scale`` is a sequence of numbers or
     ``(common[, layer[, noise]])`` tuples). ``lower_factor``: the lower end times this (see the
-    module docstring). None for a model without a noise model (model1)."""
+    module docstring). ``current`` (10,): also the predicted gain over these settings
+    (``Interval.gain``, on the same draws). None for a model without a noise model (model1)."""
     if not hasattr(model, "noise_draws") or draws < 2:
         return None
     import torch
@@ -134,16 +164,23 @@ def predict_interval(model, settings, run_in_cycle, standard, tooling_scale, dra
     single = not isinstance(dlogs, list)
     if single:
         z, u, dlogs = [z], [u], [dlogs]
-    x = torch.as_tensor(np.asarray(settings, dtype=np.float64)).reshape(1, 10)
-    run = None if run_in_cycle is None else torch.tensor([float(run_in_cycle)], dtype=DTYPE)
+    rows = [settings] if current is None else [settings, current]
+    x = torch.as_tensor(np.asarray(rows, dtype=np.float64)).reshape(len(rows), 10)
+    run = None if run_in_cycle is None else torch.full((len(rows),), float(run_in_cycle), dtype=DTYPE)
     q = [(1 - level) / 2, 0.5, (1 + level) / 2]
     out = []
     with torch.no_grad():
         for zk, uk, dlog in zip(z, u, dlogs):
             p = model.predict_draws(x, zk, uk, dlog, run_in_cycle=run)
-            de = ciede2000(p.lab, standard.lab)[0].numpy()          # (M, 2)
+            de_all = ciede2000(p.lab, standard.lab).numpy()         # (rows, M, 2)
+            de = de_all[0]
             lo, med, hi = np.quantile(de, q, axis=0)
-            out.append(Interval(med, lo * lower_factor, hi, level, draws))
+            gain = None
+            if current is not None:
+                g = (de_all[1] - de).sum(-1)
+                g_lo, g_med, g_hi = np.quantile(g, q)
+                gain = Gain(float(g_med), float(g_lo), float(g_hi), level, float(np.mean(g < 0)))
+            out.append(Interval(med, lo * lower_factor, hi, level, draws, gain))
     return out[0] if single else out
 
 
@@ -152,7 +189,8 @@ def care_flags(rec, interval: Interval | None, n_runs: int, seen_settings, min_r
     """The reasons (keys of ``CARE_TEXT``) to treat recommendation ``rec`` with care.
     ``n_runs``: the cycle's runs the model was brought up to date on; ``seen_settings`` (N, 10)
     the settings those runs used; ``min_runs``: fewer is ``few_runs``; ``steps``: runs from the
-    cycle's last measured run to this one (more than ``max_ahead``: ``far_ahead``)."""
+    cycle's last measured run to this one (more than ``max_ahead``: ``far_ahead``); the gain's
+    flag needs ``interval.gain`` (``predict_interval(..., current=...)``), as every plan has."""
     flags = []
     if n_runs < min_runs:
         flags.append("few_runs")
@@ -164,8 +202,6 @@ def care_flags(rec, interval: Interval | None, n_runs: int, seen_settings, min_r
             flags.append("unseen_settings")
     if steps > max_ahead:
         flags.append("far_ahead")
-    if interval is not None:
-        gain = float(np.sum(np.asarray(rec.dE00_current) - np.asarray(rec.dE00)))
-        if float(np.max(interval.width())) > gain:
-            flags.append("interval_wider_than_gain")
+    if interval is not None and interval.gain is not None and interval.gain.lo <= 0:
+        flags.append("interval_wider_than_gain")
     return tuple(flags)

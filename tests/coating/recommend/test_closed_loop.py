@@ -52,6 +52,13 @@ def test_ours_plans_through_the_commands_code_path_and_records_how_sure(monkeypa
     s = cl.interval_summary(recs, (1.0, 8.0))
     assert s["failures"] == 0 and s["n_run_sides"] == 6 and s["flagged_few_runs"] == 1.0   # 14-16 runs
     assert s["coverage_by_scale"]["8"]["coverage"] >= s["coverage_by_scale"]["1"]["coverage"]  # wider covers more
+    # Each plan carries its predicted gain and the run as it would have been with the settings kept:
+    # the first loop run of "unchanged" keeps the fitted runs' last settings, as the first plan's
+    # counterfactual does, on the same draws.
+    assert all(len(r["gain"]) == 4 and r["gain"][1] <= r["gain"][0] <= r["gain"][2] and 0 <= r["gain"][3] <= 1
+               for r in recs)
+    assert np.allclose(recs[0]["measured_unchanged"], res["unchanged"][0])
+    assert s["n_gain"] == 3 and 0 <= s["worse"] <= 1
 
 
 def test_interval_summary_counts_coverage_flags_and_failures():
@@ -66,3 +73,25 @@ def test_interval_summary_counts_coverage_flags_and_failures():
     assert s["coverage_F"] == 0.5 and s["coverage_B"] == 0.5
     assert s["coverage_by_scale"] == {"5": {"coverage": 1.0, "below": 0.0, "above": 0.0, "median_width": 2.0}}
     assert s["flagged"] == 1 / 3 and s["flagged_few_runs"] == 1 / 3 and s["call_wall_s_median"] == 2.0
+
+
+def test_gain_summary_against_the_realised_gain():
+    rec = lambda m, kept, gain, care: {"measured": m, "measured_unchanged": kept, "gain": gain, "care": care}  # noqa: E731
+    recs = [rec([0.5, 0.5], [1.0, 1.0], [0.8, 0.2, 1.5, 0.0], []),                          # realised +1.0: inside
+            rec([0.6, 0.6], [0.5, 0.5], [0.1, -0.3, 0.4, 0.4], ["interval_wider_than_gain"]),  # -0.2: worse, inside
+            rec([0.4, 0.4], [0.5, 0.5], [0.5, 0.3, 0.9, 0.05], []),                           # +0.2: below
+            {"failed": "ValueError: x", "care": [], "gain": None}]
+    s = cl.gain_summary(recs)
+    assert s["n_gain"] == 3 and s["gain_coverage"] == 2 / 3 and s["gain_below"] == 1 / 3 and s["gain_above"] == 0
+    assert s["worse"] == 1 / 3 and s["worse_flagged"] == 1.0 and s["worse_unflagged"] == 0.0
+    assert s["gain_flagged"] == 1 / 3 and abs(s["gain_realised_median"] - 0.2) < 1e-12 and s["gain_predicted_median"] == 0.5
+    # p_worse 0, 0.4, 0.05 against worse no, yes, no: bins [0, 0.1) (2 plans, 2.5 %, none worse) and [0.4, 0.5).
+    assert s["reliability"] == [{"bin": [0.0, 0.1], "n": 2, "p_worse": 0.025, "worse": 0.0},
+                                {"bin": [0.4, 0.5], "n": 1, "p_worse": 0.4, "worse": 1.0}]
+    assert np.isclose(s["brier"], (0 + 0.6 ** 2 + 0.05 ** 2) / 3) and np.isclose(s["brier_constant"], 2 / 9)
+    assert np.isclose(s["brier_skill"], 1 - s["brier"] / (2 / 9)) and np.isclose(s["p_worse_mean"], 0.15)
+    assert "33.3 %" in cl.gain_line(s) and "[0.4, 0.5) n 1: 40 % predicted, 100 % realised" in cl.gain_line(s)
+    # Records of an earlier round (three numbers, no p_worse): the coverage alone.
+    old = [dict(r, gain=r["gain"][:3]) for r in recs[:3]]
+    assert "reliability" not in cl.gain_summary(old) and cl.gain_summary(old)["gain_coverage"] == 2 / 3
+    assert cl.gain_summary(recs[3:]) == {} and cl.gain_line({}) == ""

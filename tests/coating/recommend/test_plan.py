@@ -103,9 +103,10 @@ def test_cli_writes_the_files_atomically(setup, tmp_path, monkeypatch):
         assert "90 % interval" in text and "treat with care: " in text
         csv = (out / "recommendations.csv").read_text().splitlines()
         assert csv[0] == "furnace_no," + ",".join(schema.SET_COLS) + ",dE00_F,dE00_B," + \
-            "next_dE00_F,next_dE00_F_lo,next_dE00_F_hi,next_dE00_B,next_dE00_B_lo,next_dE00_B_hi,care"
+            "next_dE00_F,next_dE00_F_lo,next_dE00_F_hi,next_dE00_B,next_dE00_B_lo,next_dE00_B_hi,care," + \
+            "gain,gain_lo,gain_hi,p_worse"
         row = csv[1].split(",")
-        assert row[0] == fno and len(row) == 20
+        assert row[0] == fno and len(row) == 24
         nxt = np.array(row[13:19], dtype=float).reshape(2, 3)          # (side, [median, lo, hi])
         assert np.all(nxt[:, 1] <= nxt[:, 0]) and np.all(nxt[:, 0] <= nxt[:, 2])
         assert "few_runs" in row[19]                                    # a 16-run cycle

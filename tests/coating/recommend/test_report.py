@@ -45,8 +45,16 @@ def test_a_furnace_number_with_a_comma_is_quoted(files, tmp_path):
     with open(out / "recommendations.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == report.REPORT_COLUMNS and len(rows) == 2
-    assert rows[1][0] == "A,1" and len(rows[1]) == len(rows[0]) == 20
+    assert rows[1][0] == "A,1" and len(rows[1]) == len(rows[0]) == 24
     assert np.all(np.isfinite(np.array(rows[1][1:13], dtype=float)))
+    # The next run's interval and the gain's (front + back), each median inside its interval.
+    nxt = dict(zip(rows[0], rows[1]))
+    for lo, mid, hi in (("next_dE00_F_lo", "next_dE00_F", "next_dE00_F_hi"), ("gain_lo", "gain", "gain_hi")):
+        assert float(nxt[lo]) <= float(nxt[mid]) <= float(nxt[hi]), (lo, nxt)
+    text = (out / "A_1.txt").read_text(encoding="utf-8")
+    assert f"gain over the current settings, front + back, on the same draws: dE00 {float(nxt['gain']):+.3f}" in text
+    assert (float(nxt["gain_lo"]) <= 0) == ("the predicted gain's 90 % interval reaches zero" in text)
+    assert f"worse than keeping the settings: {100 * float(nxt['p_worse']):.0f} %" in text
     assert sorted(p.name for p in out.iterdir()) == ["A_1.txt", "recommendations.csv"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left beside OUT"
 

@@ -1,6 +1,7 @@
 """How sure a recommendation is: the next run's dE00 interval (its quantiles, its coverage of
 draws the model itself would make, its collapse without uncertainty) and the care flags."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -10,7 +11,13 @@ from coating.line import history_rows, plant, schema
 from coating.models import fitting
 from coating.optics.colour import ciede2000
 from coating.recommend import optimise_settings
-from coating.recommend.uncertainty import Interval, care_flags, interval_draws, predict_interval
+from coating.recommend.uncertainty import (
+    Gain,
+    Interval,
+    care_flags,
+    interval_draws,
+    predict_interval,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +102,7 @@ def _rec(settings, de, de_cur):
 
 def test_care_flags():
     seen = np.array([[10.0] * 10, [12.0] * 10])
-    iv = Interval(np.array([0.4, 0.4]), np.array([0.2, 0.2]), np.array([0.6, 0.9]), 0.9, 100)
+    iv = Interval(np.array([0.4, 0.4]), np.array([0.2, 0.2]), np.array([0.6, 0.9]), 0.9, 100, Gain(0.5, 0.1, 0.9, 0.9, 0.01))
     assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ()
     assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 19, seen, 20) == ("few_runs",)
     # Outside the seen range by more than the setting's spread over the cycle (1.0 nm here).
@@ -103,9 +110,13 @@ def test_care_flags():
     assert care_flags(_rec([11.0] * 9 + [12.9], [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20) == ()
     assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20, steps=5) == ("far_ahead",)
     assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), iv, 30, seen, 20, steps=4) == ()
-    # The wider interval (0.7, back) against the gain over both sides (0.6): flagged.
-    assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), iv, 30, seen, 20) == ("interval_wider_than_gain",)
+    # The gain's own interval reaching zero: flagged, whatever the next run's interval is.
+    unsure = dataclasses.replace(iv, gain=Gain(0.5, 0.0, 0.9, 0.9, 0.05))
+    assert care_flags(_rec([11.0] * 10, [0.1, 0.1], [1.0, 1.0]), unsure, 30, seen, 20) == ("interval_wider_than_gain",)
+    wide = dataclasses.replace(iv, lo=np.array([0.0, 0.0]), hi=np.array([5.0, 5.0]))
+    assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), wide, 30, seen, 20) == ()
     assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), None, 30, seen, 20) == ()
+    assert care_flags(_rec([11.0] * 10, [0.2, 0.2], [0.5, 0.5]), dataclasses.replace(iv, gain=None), 30, seen, 20) == ()
     assert np.array_equal(iv.covers([0.3, 1.0]), [True, False])
 
 
@@ -118,3 +129,26 @@ def test_sensor_errors_drawn_from_the_cycles_runs(grey):
     a = predict_interval(model, hist.settings[-1], 15, std, 1.0, draws=128, z_pool=pool)
     b = predict_interval(model, hist.settings[-1], 15, std, 1.0, draws=128)
     assert not np.array_equal(a.lo, b.lo)
+
+
+def test_the_gain_is_taken_draw_by_draw_on_common_draws(grey):
+    """The gain's quantiles are those of the per-draw difference (computed here by hand from
+    interval_draws and predict_draws), not the difference of two intervals; kept settings gain
+    exactly 0 on every draw (and are flagged)."""
+    model, hist, std = grey
+    cur = hist.settings[-1]
+    rec = cur * np.r_[np.full(5, 1.02), np.full(5, 0.98)]
+    iv = predict_interval(model, rec, 15, std, tooling_scale=2.0, draws=256, seed=3, current=cur)
+    z, u, dlog = interval_draws(model, 256, 2.0, seed=3)
+    with torch.no_grad():
+        p = model.predict_draws(torch.as_tensor(np.stack([rec, cur])), z, u, dlog,
+                                run_in_cycle=torch.tensor([15.0, 15.0], dtype=torch.float64))
+    de = ciede2000(p.lab, std.lab).numpy()                                      # (2, 256, 2)
+    g = (de[1] - de[0]).sum(-1)
+    assert np.allclose([iv.gain.lo, iv.gain.median, iv.gain.hi], np.quantile(g, [0.05, 0.5, 0.95]))
+    assert iv.gain.p_worse == np.mean(g < 0)
+    assert np.allclose(iv.hi, np.quantile(de[0], 0.95, axis=0))                # the interval itself unchanged
+    assert iv.gain.hi - iv.gain.lo < (iv.hi - iv.lo).sum()                      # shared errors cancel
+    same = predict_interval(model, cur, 15, std, tooling_scale=2.0, draws=64, current=cur)
+    assert same.gain.lo == same.gain.median == same.gain.hi == same.gain.p_worse == 0.0
+    assert "interval_wider_than_gain" in care_flags(_rec(cur, [0.1, 0.1], [0.1, 0.1]), same, 30, hist.settings, 20)
