@@ -77,9 +77,6 @@ class Gain:
     level: float
     p_worse: float
 
-    def covers(self, gain) -> bool:
-        return bool(self.lo <= float(gain) <= self.hi)
-
 
 @dataclass(frozen=True)
 class Interval:
