@@ -6,7 +6,7 @@
     python tools/frame_sum_covariance.py --camera course --frames 50 --sums 400 --R 0.45,0.75 --no-gls --fits 20 --out runs/frame_sum_covariance_course
 
 The sums are kept in OUT/sums.npz and reused by a later run with the same ``--out``, ``--sums``,
-``--frames``, ``--R``, ``--seed`` (and ``--camera``, ``--sigma-R``, ``--beta-seed``) (so ``--oversample`` variants compare the same sums: point
+``--frames``, ``--R``, ``--seed`` (and ``--camera``, ``--sigma-R``, ``--beta-seed``, ``--uniform-spots``, ``--per-frame``) (so ``--oversample`` variants compare the same sums: point
 ``--out`` at a copy of the first run's folder, or use ``--sums-from``).
 
 Renders ``--sums`` independent frame sums of one measurement (default: two saturating shells one spot
@@ -76,6 +76,15 @@ def main(argv=None) -> int:
                     help="the betas: the notes' prior drawn with this seed (default: the check's; a measurement of "
                          "tools/frames_to_limit.py of kind prior has seed 10^9 + its index)")
     ap.add_argument("--no-gls", action="store_true", help="the fit's estimator only (no conjugate-gradient solve)")
+    ap.add_argument("--per-frame", type=float, default=None,
+                    help="detected spots per frame (default: the camera's check's, 30 small / 77 course); "
+                         "fewer spots pile up less, so the rings saturate less")
+    ap.add_argument("--gls-step", action="store_true",
+                    help="with --fits: also one generalised-least-squares step from each fit's optimum, "
+                         "its spread and z-scores beside the fit's")
+    ap.add_argument("--uniform-spots", action="store_true",
+                    help="render every spot at the mean width and without tilt (sigma_std = rho_std = 0): "
+                         "the camera the covariance model's single mean spot describes exactly")
     ap.add_argument("--fits", type=int, default=0, metavar="G",
                     help="also fit the sums added in groups of G with the frame-sum fit from the truth: z-scores of R "
                          "and sigma_R (sevi.evaluation.frame_sum_covariance.fit_grouped_sums)")
@@ -85,6 +94,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.fits < 0:
         raise ValueError(f"--fits must be >= 0 (0: no fits); got {a.fits}")
+    if a.gls_step and not a.fits:
+        raise ValueError("--gls-step needs --fits G (the fits it steps from)")
     if a.sums < 3 or a.frames < 1:
         raise ValueError(f"--sums must be >= 3 and --frames >= 1; got {a.sums} and {a.frames}")
 
@@ -106,14 +117,22 @@ def main(argv=None) -> int:
         kw["sigma_R"] = _pair(a.sigma_R, "sigma-R")
     if a.beta_seed is not None:
         kw["beta_seed"] = a.beta_seed
+    if a.per_frame is not None:
+        if not a.per_frame > 0:
+            raise ValueError(f"--per-frame must be > 0; got {a.per_frame}")
+        kw["per_frame"] = a.per_frame
     check = CovarianceCheck.course(**kw) if a.camera == "course" else CovarianceCheck(**kw)
+    if a.uniform_spots:
+        check = dataclasses.replace(check, camera=dataclasses.replace(check.camera, sigma_std=0.0, rho_std=0.0))
     if a.oversample < 1:
         raise ValueError(f"--oversample must be >= 1; got {a.oversample}")
     dest = Path(a.out)
     dest.mkdir(parents=True, exist_ok=True)
     key = {"sums": a.sums, "frames": a.frames, "R": list(check.R), "seed": a.seed} | (
         {"camera": a.camera, "sigma_R": list(check.sigma_R)} if a.camera != "small" else {}) | (
-        {"beta_seed": a.beta_seed} if a.beta_seed is not None else {})
+        {"beta_seed": a.beta_seed} if a.beta_seed is not None else {}) | (
+        {"uniform_spots": True} if a.uniform_spots else {}) | (
+        {"per_frame": a.per_frame} if a.per_frame is not None else {})
     cached = Path(a.sums_from or dest) / "sums.npz"
     render_s = 0.0
     if cached.exists() and json.loads(str(np.load(cached)["key"])) == key:  # the same sums: reuse them
@@ -145,7 +164,7 @@ def main(argv=None) -> int:
               + " ".join(f"{out[e]['actual_var'][i] ** 0.5:10.3g}" for e in est))
     if a.fits:
         with tqdm(total=len(sums) // a.fits, desc="fits", unit="fit") as bar:
-            out["fits"] = fit_grouped_sums(check, sums, a.fits, progress=bar.update)
+            out["fits"] = fit_grouped_sums(check, sums, a.fits, progress=bar.update, gls_step=a.gls_step)
         g = out["fits"]
         print(f"\nthe frame-sum fit from the truth on {len(g['fits'])} sums of {g['frames_per_fit']} frames: z rms "
               f"R {g['z_rms_R']:.2f}, sigma_R {g['z_rms_sigma_R']:.2f} (standard error "
@@ -154,6 +173,15 @@ def main(argv=None) -> int:
               + ", ".join(f"{x:.3g}" for x in g["R_claimed_sd"]) + " (the first-order claim: "
               + ", ".join(f"{(out['wls']['claimed_var'][i] / a.fits) ** 0.5:.3g}"
                           for i, n in enumerate(out["wls"]["names"]) if n.startswith("R[")) + ")")
+        if a.gls_step:
+            gs = g["gls"]
+            print(f"one GLS step (with the fit's prior) from each fit's optimum: z rms R {gs['z_rms_R']:.2f}, sigma_R {gs['z_rms_sigma_R']:.2f}")
+            print(f"{'parameter':12s} {'fit sd':>9s} {'(claimed)':>9s} {'GLS sd':>9s} {'(claimed)':>9s} {'GLS z rms':>9s}")
+            for i, n in enumerate(gs["names"]):
+                z = gs["gls"]["z_rms"][i]
+                print(f"{n:12s} {gs['wls']['actual_sd'][i]:9.3g} {gs['wls']['claimed_sd'][i]:9.3g} "
+                      f"{gs['gls']['actual_sd'][i]:9.3g} {gs['gls']['claimed_sd'][i]:9.3g} "
+                      + ("        -" if z is None else f"{z:9.2f}"))
     write_json(dest / "frame_sum_covariance.json", out)
     plot(out, dest / "frame_sum_covariance.png")
     print(f"wrote {dest / 'frame_sum_covariance.json'}")

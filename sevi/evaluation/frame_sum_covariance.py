@@ -119,12 +119,20 @@ def compare_estimators(refiner, theta: torch.Tensor, sums: torch.Tensor, gls: bo
     return out
 
 
-def fit_grouped_sums(check: CovarianceCheck, sums: torch.Tensor, group: int, device="cpu", progress=None) -> dict:
+def fit_grouped_sums(check: CovarianceCheck, sums: torch.Tensor, group: int, device="cpu", progress=None,
+                     gls_step: bool = False) -> dict:
     """The frame-sum fit (``FrameSumRefiner``, started at the truth) on the folded ``sums`` (K, h h)
     added in consecutive groups of ``group`` (K // group fits of ``group * check.n_frames`` frames;
     a remainder is left out). Returns per fit and shell the answer and error bar of R and sigma_R
     and their z-scores against the truth, chi^2/dof, and the summary: z rms of R and sigma_R, and per
-    shell the fits' actual sd of R beside their mean error bar."""
+    shell the fits' actual sd of R beside their mean error bar.
+
+    ``gls_step``: also one generalised-least-squares Newton step from each fit's optimum, with the
+    fit's own Gaussian prior: ``theta_gls = theta_hat + (J C^-1 J^T + P)^-1 (J C^-1 (n - mu) -
+    P (theta_hat - m))`` (``sevi.fit.frame_sum_information``: C the modelled covariance at the
+    optimum), with its claimed sd (the diagonal of that inverse); the summary then gives, per
+    parameter, both estimators' actual sd over the fits and their mean claimed sd, and the GLS
+    z-scores' rms (``gls``; N left out: the course's fixed electron count)."""
     n_groups = len(sums) // group
     if n_groups < 2:
         raise ValueError(f"{len(sums)} sums in groups of {group}: fewer than 2 fits; use fewer per group or more sums")
@@ -137,10 +145,51 @@ def fit_grouped_sums(check: CovarianceCheck, sums: torch.Tensor, group: int, dev
         fits.append({"R": r.R.tolist(), "R_sd": r.R_sd.tolist(), "z_R": ((r.R - R) / r.R_sd).tolist(),
                      "sigma_R": r.sigma_R.tolist(), "sigma_R_sd": r.sigma_R_sd.tolist(),
                      "z_sigma_R": ((r.sigma_R - s) / r.sigma_R_sd).tolist(), "chi2_dof": float(r.chi2_dof)})
+        if gls_step:
+            fits[-1].update(_gls_step(ref, r, n))
         if progress:
             progress(1)
     zr, zs = np.array([f["z_R"] for f in fits]), np.array([f["z_sigma_R"] for f in fits])
-    return {"group": group, "frames_per_fit": grouped.n_frames, "fits": fits,
+    extra = {"gls": _gls_summary(fits, p, ref.L)} if gls_step else {}
+    return extra | {"group": group, "frames_per_fit": grouped.n_frames, "fits": fits,
             "z_rms_R": float(np.sqrt((zr ** 2).mean())), "z_rms_sigma_R": float(np.sqrt((zs ** 2).mean())),
             "R_actual_sd": np.array([f["R"] for f in fits]).std(0, ddof=1).tolist(),
             "R_claimed_sd": np.array([f["R_sd"] for f in fits]).mean(0).tolist()}
+
+
+def _gls_step(refiner, fit, n: torch.Tensor) -> dict:
+    """One GLS step from ``fit``'s optimum on the folded sum ``n`` (``fit_grouped_sums``): both
+    estimators' parameter vectors and claimed sds."""
+    from sevi.fit.frame_sum_information import linear_estimators, truth_theta
+    from sevi.physics.information import covariance
+
+    theta = truth_theta(fit.R, fit.sigma_R, fit.n_electrons, fit.beta[:, :refiner.L])
+    est = linear_estimators(refiner, theta)
+    H = est["gls"]["information"]                           # J C^-1 J^T
+    X = H @ est["gls"]["A"]                                 # J C^-1
+    post = H + torch.diag(refiner.P)                        # with the fit's own Gaussian prior
+    cov = covariance(0.5 * (post + post.T))
+    step = cov @ (X @ (n.to(est["mu"]) - est["mu"]) - refiner.P_grad * (theta - refiner.m_full))
+    return {"wls_theta": theta.tolist(), "wls_sd": np.sqrt(np.diag(fit.cov)).tolist(),
+            "gls_theta": (theta + step).tolist(), "gls_sd": cov.diagonal().sqrt().tolist()}
+
+
+def _gls_summary(fits: list[dict], params, L: int) -> dict:
+    """Per parameter over ``fits`` (with ``_gls_step``'s keys): each estimator's actual sd and mean
+    claimed sd, the GLS z rms against the truth; and the z rms of R and sigma_R under GLS."""
+    from sevi.fit.frame_sum_information import truth_theta
+    from sevi.physics.information import parameter_names
+
+    truth = truth_theta(params.R[0], params.sigma_R[0], [0.0, 0.0], params.beta[0, :, :L]).numpy()
+    names = parameter_names(L)
+    out = {"names": names}
+    for e in ("wls", "gls"):
+        th, sd = np.array([f[f"{e}_theta"] for f in fits]), np.array([f[f"{e}_sd"] for f in fits])
+        z_rms = np.sqrt((((th - truth) / sd) ** 2).mean(0))
+        out[e] = {"actual_sd": th.std(0, ddof=1).tolist(), "claimed_sd": sd.mean(0).tolist(),
+                  "z_rms": [None if nm.startswith("N[") else float(v) for nm, v in zip(names, z_rms)]}
+    pick = lambda what: [i for i, nm in enumerate(names) if nm.split("[")[0] == what]  # noqa: E731
+    z = np.array([np.nan if v is None else v for v in out["gls"]["z_rms"]])
+    out["z_rms_R"], out["z_rms_sigma_R"] = float(np.sqrt((z[pick("R")] ** 2).mean())), \
+        float(np.sqrt((z[pick("sigma_R")] ** 2).mean()))
+    return out

@@ -80,3 +80,28 @@ def test_fits_of_grouped_sums_add_the_groups_and_score_against_the_truth():
     np.testing.assert_allclose(out["R_actual_sd"], np.array([f["R"] for f in out["fits"]]).std(0, ddof=1))
     with pytest.raises(ValueError, match="fewer than 2 fits"):
         fit_grouped_sums(check, sums[:3], group=2)
+
+
+def test_a_gls_step_from_each_fit_is_the_linear_gls_estimator_at_its_optimum():
+    """Wiring of ``gls_step``: each step is the Newton step of GLS with the fit's prior from theta_hat,
+    with the inverse's diagonal as its sd (recomputed here from linear_estimators), the summary's spreads are the fits' own, and N (the
+    course's fixed count) gets no z-score."""
+    from sevi.evaluation.frame_sum_covariance import fit_grouped_sums
+    from sevi.fit.frame_sum_information import linear_estimators
+
+    _, _, sums = _model_draws(1.0, n=6, seed=4)
+    out = fit_grouped_sums(CHECK, sums, group=3, gls_step=True)
+    ref = CovarianceCheck(fit_grid=32, n_frames=3 * CHECK.n_frames).refiner()
+    for f, n in list(zip(out["fits"], sums.reshape(2, 3, -1).sum(1)))[:1]:
+        theta = torch.tensor(f["wls_theta"], dtype=torch.float64)
+        est = linear_estimators(ref, theta)
+        X = est["gls"]["information"] @ est["gls"]["A"]                    # J C^-1
+        post = est["gls"]["information"] + torch.diag(ref.P)
+        want = theta + torch.linalg.solve(post, X @ (n - est["mu"]) - ref.P_grad * (theta - ref.m_full))
+        np.testing.assert_allclose(f["gls_theta"], want.numpy(), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(f["gls_sd"], torch.linalg.inv(post).diagonal().sqrt().numpy(), rtol=1e-5)
+        assert abs(f["wls_theta"][0] - f["R"][0]) < 1e-12
+    g = out["gls"]
+    np.testing.assert_allclose(g["gls"]["actual_sd"], np.array([f["gls_theta"] for f in out["fits"]]).std(0, ddof=1))
+    assert [g["gls"]["z_rms"][i] is None for i, nm in enumerate(g["names"])] == [nm.startswith("N[") for nm in g["names"]]
+    assert np.isfinite(g["z_rms_R"]) and np.isfinite(g["z_rms_sigma_R"])
