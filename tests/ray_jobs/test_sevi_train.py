@@ -159,7 +159,10 @@ def test_a_train_worker_killed_mid_run_resumes_to_the_same_weights_and_batches(t
     try:
         deadline, killed, seen = time.monotonic() + 300, None, None
         while killed is None and time.monotonic() < deadline and p.poll() is None:
-            done = [d for d in (tmp_path / "killed").glob("checkpoint_*") if (d / "model.pt").exists()]
+            # A complete checkpoint only: one whose model.pt is still being copied would be skipped on
+            # the restart (newest_checkpoint), and the run would start over with nothing to resume.
+            done = [d for d in (tmp_path / "killed").glob("checkpoint_*")
+                    if (d / "model.pt").exists() and checkpoint_step_of(d) > 0]
             workers = [pid for pid, cmd in descendants(p.pid) if "RayTrainWorker" in cmd]
             if done and workers:
                 seen = max(checkpoint_step_of(d) for d in done)
