@@ -81,7 +81,9 @@ class Gain:
 @dataclass(frozen=True)
 class Interval:
     """The next run's dE00 under the model's uncertainty: ``median``, ``lo``, ``hi`` (2,) front,
-    back; ``level`` (0.9: ``lo``/``hi`` the 5 % and 95 % quantiles); ``draws``."""
+    back; ``level`` (0.9: ``lo``/``hi`` the 5 % and 95 % quantiles); ``draws``; ``gain``: the
+    predicted gain over the current settings on the same draws (``Gain``; None unless
+    ``predict_interval`` was given ``current``)."""
     median: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
