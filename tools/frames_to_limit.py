@@ -3,12 +3,13 @@ perfect centroiding and the floor, on measurements rendered and summed on the fl
 
     python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 50000 --measurements 8 --out runs/limit_course
     python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 2000:5000 --measurements 40 --out runs/limit_calib
+    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 50000 --measurements 8 --estimator gls --cache runs/limit_course/cache --no-truth-start --out runs/limit_course_gls
 
 Measurements (``sevi.evaluation.frames_benchmark``): drawn from the prior, in turn as drawn, with
 both shells on small radii (crowded rings that saturate the camera), and overlapping; electrons per
 shell in the course's proportion (1.8-2.5e6 per 50,000 frames). Each is rendered with the course's
-camera (``sevi.camera.frame_renderer``, the frames summed, never kept; cached in ``OUT/cache`` so a
-re-run reuses them), answered by the direct path as `sevi analyze` runs it, and compared with
+camera (``sevi.camera.frame_renderer``, the frames summed, never kept; cached in ``OUT/cache``, or
+``--cache``, so a re-run, or a run of the other ``--estimator``, reuses them), answered by the direct path as `sevi analyze` runs it, and compared with
 perfect centroiding (the detected hits' count image, fitted from the truth) and the count image's
 Bayesian floor, and with the frame-sum fit's own floor (the Bayesian floor of its Godambe information
 at the truth, ``sevi.fit.frame_sum_information``: what this estimator reaches on average; added to the
@@ -26,6 +27,7 @@ import json
 import sys
 from pathlib import Path
 
+from sevi.fit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 
 
 def parse_frames(text: str) -> tuple[int, int]:
@@ -71,14 +73,23 @@ def main(argv=None) -> int:
     ap.add_argument("--no-truth-start", action="store_true", help="skip the fit from the truth (the landing check)")
     ap.add_argument("--no-oracle", action="store_true")
     ap.add_argument("--no-floor", action="store_true")
+    ap.add_argument("--estimator", choices=ESTIMATORS, default=DEFAULT_ESTIMATOR,
+                    help=f"the frame-sum fit's answer (default {DEFAULT_ESTIMATOR}, sevi analyze's): gls (one "
+                         "generalised-least-squares step from the weighted fit) or wls (the weighted fit alone)")
+    ap.add_argument("--cache", default=None, help="the rendered measurements' folder (default OUT/cache)")
     a = ap.parse_args(argv)
 
     from tqdm import tqdm
 
-    from sevi.evaluation.frames_benchmark import (draw_measurements, evaluate_measurement, frame_sum_floors,
-                                                  render_measurement, summarise)
-    from sevi.regressor.batches import prior_config
+    from sevi.evaluation.frames_benchmark import (
+        draw_measurements,
+        evaluate_measurement,
+        frame_sum_floors,
+        render_measurement,
+        summarise,
+    )
     from sevi.io.atomic import write_json
+    from sevi.regressor.batches import prior_config
     from sevi.regressor.inference import load_model_file
     from sevi.runtime.device import pick_device
     from sevi.runtime.threads import apply_thread_policy
@@ -95,7 +106,7 @@ def main(argv=None) -> int:
     done = {}
     if doc_path.exists():  # resume: the measurements already evaluated with this model
         doc = json.loads(doc_path.read_text())
-        if doc.get("model") == str(a.model):
+        if doc.get("model") == str(a.model) and doc.get("estimator", "wls") == a.estimator:
             done = {(r["seed"], r["frames"]): r for r in doc["rows"]}
     rows = []
     for m in tqdm(draw_measurements(a.measurements, frames, a.seed), desc="measurements", unit="measurement"):
@@ -105,15 +116,16 @@ def main(argv=None) -> int:
                 row.update(frame_sum_floors(m, row["detected"], prior_config(cfg), device))
             rows.append(row)
             continue
-        rendered = render_measurement(m, device, cache=out / "cache", progress=True)
+        rendered = render_measurement(m, device, cache=Path(a.cache) if a.cache else out / "cache", progress=True)
         rows.append(evaluate_measurement(m, rendered, model, cfg, device, truth_start=not a.no_truth_start,
-                                         oracle=not a.no_oracle, floor=not a.no_floor))
-        write_json(doc_path, {"model": str(a.model), "frames": list(frames), "seed": a.seed, "device": str(device),
-                              "rows": rows, "summary": summarise(rows) if not a.no_oracle else None})
+                                         oracle=not a.no_oracle, floor=not a.no_floor, estimator=a.estimator))
+        write_json(doc_path, {"model": str(a.model), "estimator": a.estimator, "frames": list(frames), "seed": a.seed,
+                              "device": str(device), "rows": rows,
+                              "summary": summarise(rows) if not a.no_oracle else None})
     summary = summarise(rows) if not a.no_oracle else None
-    write_json(doc_path, {"model": str(a.model), "frames": list(frames), "seed": a.seed, "device": str(device),
-                          "rows": rows, "summary": summary})
-    print(f"\n{len(rows)} measurements of {frames[0]:,}-{frames[1]:,} frames, model {a.model}")
+    write_json(doc_path, {"model": str(a.model), "estimator": a.estimator, "frames": list(frames), "seed": a.seed,
+                          "device": str(device), "rows": rows, "summary": summary})
+    print(f"\n{len(rows)} measurements of {frames[0]:,}-{frames[1]:,} frames, model {a.model}, estimator {a.estimator}")
     print(f"{'kind':12s} {'n':>3s} {'direct':>8s} {'oracle':>8s} {'floor':>8s} {'d/o med':>8s} {'worst':>7s} "
           f"{'landed':>7s} {'flagged':>7s}")
     for k, s in (summary or {}).items():

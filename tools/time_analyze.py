@@ -1,6 +1,7 @@
 """The wall time of `sevi analyze` on a course-scale frame file, as users run it.
 
     python tools/time_analyze.py --model runs/sevi-cpu-frames/final --frames 50000 --work /data/tmp [--keep]
+    python tools/time_analyze.py --model runs/sevi-cpu-frames/final --frames 10000 --work /data/tmp --estimators gls,wls
 
 Writes one measurement of the course's scale (drawn as ``tools/frames_to_limit.py`` draws its first:
 a prior draw, 1.8-2.5e6 electrons per shell over the frames) to ``WORK/frames.h5`` in the course's
@@ -9,6 +10,8 @@ chunk by frame chunk with the fast renderer, then runs ``sevi analyze WORK/frame
 --out WORK/answer.h5`` in a subprocess and times it (the default path: the frames streamed once,
 summed, and fitted). Prints and writes ``WORK/time_analyze.json``: the wall times, the load average
 before and after, the answer's Distance to the truth. The frame file is deleted unless ``--keep``.
+``--estimators gls,wls`` runs `sevi analyze` once per estimator on the same file, in turn (the first
+as the main figure, each in ``per_estimator`` with the wall-time ratio to the last).
 """
 
 from __future__ import annotations
@@ -53,7 +56,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--keep", action="store_true", help="keep the frame file")
+    ap.add_argument("--estimators", default=None,
+                    help="comma-separated --estimator values to time in turn on the same file (default: sevi "
+                         "analyze's default only)")
     a = ap.parse_args(argv)
+    estimators = [e.strip() for e in a.estimators.split(",")] if a.estimators else [None]
+    from sevi.fit.estimators import ESTIMATORS
+    if not all(e is None or e in ESTIMATORS for e in estimators):
+        raise ValueError(f"--estimators: got {a.estimators!r}; expected a comma-separated list of {', '.join(ESTIMATORS)}")
 
     import numpy as np
     import torch
@@ -71,19 +81,29 @@ def main(argv=None) -> int:
     try:
         if not frames.exists():
             doc["write"] = write_frames(frames, m, a.device)
-        t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-c", "import sys; from sevi.cli.main import main; sys.exit(main())",
-                              "analyze", str(frames), "--model", str(a.model), "--out", str(out), "--device", a.device],
-                             capture_output=True, text=True)
-        doc["analyze_s"] = time.perf_counter() - t0
-        doc["load_after"] = os.getloadavg()
-        doc["analyze_exit"] = res.returncode
-        doc["analyze_output"] = (res.stdout + res.stderr)[-2000:]
-        if res.returncode == 0:
-            ans = read_answer(out)  # two rows, smaller R first
-            beta = torch.as_tensor(np.ascontiguousarray(ans["beta"]), dtype=m.params.beta.dtype)  # a record view
-            doc["distance"] = float(distance(beta[None], m.params.beta)[0])
-            doc["answer_R"] = ans["R"].tolist()
+        runs = []
+        for est in estimators:
+            run = {"estimator": est or "default"}
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-c", "import sys; from sevi.cli.main import main; sys.exit(main())",
+                                  "analyze", str(frames), "--model", str(a.model), "--out", str(out), "--device",
+                                  a.device, *(["--estimator", est] if est else [])],
+                                 check=False, capture_output=True, text=True)
+            run["analyze_s"] = time.perf_counter() - t0
+            run["load_after"] = os.getloadavg()
+            run["analyze_exit"] = res.returncode
+            run["analyze_output"] = (res.stdout + res.stderr)[-2000:]
+            if res.returncode == 0:
+                ans = read_answer(out)  # two rows, smaller R first
+                beta = torch.as_tensor(np.ascontiguousarray(ans["beta"]), dtype=m.params.beta.dtype)  # a record view
+                run["distance"] = float(distance(beta[None], m.params.beta)[0])
+                run["answer_R"] = ans["R"].tolist()
+            runs.append(run)
+        doc.update({k: v for k, v in runs[0].items() if k != "estimator"})
+        if len(runs) > 1:
+            for r in runs:
+                r["ratio_to_last"] = r["analyze_s"] / runs[-1]["analyze_s"]
+            doc["per_estimator"] = [{k: v for k, v in r.items() if k != "analyze_output"} for r in runs]
     finally:
         if not a.keep and frames.exists():
             frames.unlink()

@@ -1,7 +1,7 @@
 """`sevi analyze`: camera frames -> image -> regressor -> refined Answer, by one of two paths.
 
     sevi analyze FRAMES.h5 --model RUN/final --out ANSWER.h5 [--path auto|events|direct]
-                 [--events EVENTS.h5] [--no-ray] [--chunk 256] [--centre course|fit]
+                 [--events EVENTS.h5] [--no-ray] [--chunk 256] [--centre course|fit] [--estimator gls|wls]
 
 The path (``--path``, default ``auto``) is the model's: a model trained with ``spot_blur > 0``
 (``--spot-blur 0.015``: histograms blurred like the camera spot) reads the **direct** image, the
@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sevi.fit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="frames -> events -> image -> Answer with uncertainties (the whole path)",
@@ -44,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--electron-tolerance", type=float, default=0.15)
     p.add_argument("--no-refine", action="store_true", help="the regressor's answer alone (default: refined by "
                                                             "the likelihood fit, as sevi predict)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default=DEFAULT_ESTIMATOR,
+                   help=f"the direct path's answer (default {DEFAULT_ESTIMATOR}): gls, one generalised-least-squares "
+                        "step that uses the frame sum's pixel correlations (rings closer than a spot told apart); "
+                        "wls, the weighted least-squares fit alone (sevi/fit/frame_sum_fit.py)")
     p.add_argument("--centre", choices=("course", "fit"), default="course",
                    help="course (default): the course's centre, the corner between the frame's middle pixels; fit: "
                         "the centre fitted with its error bars (sevi/fit/centred_frame_sum_fit.py; slower)")
@@ -58,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from sevi.io.paths import check_outputs
     from sevi.pipeline.frames_answer import answer_frames
     from sevi.regressor.inference import electron_window, load_model_file
-    from sevi.runtime.errors import InputError
     from sevi.runtime.device import pick_device
+    from sevi.runtime.errors import InputError
 
     events = Path(args.events or Path(args.out).with_suffix(".events.h5"))
     check_outputs({"--out": args.out, "--events": events}, {"FRAMES": args.frames, "--model": args.model})
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                          fast=args.fast, runner=chunk_runner(not args.no_ray),
                          centroid_device=None if args.device == "auto" else args.device,
                          refine=not args.no_refine, tolerance=args.electron_tolerance,
-                         fit_centre=args.centre == "fit")
+                         fit_centre=args.centre == "fit", estimator=args.estimator)
     res = done.result
     extra, centre = {}, None
     if args.centre == "fit":  # in the frames' pixel indices (the events path: its image's)

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 
+from sevi.fit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict R, sigma_R and betas (with error bars) from accumulated images",
@@ -54,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="relative slack on the trained electron range (default 0.15)")
     p.add_argument("--no-refine", action="store_true",
                    help="the regressor's answer alone (default: refined by the likelihood fit, sevi/fit/count_fit.py)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default=DEFAULT_ESTIMATOR,
+                   help=f"a frame sum's answer (a direct image with n_frames; default {DEFAULT_ESTIMATOR}): gls, one "
+                        "generalised-least-squares step from the fit; wls, the weighted fit alone")
     p.add_argument("--centre", choices=("course", "fit"), default="course",
                    help="course (default): the course's centre, the corner between the middle pixels; fit: the "
                         "centre fitted per image with its error bars (sevi/fit/centred_fit.py; a frame sum: "
@@ -84,14 +89,17 @@ def run(args: argparse.Namespace) -> int:
         fit_images = None if args.no_refine else [images.image(i) for i in range(images.n)]
         res = answer_images(model, cfg, batches, device, source=args.images, fit_images=fit_images,
                             n_frames=images.attrs.get("n_frames"), refine=not args.no_refine,
-                            tolerance=args.electron_tolerance, fit_centre=args.centre == "fit")
+                            tolerance=args.electron_tolerance, fit_centre=args.centre == "fit",
+                            estimator=args.estimator)
     centre = None
     if args.centre == "fit":
         c, sd = res.diagnostics["centre"], res.diagnostics["centre_sd"]
         centre = {"x0": c[:, 0], "z0": c[:, 1], "x0_sd": sd[:, 0], "z0_sd": sd[:, 1], "fitted": 1}
     write_answer(args.out, res.answer, ids, attrs={"model": str(args.model), "images": str(args.images),
                                                    "device": str(device), "model_grid": cfg.data.grid,
-                                                   "centre": args.centre},
+                                                   "centre": args.centre,
+                                                   **({"estimator": args.estimator}
+                                                      if res.refined and res.kind == "direct" else {})},
                  regressor=res.regressor if res.refined else None, diagnostics=res.diagnostics, centre=centre)
     n = 1 if ids is None else len(ids)
     print(f"wrote Answer for {n} image{'s' * (n != 1)} to {args.out}")

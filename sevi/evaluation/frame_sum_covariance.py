@@ -160,16 +160,15 @@ def fit_grouped_sums(check: CovarianceCheck, sums: torch.Tensor, group: int, dev
 def _gls_step(refiner, fit, n: torch.Tensor) -> dict:
     """One GLS step from ``fit``'s optimum on the folded sum ``n`` (``fit_grouped_sums``): both
     estimators' parameter vectors and claimed sds."""
-    from sevi.fit.frame_sum_information import linear_estimators, truth_theta
+    from sevi.fit.frame_sum_information import gls_gradient_and_curvature, truth_theta
     from sevi.physics.information import covariance
 
-    theta = truth_theta(fit.R, fit.sigma_R, fit.n_electrons, fit.beta[:, :refiner.L])
-    est = linear_estimators(refiner, theta)
-    H = est["gls"]["information"]                           # J C^-1 J^T
-    X = H @ est["gls"]["A"]                                 # J C^-1
-    post = H + torch.diag(refiner.P)                        # with the fit's own Gaussian prior
-    cov = covariance(0.5 * (post + post.T))
-    step = cov @ (X @ (n.to(est["mu"]) - est["mu"]) - refiner.P_grad * (theta - refiner.m_full))
+    theta = truth_theta(fit.R, fit.sigma_R, fit.n_electrons, fit.beta[:, :refiner.L]).to(refiner.device)
+    refiner._set_anchor(theta)
+    mu, J = refiner._model(theta, True)
+    g, H, _ = gls_gradient_and_curvature(refiner, theta, mu, J, n)  # with the fit's own Gaussian prior
+    cov = covariance(H)
+    step = -(cov @ g)
     return {"wls_theta": theta.tolist(), "wls_sd": np.sqrt(np.diag(fit.cov)).tolist(),
             "gls_theta": (theta + step).tolist(), "gls_sd": cov.diagonal().sqrt().tolist()}
 

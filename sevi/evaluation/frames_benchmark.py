@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from sevi.evaluation.held_out import HELD_OUT_OFFSET
+from sevi.fit.estimators import DEFAULT_ESTIMATOR
 from sevi.physics.prior import Prior, PriorConfig, ShellParams
 
 __all__ = ["KINDS", "COURSE_FRAMES", "Measurement", "draw_measurements", "render_measurement", "evaluate_measurement",
@@ -100,8 +101,9 @@ def render_measurement(m: Measurement, device, cache: Path | None = None, progre
 
 
 def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, truth_start: bool = True,
-                         oracle: bool = True, floor: bool = True) -> dict:
-    """Every figure of one measurement (module docstring): Distances, z-scores, fits' diagnostics, times."""
+                         oracle: bool = True, floor: bool = True, estimator: str = DEFAULT_ESTIMATOR) -> dict:
+    """Every figure of one measurement (module docstring): Distances, z-scores, fits' diagnostics, times.
+    ``estimator``: the direct path's answer (``sevi.fit.frame_sum_fit``: "wls" or "gls")."""
     import warnings
 
     from sevi.camera.direct_image import direct_image
@@ -119,12 +121,14 @@ def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, tru
     nf = m.n_frames
     out = {"index": m.index, "kind": m.kind, "frames": nf, "seed": m.seed, "R": R.tolist(), "sigma_R": s.tolist(),
            "separation": float(abs(R[1] - R[0])), "detected": int(len(rendered["x"])),
-           "brightest_per_frame": float(S.max() / nf), "render_s": float(rendered.get("render_s", math.nan))}
+           "brightest_per_frame": float(S.max() / nf), "render_s": float(rendered.get("render_s", math.nan)),
+           "estimator": estimator}
     # the direct path, as sevi analyze runs it
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True):
         res = answer_images(model, cfg, [(0, direct_image(S, nf, cfg.data.grid)[None])], device,
-                            source=m.key, fit_images=[direct_image(S, nf, REFINE_GRID)], n_frames=nf)
+                            source=m.key, fit_images=[direct_image(S, nf, REFINE_GRID)], n_frames=nf,
+                            estimator=estimator)
     out["direct_s"] = time.perf_counter() - t0
     a, d = res.answer, res.diagnostics
     out["regressor"] = float(distance(torch.as_tensor(res.regressor["beta"]), truth_beta)[0])
@@ -149,7 +153,11 @@ def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, tru
     if floor:
         out.update(frame_sum_floors(m, out["detected"], prior, device))
         from sevi.physics.forward import ExpectedImage, ForwardConfig
-        from sevi.physics.information import fisher_information, image_floors, prior_precision
+        from sevi.physics.information import (
+            fisher_information,
+            image_floors,
+            prior_precision,
+        )
 
         fm = ExpectedImage(ForwardConfig(grid=512, n_terms=prior.n_terms), device)
         share = out["detected"] / float(m.params.n_electrons.sum())

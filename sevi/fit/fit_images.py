@@ -11,11 +11,13 @@ import dataclasses
 import numpy as np
 
 from sevi.fit.count_fit import FitConfig, Refiner, choose_fit_grid
+from sevi.fit.estimators import DEFAULT_ESTIMATOR
 from sevi.physics.prior import PriorConfig
 
 
 def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config: FitConfig | None = None,
-                   progress: bool = True, noise=None, fit_centre: bool = False) -> tuple[dict, dict]:
+                   progress: bool = True, noise=None, fit_centre: bool = False,
+                   estimator: str = DEFAULT_ESTIMATOR) -> tuple[dict, dict]:
     """Refine a batch of regressor answers.
 
     images: an iterable of (G, G) images in the order of ``first``'s rows: counts, or with ``noise``
@@ -28,7 +30,8 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
     ``fit_centre``: the centre is fitted too, on count images (``sevi.fit.centred_fit``) and on frame
     sums (``noise`` with its camera: ``sevi.fit.centred_frame_sum_fit``), and the diagnostics gain
     ``centre`` and ``centre_sd`` (n, 2), in the input images' pixel indices (a frame sum's: its
-    camera's frame pixels).
+    camera's frame pixels). ``estimator``: a frame sum's answer, ``"wls"`` or ``"gls"``
+    (``sevi.fit.frame_sum_fit``); other images have one.
     """
     from tqdm import tqdm
 
@@ -62,10 +65,14 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
                 from sevi.fit.frame_sum_fit import FrameSumRefiner
                 per_fitted_pixel = dataclasses.replace(noise, background_var=noise.background_var * (G // fg) ** 2)
                 if fit_centre:
-                    from sevi.fit.centred_frame_sum_fit import CENTRED_OVERSAMPLE, CentredFrameSumRefiner
-                    refiners[fg, G] = CentredFrameSumRefiner(cfg, prior, device, per_fitted_pixel, CENTRED_OVERSAMPLE)
+                    from sevi.fit.centred_frame_sum_fit import (
+                        CENTRED_OVERSAMPLE,
+                        CentredFrameSumRefiner,
+                    )
+                    refiners[fg, G] = CentredFrameSumRefiner(cfg, prior, device, per_fitted_pixel, CENTRED_OVERSAMPLE,
+                                                              estimator=estimator)
                 else:
-                    refiners[fg, G] = FrameSumRefiner(cfg, prior, device, per_fitted_pixel)
+                    refiners[fg, G] = FrameSumRefiner(cfg, prior, device, per_fitted_pixel, estimator=estimator)
             else:
                 from sevi.fit.direct_fit import DirectRefiner
                 per_fitted_pixel = dataclasses.replace(noise, background_var=noise.background_var * (G // fg) ** 2)

@@ -37,6 +37,16 @@ dark, where the clip at 0 bends f), which understates the variance of dim pixels
 (measured against rendered frames, tests/sevi/fit/test_frame_sum_fit.py). Error bars are the sandwich (Godambe)
 information of ``sevi.fit.direct_fit`` with the same two terms.
 
+The answer's estimator (``estimator``): ``"wls"``, the weighted least squares above with its sandwich
+error bars; or ``"gls"``, one generalised-least-squares step from that optimum. The pixels' full
+covariance C (``covariance_times``: a spot spreads over ~20 fit pixels, so neighbours share noise) is
+inverted by conjugate gradients, and the answer is ``theta - H^-1 g`` with ``H = J C^-1 J^T + P`` and
+``g = -J C^-1 (y - mu) + P (theta - m)`` (``sevi.fit.frame_sum_information.gls_gradient_and_curvature``),
+its error bars ``H^-1``. From a consistent start one such step is as efficient as GLS iterated to its
+optimum (a one-step estimator, Lehmann & Casella, *Theory of Point Estimation*, 6.4). GLS uses the
+spots' fine structure that the diagonal weights throw away: it matters where two rings lie closer
+than a spot (docs/forward_model.md, "The frame sum's covariance, checked", has what each costs).
+
 Conventions as ``sevi.fit.direct_fit``: images (G, G) in electron units, axis 0 = x, axis 1 = z;
 the fit works on the folded quadrant of ``FitConfig.fit_grid``, which must divide the camera's grid.
 """
@@ -52,10 +62,13 @@ from sevi.camera.camera_response import CameraResponse
 from sevi.camera.direct_image import spot_flux
 from sevi.fit.count_fit import FitConfig, FitResult
 from sevi.fit.direct_fit import DirectNoise, DirectRefiner
+from sevi.fit.estimators import ESTIMATORS
 from sevi.physics.forward import ExpectedImage
 from sevi.physics.prior import PriorConfig
 
-__all__ = ["FrameSumRefiner"]
+__all__ = ["CG_FALLBACK", "FrameSumRefiner"]
+
+CG_FALLBACK = 1e-4  # a GLS solve whose residual stays above this is not used: the answer is the WLS one
 
 
 class FrameSumRefiner(DirectRefiner):
@@ -65,13 +78,18 @@ class FrameSumRefiner(DirectRefiner):
 
     def __init__(self, config: FitConfig = FitConfig(fit_grid=256), prior: PriorConfig = PriorConfig(),
                  device="cpu", noise: DirectNoise = DirectNoise(), oversample: int = 1,
-                 max_anchors: int = 5, anchor_tolerance: float = 0.2, chi2_block: int = 4):
+                 max_anchors: int = 5, anchor_tolerance: float = 0.2, chi2_block: int = 4,
+                 estimator: str = "wls"):
         if noise.n_frames is None or noise.camera is None:
             raise ValueError("FrameSumRefiner needs the noise's n_frames and camera (direct_noise sets both)")
         super().__init__(config, prior, device, noise, oversample)
         cam = noise.camera
         if cam.grid % config.fit_grid:
             raise ValueError(f"the fit grid {config.fit_grid} must divide the camera's {cam.grid} pixels")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator: got {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
+        self.estimator = estimator
+        self.gls_residuals: list[float] = []  # the conjugate gradients' residual of each GLS answer (mode)
         self.offset = 0.0  # weighted least squares: no Poisson offset
         self.camera = cam
         self.frame_model = ExpectedImage(dataclasses.replace(config.forward, grid=cam.grid, n_terms=self.L),
@@ -214,6 +232,21 @@ class FrameSumRefiner(DirectRefiner):
         return g @ self.covariance_times(g).T
 
     def _error_curvature(self, theta, mu, J, n, g, H):
+        if self.estimator == "gls":
+            from sevi.fit.frame_sum_information import gls_gradient_and_curvature
+            g_gls, H_gls, residual = gls_gradient_and_curvature(self, theta, mu, J, n)
+            self.gls_residuals.append(residual)
+            if residual <= CG_FALLBACK:
+                return g_gls, H_gls
+            import warnings
+
+            from sevi.runtime.errors import InputWarning
+            warnings.warn(f"the GLS solve stopped at residual {residual:.1e} (> {CG_FALLBACK:g}); this answer "
+                          f"is the weighted least-squares one", InputWarning, stacklevel=2)
+        return self._sandwich(theta, mu, J, n, g, H)
+
+    def _sandwich(self, theta, mu, J, n, g, H):
+        """The WLS answer's gradient and curvature: the Godambe-adjusted ones (``sevi.fit.direct_fit``)."""
         w = 1.0 / self.anchor["var"]
         g_lik = -(J @ ((n - mu) * w))
         H_lik = (J * w) @ J.T

@@ -31,7 +31,9 @@ import torch
 from sevi.fit.conjugate_gradient import conjugate_gradient
 from sevi.physics.information import covariance
 
-__all__ = ["truth_theta", "linear_estimators"]
+__all__ = ["truth_theta", "linear_estimators", "gls_gradient_and_curvature", "CG_TOLERANCE"]
+
+CG_TOLERANCE = 1e-6  # the conjugate gradients' worst relative residual for C^-1 J^T
 
 
 def truth_theta(R, sigma_R, n_detected, beta) -> torch.Tensor:
@@ -47,7 +49,7 @@ def _inverse(M: torch.Tensor) -> torch.Tensor:
     return covariance(0.5 * (M + M.T))
 
 
-def linear_estimators(refiner, theta: torch.Tensor, tol: float = 1e-6, max_iterations: int = 5000,
+def linear_estimators(refiner, theta: torch.Tensor, tol: float = CG_TOLERANCE, max_iterations: int = 5000,
                       gls: bool = True) -> dict:
     """At ``theta`` for ``refiner`` (a ``sevi.fit.frame_sum_fit.FrameSumRefiner``; its anchor is moved
     to theta): {'mu': (n,), 'wls' and 'gls': {'A': (P, n), 'claimed': (P, P) covariance,
@@ -72,3 +74,20 @@ def linear_estimators(refiner, theta: torch.Tensor, tol: float = 1e-6, max_itera
     out["gls"] = {"A": Hi @ X, "claimed": Hi, "information": H}
     out["cg_residual"], out["cg_iterations"] = residual, iterations
     return out
+
+
+def gls_gradient_and_curvature(refiner, theta: torch.Tensor, mu: torch.Tensor, J: torch.Tensor, n: torch.Tensor,
+                               tol: float = CG_TOLERANCE, max_iterations: int = 5000):
+    """The generalised-least-squares posterior's gradient and curvature at ``theta`` for the folded
+    frame sum ``n`` (``refiner``'s anchor set; ``mu``, ``J`` its model and Jacobian there), with the
+    fit's own Gaussian prior:
+
+        g = -J C^-1 (n - mu) + P_grad (theta - m),        H = J C^-1 J^T + P,
+
+    so ``theta - H^-1 g`` is one Gauss-Newton step of GLS from ``theta`` and ``H^-1`` its claimed
+    covariance (docs/forward_model.md, "The frame sum's covariance, checked"). Returns (g, H, the
+    conjugate gradients' worst relative residual)."""
+    X, residual, _ = conjugate_gradient(refiner.covariance_times, J, refiner.anchor["var"], tol, max_iterations)
+    H = J @ X.T
+    g = -(X @ (n.to(mu) - mu)) + refiner.P_grad * (theta - refiner.m_full)
+    return g, 0.5 * (H + H.T) + torch.diag(refiner.P), residual

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sevi.camera.centroid_file import DEFAULT_CHUNK, ChunkRunner, run_in_process
+from sevi.fit.estimators import DEFAULT_ESTIMATOR
 from sevi.pipeline.image_answer import ImageAnswer, answer_images, image_kind
 from sevi.runtime.errors import InputError, InputWarning
 
@@ -68,11 +69,13 @@ def choose_path(requested: str, cfg) -> str:
 
 def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None, chunk: int = DEFAULT_CHUNK,
                   fast: bool = False, runner: ChunkRunner = run_in_process, centroid_device: str | None = None,
-                  refine: bool = True, tolerance: float = 0.15, fit_centre: bool = False) -> FramesAnswer:
+                  refine: bool = True, tolerance: float = 0.15, fit_centre: bool = False,
+                  estimator: str = DEFAULT_ESTIMATOR) -> FramesAnswer:
     """A frame file -> its answer (module docstring). ``events``: the events file of the events path
     (kept, so a re-run resumes); ``chunk``: frames per centroiding task or per read;
     ``centroid_device``: the centroider's device (None: its default); ``fit_centre``: the image
-    centre fitted too (``sevi.pipeline.image_answer.answer_images``)."""
+    centre fitted too (``sevi.pipeline.image_answer.answer_images``); ``estimator``: the direct path's
+    answer (``sevi.fit.frame_sum_fit``: ``"wls"`` or ``"gls"``; the events path has one)."""
     import h5py
 
     from sevi.camera.centroid_file import centroid_file
@@ -87,8 +90,9 @@ def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None
         image = direct_image(total, n, cfg.data.grid)
         res = answer_images(model, cfg, [(0, image[None])], device, source=f"{frames} (direct path, {n} frames summed)",
                             fit_images=[direct_image(total, n, REFINE_GRID)] if refine else None, n_frames=n,
-                            refine=refine, tolerance=tolerance, fit_centre=fit_centre)
-        return FramesAnswer(res, "direct", {"path": "direct", "n_frames": n, "spot_blur": cfg.data.spot_blur},
+                            refine=refine, tolerance=tolerance, fit_centre=fit_centre, estimator=estimator)
+        return FramesAnswer(res, "direct", {"path": "direct", "n_frames": n, "spot_blur": cfg.data.spot_blur,
+                                             **({"estimator": estimator} if refine else {})},
                             float(image.sum()))
     centroid_file(frames, events, chunk=chunk, fast=fast, device=centroid_device, runner=runner)
     with h5py.File(events, "r") as f:

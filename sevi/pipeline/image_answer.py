@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from sevi.fit.estimators import DEFAULT_ESTIMATOR
 from sevi.runtime.errors import InputError, InputWarning
 
 __all__ = ["MISFIT_CHI2", "ImageAnswer", "image_kind", "answer_images", "fit_warnings", "unresolved_shells"]
@@ -99,7 +100,8 @@ def fit_warnings(diag: dict, source: str) -> list[str]:
 
 def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device, *, source: str,
                   fit_images: Sequence[np.ndarray] | None = None, n_frames: int | None = None,
-                  refine: bool = True, tolerance: float = 0.15, fit_centre: bool = False) -> ImageAnswer:
+                  refine: bool = True, tolerance: float = 0.15, fit_centre: bool = False,
+                  estimator: str = DEFAULT_ESTIMATOR) -> ImageAnswer:
     """Images -> answer (module docstring).
 
     ``batches``: (index of the first image, images (b, G, G)) for the regressor, in order.
@@ -109,7 +111,8 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
     image (the background's share of its noise; required to refine direct images). ``source``
     names the input in errors and warnings. ``fit_centre``: the image centre is fitted too (count
     images: ``sevi.fit.centred_fit``; frame sums: ``sevi.fit.centred_frame_sum_fit``; the diagnostics
-    gain ``centre`` and ``centre_sd``, in the input's pixel indices, a frame sum's in its frames'). Raises InputError for a bad image, a model that cannot
+    gain ``centre`` and ``centre_sd``, in the input's pixel indices, a frame sum's in its frames').
+    ``estimator``: a frame sum's answer (``sevi.fit.frame_sum_fit``: ``"wls"`` or ``"gls"``). Raises InputError for a bad image, a model that cannot
     read it, or a fit that cannot start; warns (InputWarning) of unsound fits."""
     import torch
 
@@ -126,7 +129,7 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
         return ImageAnswer(first, first, None, kind)
     if fit_images is None:
         raise ValueError("answer_images: refine needs fit_images")
-    refined, diag = _refine(first, cfg, device, source, fit_images, kind, n_frames, fit_centre)
+    refined, diag = _refine(first, cfg, device, source, fit_images, kind, n_frames, fit_centre, estimator)
     if kind == "direct":
         diag = {**diag, "unresolved": unresolved_shells(refined["R"], cfg.data.spot_blur),
                 "spot": float(cfg.data.spot_blur)}
@@ -136,7 +139,7 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
 
 
 def _refine(first: dict, cfg, device, source: str, images, kind: str, n_frames: int | None,
-            fit_centre: bool = False):
+            fit_centre: bool = False, estimator: str = DEFAULT_ESTIMATOR):
     """The likelihood refinement over the model's training prior, each image by its kind's fit."""
     from sevi.fit.fit_images import refine_answers
     from sevi.regressor.batches import prior_config
@@ -153,6 +156,7 @@ def _refine(first: dict, cfg, device, source: str, images, kind: str, n_frames: 
         except ValueError as e:
             raise InputError(f"{source}: direct-path refinement: {e}") from None
     try:
-        return refine_answers(images, first, prior_config(cfg), device, noise=noise, fit_centre=fit_centre)
+        return refine_answers(images, first, prior_config(cfg), device, noise=noise, fit_centre=fit_centre,
+                              estimator=estimator)
     except ValueError as e:
         raise InputError(f"{source}: refinement: {e}") from None

@@ -28,3 +28,16 @@ def test_one_measurement_end_to_end_and_resumed(tmp_path, capsys):
     capsys.readouterr()
     assert frames_to_limit.main(argv) == 0  # resumed: nothing evaluated again
     assert json.loads((out / "frames_to_limit.json").read_text())["rows"] == doc["rows"]
+    # the other estimator on the same rendered measurement: read from the first run's cache, not rendered again
+    from sevi.fit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+
+    other = next(e for e in ESTIMATORS if e != DEFAULT_ESTIMATOR)
+    second = tmp_path / "other"
+    i = argv.index("--out")
+    assert frames_to_limit.main(argv[:i] + ["--out", str(second), "--cache", str(out / "cache"), "--estimator", other]
+                                + argv[i + 2:]) == 0
+    doc2 = json.loads((second / "frames_to_limit.json").read_text())
+    (row2,) = doc2["rows"]
+    assert row["estimator"] == DEFAULT_ESTIMATOR and doc2["estimator"] == other and row2["estimator"] == other
+    assert row2["detected"] == row["detected"] and row2["oracle"] == row["oracle"]
+    assert not (second / "cache").exists()

@@ -19,6 +19,7 @@ from sevi.camera.direct_image import (
 )
 from sevi.camera.frames import FrameModel, draw_shell_hits, render_frames
 from sevi.cli.main import main
+from sevi.fit.estimators import DEFAULT_ESTIMATOR
 from sevi.io import tables as io
 from sevi.io.frame_files import accumulate, write_frames
 
@@ -164,6 +165,7 @@ def test_analyze_direct_path_writes_an_answer(tiny_direct_model, tmp_path, capsy
     with h5py.File(out) as f:
         unc = f["AnswerUncertainty"][()]
         assert f.attrs["path"] == "direct" and f.attrs["n_frames"] == 40
+        assert f.attrs["estimator"] == DEFAULT_ESTIMATOR  # the answer file says which estimator answered
     assert (unc["beta"] > 0).all() and (unc["R"] > 0).all()
     assert not (tmp_path / "answer.events.h5").exists(), "the direct path centroids nothing"
     with h5py.File(out) as f:  # refined by default, with the direct image's own fit (sevi/fit/direct_fit.py)
@@ -177,6 +179,10 @@ def test_analyze_direct_path_writes_an_answer(tiny_direct_model, tmp_path, capsy
                  "--chunk", "7", "--device", "cpu", "--no-refine"]) == 0
     # another chunking of the same sum: the same regressor answer
     np.testing.assert_allclose(io.read_answer(out2)["beta"], first["beta"], rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # argparse's own refusal: usage and one line naming the option
+        main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a4.h5"), "--estimator", "ols"])
+    assert e.value.code == 2 and "argument --estimator: invalid choice: 'ols'" in capsys.readouterr().err
 
 
 def test_predict_refines_a_direct_image_only_with_its_frame_count(tiny_direct_model, tmp_path, capsys):
@@ -198,6 +204,7 @@ def test_predict_refines_a_direct_image_only_with_its_frame_count(tiny_direct_mo
                  "--device", "cpu"]) == 0
     with h5py.File(tmp_path / "a.h5") as f:
         assert f.attrs["refined"] and bool(f["RefineDiagnostics"]["converged"][0]) in (True, False)
+        assert f.attrs["estimator"] == DEFAULT_ESTIMATOR
     assert main(["predict", "--model", model, "--images", str(bare), "--out", str(tmp_path / "b.h5"),
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err

@@ -75,3 +75,29 @@ def test_centre_fit_needs_the_refinement(tiny_model, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("sevi analyze: --centre fit needs the refinement") and len(err) == 1
     assert not (tmp_path / "a.h5").exists() and not (tmp_path / "a.events.h5").exists()
+
+
+def test_the_estimator_option_reaches_the_direct_path(tiny_model, tmp_path, monkeypatch):
+    """--estimator is handed to the frames pipeline as given, and defaults to the package's default
+    (what each estimator answers: tests/sevi/fit/test_frame_sum_information.py)."""
+    from sevi.pipeline import frames_answer
+    from sevi.fit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(*args, **kwargs):
+        seen.append(kwargs["estimator"])
+        raise Stop
+
+    monkeypatch.setattr(frames_answer, "answer_frames", fake)
+    model, _ = tiny_model
+    frames = tmp_path / "frames.h5"
+    main(["simulate-frames", str(frames), "--frames", "2", "--hits", "shells", "--seed", "1"])
+    for extra in ([], ["--estimator", "wls"], ["--estimator", "gls"]):
+        with pytest.raises(Stop):
+            main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a.h5"), "--device", "cpu",
+                  "--debug", *extra])
+    assert seen == [DEFAULT_ESTIMATOR, "wls", "gls"] and set(ESTIMATORS) == {"wls", "gls"}

@@ -120,3 +120,41 @@ def test_refine_answers_fits_a_frame_sums_centre_in_its_frames_pixels(saturated)
     truth = (SMALL.grid - 1) / 2 + np.array(shift)
     assert np.all(np.abs(diag["centre"][0] - truth) < 3 * diag["centre_sd"][0]), (diag["centre"], truth)
     assert np.all(np.abs(out["R"][0] - p.R[0].numpy()) < 4 * out["R_sd"][0])
+
+
+def test_a_gls_answer_with_the_centre_fitted_matches_the_folded_gls_answer(saturated, held):  # noqa: F811
+    """estimator="gls" with the centre fitted (the whole image's covariance, not the fold's) and held at
+    the course's centre: the folded GLS answer, to a fraction of its error bars; the centre's own
+    step keeps it within its bars of the truth."""
+    p, image, n_frames, _, _ = saturated
+    noise = direct_noise(n_frames, FIT_GRID, SMALL)
+    folded = FrameSumRefiner(FitConfig(fit_grid=FIT_GRID), _prior(), "cpu", noise, OVERSAMPLE, chi2_block=2,
+                             estimator="gls")(image, *_start(p))
+    ref = CentredFrameSumRefiner(FitConfig(fit_grid=FIT_GRID), _prior(), "cpu", noise, OVERSAMPLE, chi2_block=2,
+                                 estimator="gls")
+    G = SMALL.grid
+    fit = ref(image, *_start(p), centre=((G - 1) / 2, (G - 1) / 2))
+    assert ref.gls_residuals and max(ref.gls_residuals) < 1e-4
+    assert np.all(np.abs(fit.R - folded.R) < 0.6 * folded.R_sd), (fit.R, folded.R, folded.R_sd)
+    assert np.all(np.abs(fit.beta[:, :3] - folded.beta[:, :3]) < 0.5 * folded.beta_sd[:, :3])
+    assert np.allclose(fit.R_sd, folded.R_sd, rtol=0.15)
+    wls, _ = held
+    assert np.all(folded.R_sd < wls.R_sd)  # GLS claims more than the weighted fit here
+
+
+def test_refine_answers_hands_a_frame_sum_to_the_chosen_estimator(saturated):  # noqa: F811
+    """sevi.fit.fit_images.refine_answers: a frame sum is answered by the estimator asked for, by
+    default the package's; the two share the optimum's diagnostics and differ in the answer."""
+    from sevi.fit.estimators import DEFAULT_ESTIMATOR
+    from sevi.fit.fit_images import refine_answers
+
+    p, image, n_frames, _, _ = saturated
+    R, s, beta, R_sd = _start(p)
+    first = {"R": R[None], "R_sd": R_sd[None], "sigma_R": s[None], "sigma_R_sd": np.full((1, 2), 0.001),
+             "beta": beta[None], "beta_sd": np.full_like(beta[None], 0.1)}
+    kw = {"config": FitConfig(fit_grid=FIT_GRID), "progress": False, "noise": direct_noise(n_frames, FIT_GRID, SMALL)}
+    other = "wls" if DEFAULT_ESTIMATOR == "gls" else "gls"
+    out = {DEFAULT_ESTIMATOR: refine_answers([image], first, _prior(), "cpu", **kw),  # no estimator named
+           other: refine_answers([image], first, _prior(), "cpu", estimator=other, **kw)}
+    assert out["gls"][1]["chi2_dof"][0] == out["wls"][1]["chi2_dof"][0]
+    assert np.all(out["gls"][0]["R_sd"] < out["wls"][0]["R_sd"])
