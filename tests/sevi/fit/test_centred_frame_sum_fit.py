@@ -106,7 +106,10 @@ def test_shifted_frames_the_centre_is_found_within_its_error_bars(saturated, hel
 
 def test_refine_answers_fits_a_frame_sums_centre_in_its_frames_pixels(saturated):  # noqa: F811
     """The pipeline's wiring (sevi.fit.fit_images.refine_answers with fit_centre and a frame sum's
-    noise): the centre comes back in the camera's frame pixels, where the frames were shifted."""
+    noise): the centre comes back in the camera's frame pixels, where the frames were shifted. The
+    weighted fit's bars: on this small camera's 30 spots per frame the spots pile up, where the
+    covariance C, and so the GLS answer's bars, claim too little (measured: z 3.9 for the centre's z;
+    docs/forward_model.md, "The frame sum's covariance, checked")."""
     from sevi.fit.fit_images import refine_answers
 
     p, _, n_frames, _, fs = saturated
@@ -116,7 +119,7 @@ def test_refine_answers_fits_a_frame_sums_centre_in_its_frames_pixels(saturated)
     first = {"R": R[None], "R_sd": R_sd[None], "sigma_R": s[None], "sigma_R_sd": np.full((1, 2), 0.001),
              "beta": beta[None], "beta_sd": np.full_like(beta[None], 0.1)}
     out, diag = refine_answers([image], first, _prior(), "cpu", FitConfig(fit_grid=FIT_GRID), progress=False,
-                               noise=direct_noise(n_frames, FIT_GRID, SMALL), fit_centre=True)
+                               noise=direct_noise(n_frames, FIT_GRID, SMALL), fit_centre=True, estimator="wls")
     truth = (SMALL.grid - 1) / 2 + np.array(shift)
     assert np.all(np.abs(diag["centre"][0] - truth) < 3 * diag["centre_sd"][0]), (diag["centre"], truth)
     assert np.all(np.abs(out["R"][0] - p.R[0].numpy()) < 4 * out["R_sd"][0])
@@ -124,8 +127,7 @@ def test_refine_answers_fits_a_frame_sums_centre_in_its_frames_pixels(saturated)
 
 def test_a_gls_answer_with_the_centre_fitted_matches_the_folded_gls_answer(saturated, held):  # noqa: F811
     """estimator="gls" with the centre fitted (the whole image's covariance, not the fold's) and held at
-    the course's centre: the folded GLS answer, to a fraction of its error bars; the centre's own
-    step keeps it within its bars of the truth."""
+    the course's centre: the folded GLS answer, to a fraction of its error bars."""
     p, image, n_frames, _, _ = saturated
     noise = direct_noise(n_frames, FIT_GRID, SMALL)
     folded = FrameSumRefiner(FitConfig(fit_grid=FIT_GRID), _prior(), "cpu", noise, OVERSAMPLE, chi2_block=2,
