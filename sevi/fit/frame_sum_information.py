@@ -67,9 +67,7 @@ def linear_estimators(refiner, theta: torch.Tensor, tol: float = CG_TOLERANCE, m
     out["wls"] = {"A": Hi @ U, "claimed": 0.5 * (claimed + claimed.T), "information": _inverse(claimed)}
     if not gls:
         return out
-    X, residual, iterations = conjugate_gradient(refiner.covariance_times, J, V, tol, max_iterations)
-    H = J @ X.T
-    H = 0.5 * (H + H.T)
+    X, H, residual, iterations = _gls_solve(refiner, J, tol, max_iterations)
     Hi = _inverse(H)
     out["gls"] = {"A": Hi @ X, "claimed": Hi, "information": H}
     out["cg_residual"], out["cg_iterations"] = residual, iterations
@@ -87,7 +85,15 @@ def gls_gradient_and_curvature(refiner, theta: torch.Tensor, mu: torch.Tensor, J
     so ``theta - H^-1 g`` is one Gauss-Newton step of GLS from ``theta`` and ``H^-1`` its claimed
     covariance (docs/forward_model.md, "The frame sum's covariance, checked"). Returns (g, H, the
     conjugate gradients' worst relative residual)."""
-    X, residual, _ = conjugate_gradient(refiner.covariance_times, J, refiner.anchor["var"], tol, max_iterations)
-    H = J @ X.T
+    X, H, residual, _ = _gls_solve(refiner, J, tol, max_iterations)
     g = -(X @ (n.to(mu) - mu)) + refiner.P_grad * (theta - refiner.m_full)
-    return g, 0.5 * (H + H.T) + torch.diag(refiner.P), residual
+    return g, H + torch.diag(refiner.P), residual
+
+
+def _gls_solve(refiner, J: torch.Tensor, tol: float, max_iterations: int):
+    """``X = (C^-1 J^T)^T`` by conjugate gradients at ``refiner``'s anchor (its variances the
+    preconditioner) and the GLS information ``J C^-1 J^T``, symmetrised: (X, H, residual, iterations)."""
+    X, residual, iterations = conjugate_gradient(refiner.covariance_times, J, refiner.anchor["var"], tol,
+                                                 max_iterations)
+    H = J @ X.T
+    return X, 0.5 * (H + H.T), residual, iterations
