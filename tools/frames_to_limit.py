@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from sevi.fit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+from sevi.fit.estimators import DEFAULT_BATCHES, DEFAULT_ESTIMATOR, ESTIMATORS
 
 
 def parse_frames(text: str) -> tuple[int, int]:
@@ -76,6 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--estimator", choices=ESTIMATORS, default=DEFAULT_ESTIMATOR,
                     help=f"the frame-sum fit's answer (default {DEFAULT_ESTIMATOR}, sevi analyze's): gls (one "
                          "generalised-least-squares step from the weighted fit) or wls (the weighted fit alone)")
+    ap.add_argument("--batches", type=int, default=DEFAULT_BATCHES,
+                    help=f"the error bars from the spread of this many batches of each measurement's frames (default "
+                         f"{DEFAULT_BATCHES}, sevi analyze's; rendered with the frames and cached); 0: the model's")
     ap.add_argument("--cache", default=None, help="the rendered measurements' folder (default OUT/cache)")
     a = ap.parse_args(argv)
 
@@ -106,7 +109,8 @@ def main(argv=None) -> int:
     done = {}
     if doc_path.exists():  # resume: the measurements already evaluated with this model
         doc = json.loads(doc_path.read_text())
-        if doc.get("model") == str(a.model) and doc.get("estimator", "wls") == a.estimator:
+        if (doc.get("model") == str(a.model) and doc.get("estimator", "wls") == a.estimator
+                and doc.get("batches", 0) == a.batches):
             done = {(r["seed"], r["frames"]): r for r in doc["rows"]}
     rows = []
     for m in tqdm(draw_measurements(a.measurements, frames, a.seed), desc="measurements", unit="measurement"):
@@ -116,16 +120,19 @@ def main(argv=None) -> int:
                 row.update(frame_sum_floors(m, row["detected"], prior_config(cfg), device))
             rows.append(row)
             continue
-        rendered = render_measurement(m, device, cache=Path(a.cache) if a.cache else out / "cache", progress=True)
+        rendered = render_measurement(m, device, cache=Path(a.cache) if a.cache else out / "cache", progress=True,
+                                      batches=a.batches)
         rows.append(evaluate_measurement(m, rendered, model, cfg, device, truth_start=not a.no_truth_start,
-                                         oracle=not a.no_oracle, floor=not a.no_floor, estimator=a.estimator))
-        write_json(doc_path, {"model": str(a.model), "estimator": a.estimator, "frames": list(frames), "seed": a.seed,
+                                         oracle=not a.no_oracle, floor=not a.no_floor, estimator=a.estimator,
+                                         batches=a.batches > 0))
+        write_json(doc_path, {"model": str(a.model), "estimator": a.estimator, "batches": a.batches, "frames": list(frames), "seed": a.seed,
                               "device": str(device), "rows": rows,
                               "summary": summarise(rows) if not a.no_oracle else None})
     summary = summarise(rows) if not a.no_oracle else None
-    write_json(doc_path, {"model": str(a.model), "estimator": a.estimator, "frames": list(frames), "seed": a.seed,
+    write_json(doc_path, {"model": str(a.model), "estimator": a.estimator, "batches": a.batches, "frames": list(frames), "seed": a.seed,
                           "device": str(device), "rows": rows, "summary": summary})
-    print(f"\n{len(rows)} measurements of {frames[0]:,}-{frames[1]:,} frames, model {a.model}, estimator {a.estimator}")
+    print(f"\n{len(rows)} measurements of {frames[0]:,}-{frames[1]:,} frames, model {a.model}, estimator {a.estimator}, "
+          f"error bars from {f'{a.batches} batches of frames' if a.batches else 'the model'}")
     print(f"{'kind':12s} {'n':>3s} {'direct':>8s} {'oracle':>8s} {'floor':>8s} {'d/o med':>8s} {'worst':>7s} "
           f"{'landed':>7s} {'flagged':>7s}")
     for k, s in (summary or {}).items():

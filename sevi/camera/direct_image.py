@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from sevi.camera.frames import FrameModel
 
 __all__ = [
-    "MIN_BLUR_PX", "background_mean", "background_moments", "spot_flux", "sum_frames", "rebin_sum",
+    "MIN_BLUR_PX", "background_mean", "background_moments", "spot_flux", "sum_frames", "sum_frames_in_batches", "rebin_sum",
     "direct_image", "blur_images", "blur_render_grid",
 ]
 
@@ -132,22 +132,30 @@ def spot_flux(model: FrameModel = FrameModel()) -> float:
 def sum_frames(path: str | os.PathLike, chunk: int = 64) -> tuple[np.ndarray, int]:
     """Stream a frame file's ``FinalImage`` and sum its frames: ``(S (1024, 1024) float64, n_frames)``.
 
-    Reads ``chunk`` frames at a time (``chunk`` MB), never the whole file; sums in int64, exact for
-    any file (255 * 50,000 is far below 2^63). Raises ``sevi.io.frame_files.FrameFileError`` for a
-    missing, malformed or corrupt file, and ``ValueError`` for ``chunk < 1`` or a file without
-    frames.
+    Reads ``chunk`` frames at a time (``chunk`` MB), never the whole file; sums exactly in integers
+    (``sevi.camera.frame_batches``). Raises ``sevi.io.frame_files.FrameFileError`` for a missing,
+    malformed or corrupt file, and ``ValueError`` for ``chunk < 1`` or a file without frames.
     """
-    from sevi.io.frame_files import iter_frame_chunks
-    from sevi.io.tables import FRAME_SHAPE
+    s = sum_frames_in_batches(path, 0, chunk=chunk)
+    return s.total.astype(np.float64), s.n_frames
 
-    total = np.zeros(FRAME_SHAPE, dtype=np.int64)
-    n = 0
-    for _, _, imgs in iter_frame_chunks(path, chunk):
-        total += imgs.sum(axis=0, dtype=np.int64)
-        n += len(imgs)
+
+def sum_frames_in_batches(path: str | os.PathLike, batches: int, grid: int = 256, chunk: int = 64):
+    """As :func:`sum_frames`, and the sums of ``batches`` contiguous batches of the frames at
+    ``grid`` (``sevi.camera.frame_batches.BatchedSum``; ``batches`` 0: none; more batches than frames:
+    one frame each)."""
+    from sevi.camera.frame_batches import FrameBatcher
+    from sevi.io.frame_files import frame_count, iter_frame_chunks
+
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    n = frame_count(path)
     if n == 0:
         raise ValueError(f"{path}: FinalImage holds no frames; nothing to sum")
-    return total.astype(np.float64), n
+    acc = FrameBatcher(n, min(batches, n), grid)
+    for _, _, imgs in iter_frame_chunks(path, chunk):
+        acc.add(imgs)
+    return acc.result()
 
 
 def rebin_sum(img: np.ndarray, grid: int) -> np.ndarray:

@@ -403,6 +403,8 @@ class FrameSum:
     n_frames: frames summed.
     x, z: ``(M,)`` float32, detector units: every detected electron (perfect centroiding).
     n_emitted: electrons drawn per shell (smaller radius first), detected or not.
+    batch_sums, batch_frames: ``(K, g, g)`` int64 and ``(K,)``: the sums of K contiguous batches of
+    the frames (``sevi.camera.frame_batches``), or None.
     """
 
     frame_sum: np.ndarray
@@ -410,6 +412,8 @@ class FrameSum:
     x: np.ndarray
     z: np.ndarray
     n_emitted: tuple[int, int]
+    batch_sums: np.ndarray | None = None
+    batch_frames: np.ndarray | None = None
 
 
 class HitChunk(NamedTuple):
@@ -472,42 +476,43 @@ def shell_hit_chunks(params: ShellParams, n_frames: int, *, generator: torch.Gen
 
 def accumulate_frames(renderer: FrameRenderer, params: ShellParams, n_frames: int, *,
                       generator: torch.Generator, chunk_frames: int | None = None, exact_totals: bool = True,
-                      progress: bool = True) -> FrameSum:
+                      progress: bool = True, batches: int = 0, batch_grid: int = 256) -> FrameSum:
     """Render a measurement of ``n_frames`` frames chunk by chunk and keep only their sum.
 
     The hits come from :func:`shell_hit_chunks` (``params``: one two-shell set, ``n_electrons``
     per shell spread over the frames), each chunk is rendered by ``renderer`` with ``generator``
     (the same generator, after the chunk's hit draws), added frame by frame to an integer sum on
-    the device (int32 up to 8.4M frames, exact), and dropped. Memory: one chunk of frames
+    the device (``sevi.camera.frame_batches``: int32 per frame, exact), and dropped. ``batches``:
+    also the sums of that many contiguous batches of the frames at ``batch_grid`` (the error bars
+    from the measurement's own spread, ``sevi.fit.batch_spread``). Memory: one chunk of frames
     (``chunk_frames * G^2`` bytes of uint8, default 32 frames on a CPU and 1024 on a GPU) and the
     renderer's step buffers, plus the detected positions (8 bytes per electron: 36 MB for the
-    course's 50,000 frames of 2 x 2.5e6 electrons). The result equals the sum of the frames the
-    renderer makes from the same chunks with the same generator. Progress goes to a tqdm bar (shown
-    on a terminal only; ``progress=False``: never).
+    course's 50,000 frames of 2 x 2.5e6 electrons) and the batches' sums. The result equals the sum
+    of the frames the renderer makes from the same chunks with the same generator. Progress goes to
+    a tqdm bar (shown on a terminal only; ``progress=False``: never).
     """
     from tqdm import tqdm
+
+    from sevi.camera.frame_batches import FrameBatcher
 
     if chunk_frames is None:
         chunk_frames = 32 if renderer.device.type == "cpu" else 1024
     if not _same_device(generator.device, renderer.device):
         raise FrameRendererError(f"generator is on {generator.device}, the renderer on {renderer.device}")
-    G = renderer.model.grid
-    # int32 while 255 * n_frames fits (8.4M frames), frame by frame: a uint8 -> int32 add_ costs
-    # 0.13 ms per 1024^2 frame on one core, where frames.sum(0, dtype=int64) costs 3.9 ms.
-    acc_type = torch.int32 if 255 * n_frames < 2**31 else torch.int64
-    total = torch.zeros((G, G), dtype=acc_type, device=renderer.device)
-    xs, zs, done = [], [], 0
+    # frame by frame: a uint8 -> int32 add_ costs 0.13 ms per 1024^2 frame on one core, where
+    # frames.sum(0, dtype=int64) costs 3.9 ms.
+    acc = FrameBatcher(n_frames, batches, batch_grid, renderer.device)
+    xs, zs = [], []
     emitted = np.zeros(2, dtype=np.int64)
     with tqdm(total=n_frames, unit="frame", desc="frames", disable=None if progress else True) as bar:
         for x, z, frame, nb, counts in shell_hit_chunks(params, n_frames, generator=generator,
                                                         chunk_frames=chunk_frames, exact_totals=exact_totals):
             frames, det = renderer(x, z, frame, nb, generator)
-            for f in frames:
-                total.add_(f)
+            acc.add(frames)
             xs.append(x[det].cpu().numpy())
             zs.append(z[det].cpu().numpy())
             emitted += counts.numpy()
-            done += nb
             bar.update(nb)
-    return FrameSum(total.cpu().numpy().astype(np.int64), done, np.concatenate(xs), np.concatenate(zs),
-                    tuple(int(v) for v in emitted))
+    s = acc.result()
+    return FrameSum(s.total, s.n_frames, np.concatenate(xs), np.concatenate(zs), tuple(int(v) for v in emitted),
+                    s.batch_sums, s.batch_frames)

@@ -2,6 +2,7 @@
 
     sevi analyze FRAMES.h5 --model RUN/final --out ANSWER.h5 [--path auto|events|direct]
                  [--events EVENTS.h5] [--no-ray] [--chunk 256] [--centre course|fit] [--estimator gls|wls]
+                 [--batches 100]
 
 The path (``--path``, default ``auto``) is the model's: a model trained with ``spot_blur > 0``
 (``--spot-blur 0.015``: histograms blurred like the camera spot) reads the **direct** image, the
@@ -12,7 +13,8 @@ warned about. The steps of each path: ``sevi/pipeline/frames_answer.py``.
 Output (written atomically): ``Answer``, ``AnswerUncertainty`` (1-sigma), ``AnswerSigmaR``, and with
 the refinement (the default; ``--no-refine`` skips it) ``AnswerRegressor`` and
 ``RefineDiagnostics``, as ``sevi predict`` writes them. The file's attrs record ``path`` and, for the
-direct path, ``n_frames`` and ``shells_unresolved`` (the rows whose two fitted shells lie closer than
+direct path, ``n_frames``, ``estimator``, ``error_bars`` (the spread of ``--batches`` batches of the
+frames, or the model's) and ``shells_unresolved`` (the rows whose two fitted shells lie closer than
 the camera's spot, whose per-shell betas are not to be trusted: a warning names them); for the
 events path, the events file. With ``--centre fit`` the image centre is fitted too, with its error
 bars (the direct path: ``sevi/fit/centred_frame_sum_fit.py``; the events path:
@@ -26,7 +28,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sevi.fit.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+from sevi.fit.estimators import DEFAULT_BATCHES, DEFAULT_ESTIMATOR, ESTIMATORS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"the direct path's answer (default {DEFAULT_ESTIMATOR}): gls, one generalised-least-squares "
                         "step that uses the frame sum's pixel correlations (rings closer than a spot told apart); "
                         "wls, the weighted least-squares fit alone (sevi/fit/frame_sum_fit.py)")
+    p.add_argument("--batches", type=int, default=DEFAULT_BATCHES,
+                   help=f"the direct path's error bars from the spread of this many contiguous batches of the frames "
+                        f"(default {DEFAULT_BATCHES}; no model of the camera's noise needed, sevi/fit/batch_spread.py); "
+                        "0: the model's error bars. The answer file's error_bars attribute says which")
     p.add_argument("--centre", choices=("course", "fit"), default="course",
                    help="course (default): the course's centre, the corner between the frame's middle pixels; fit: "
                         "the centre fitted with its error bars (sevi/fit/centred_frame_sum_fit.py; slower)")
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                          fast=args.fast, runner=chunk_runner(not args.no_ray),
                          centroid_device=None if args.device == "auto" else args.device,
                          refine=not args.no_refine, tolerance=args.electron_tolerance,
-                         fit_centre=args.centre == "fit", estimator=args.estimator)
+                         fit_centre=args.centre == "fit", estimator=args.estimator, batches=args.batches)
     res = done.result
     extra, centre = {}, None
     if args.centre == "fit":  # in the frames' pixel indices (the events path: its image's)

@@ -166,7 +166,7 @@ def _gls_step(refiner, fit, n: torch.Tensor) -> dict:
     theta = truth_theta(fit.R, fit.sigma_R, fit.n_electrons, fit.beta[:, :refiner.L]).to(refiner.device)
     refiner._set_anchor(theta)
     mu, J = refiner._model(theta, True)
-    g, H, _ = gls_gradient_and_curvature(refiner, theta, mu, J, n)  # with the fit's own Gaussian prior
+    g, H, _, _ = gls_gradient_and_curvature(refiner, theta, mu, J, n)  # with the fit's own Gaussian prior
     cov = covariance(H)
     step = -(cov @ g)
     return {"wls_theta": theta.tolist(), "wls_sd": np.sqrt(np.diag(fit.cov)).tolist(),

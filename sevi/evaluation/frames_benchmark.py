@@ -79,20 +79,31 @@ def draw_measurements(n: int, frames: tuple[int, int], seed: int = 0, kinds=KIND
     return out
 
 
-def render_measurement(m: Measurement, device, cache: Path | None = None, progress: bool = False) -> dict:
-    """{"frame_sum" (1024, 1024) int64, "x", "z" detected hits, "render_s"}; read from / written to
-    ``cache/<key>.npz`` when given (rendering 50,000 frames takes minutes)."""
+def render_measurement(m: Measurement, device, cache: Path | None = None, progress: bool = False,
+                       batches: int = 0) -> dict:
+    """{"frame_sum" (1024, 1024) int64, "x", "z" detected hits, "render_s"}, and with ``batches`` the
+    sums of that many contiguous batches of the frames (at most one frame each) at 256^2 ("batch_sums" (K, 256, 256), "batch_frames"
+    (K,); ``sevi.camera.frame_batches``); read from / written to ``cache/<key>.npz`` when given (rendering
+    50,000 frames takes minutes). A cached file without the batches asked for is rendered again (the
+    same frames: the same seed)."""
     from sevi.camera.frame_renderer import FrameRenderer, accumulate_frames
+    from sevi.fit.direct_fit import REFINE_GRID
     from sevi.io.atomic import atomic_path
 
+    batches = min(batches, m.n_frames)  # at most one frame each
     path = cache / f"{m.key}.npz" if cache is not None else None
     if path is not None and path.exists():
         with np.load(path) as f:
-            return {k: f[k] for k in f.files} | {"cached": True}
+            got = {k: f[k] for k in f.files}
+        if not batches or len(got.get("batch_frames", ())) == batches:
+            return got | {"cached": True}
     gen = torch.Generator(device=torch.device(device)).manual_seed(m.seed)
     t0 = time.perf_counter()
-    fs = accumulate_frames(FrameRenderer(device=device), m.params, m.n_frames, generator=gen, progress=progress)
+    fs = accumulate_frames(FrameRenderer(device=device), m.params, m.n_frames, generator=gen, progress=progress,
+                           batches=batches, batch_grid=REFINE_GRID)
     out = {"frame_sum": fs.frame_sum, "x": fs.x, "z": fs.z, "render_s": np.float64(time.perf_counter() - t0)}
+    if batches:  # int32 holds a batch's 256^2 block sums (255 * 16 * frames per batch)
+        out |= {"batch_sums": fs.batch_sums.astype(np.int32), "batch_frames": fs.batch_frames}
     if path is not None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -101,9 +112,12 @@ def render_measurement(m: Measurement, device, cache: Path | None = None, progre
 
 
 def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, truth_start: bool = True,
-                         oracle: bool = True, floor: bool = True, estimator: str = DEFAULT_ESTIMATOR) -> dict:
+                         oracle: bool = True, floor: bool = True, estimator: str = DEFAULT_ESTIMATOR,
+                         batches: bool = False) -> dict:
     """Every figure of one measurement (module docstring): Distances, z-scores, fits' diagnostics, times.
-    ``estimator``: the direct path's answer (``sevi.fit.frame_sum_fit``: "wls" or "gls")."""
+    ``estimator``: the direct path's answer (``sevi.fit.frame_sum_fit``: "wls" or "gls"); ``batches``:
+    its error bars from the spread of ``rendered``'s batches of frames (``sevi.fit.batch_spread``), as
+    `sevi analyze --batches` gives them, else the model's."""
     import warnings
 
     from sevi.camera.direct_image import direct_image
@@ -122,13 +136,17 @@ def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, tru
     out = {"index": m.index, "kind": m.kind, "frames": nf, "seed": m.seed, "R": R.tolist(), "sigma_R": s.tolist(),
            "separation": float(abs(R[1] - R[0])), "detected": int(len(rendered["x"])),
            "brightest_per_frame": float(S.max() / nf), "render_s": float(rendered.get("render_s", math.nan)),
-           "estimator": estimator}
+           "estimator": estimator, "error_bars": f"batches {len(rendered['batch_frames'])}" if batches else "model"}
+    fit_batches = None
+    if batches:
+        fit_batches = [(np.stack([direct_image(b, int(k), REFINE_GRID) for b, k in
+                                  zip(rendered["batch_sums"], rendered["batch_frames"])]), rendered["batch_frames"])]
     # the direct path, as sevi analyze runs it
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True):
         res = answer_images(model, cfg, [(0, direct_image(S, nf, cfg.data.grid)[None])], device,
                             source=m.key, fit_images=[direct_image(S, nf, REFINE_GRID)], n_frames=nf,
-                            estimator=estimator)
+                            estimator=estimator, fit_batches=fit_batches)
     out["direct_s"] = time.perf_counter() - t0
     a, d = res.answer, res.diagnostics
     out["regressor"] = float(distance(torch.as_tensor(res.regressor["beta"]), truth_beta)[0])

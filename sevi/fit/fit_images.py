@@ -17,7 +17,7 @@ from sevi.physics.prior import PriorConfig
 
 def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config: FitConfig | None = None,
                    progress: bool = True, noise=None, fit_centre: bool = False,
-                   estimator: str = DEFAULT_ESTIMATOR) -> tuple[dict, dict]:
+                   estimator: str = DEFAULT_ESTIMATOR, batches=None) -> tuple[dict, dict]:
     """Refine a batch of regressor answers.
 
     images: an iterable of (G, G) images in the order of ``first``'s rows: counts, or with ``noise``
@@ -31,7 +31,9 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
     sums (``noise`` with its camera: ``sevi.fit.centred_frame_sum_fit``), and the diagnostics gain
     ``centre`` and ``centre_sd`` (n, 2), in the input images' pixel indices (a frame sum's: its
     camera's frame pixels). ``estimator``: a frame sum's answer, ``"wls"`` or ``"gls"``
-    (``sevi.fit.frame_sum_fit``); other images have one.
+    (``sevi.fit.frame_sum_fit``); other images have one. ``batches``: per frame sum, (the sums of K
+    batches of its frames (K, G, G) in electron units, their frame counts (K,)), whose spread gives
+    its error bars (``sevi.fit.batch_spread``), or None (the model's); frame sums only.
     """
     from tqdm import tqdm
 
@@ -77,6 +79,10 @@ def refine_answers(images, first: dict, prior: PriorConfig, device="cpu", config
                 from sevi.fit.direct_fit import DirectRefiner
                 per_fitted_pixel = dataclasses.replace(noise, background_var=noise.background_var * (G // fg) ** 2)
                 refiners[fg, G] = DirectRefiner(cfg, prior, device, per_fitted_pixel)
+        if batches is not None:
+            if not hasattr(refiners[fg, G], "set_batches"):
+                raise ValueError("error bars from batches of frames need frame sums (noise with n_frames)")
+            refiners[fg, G].set_batches(*(batches[i] if batches[i] is not None else (None, None)))
         f = refiners[fg, G](img, first["R"][i], first["sigma_R"][i], first["beta"][i], first["R_sd"][i])
         for k, v in (("R", f.R), ("R_sd", f.R_sd), ("sigma_R", f.sigma_R), ("sigma_R_sd", f.sigma_R_sd),
                      ("beta", f.beta), ("beta_sd", f.beta_sd)):

@@ -90,6 +90,7 @@ class FrameSumRefiner(DirectRefiner):
             raise ValueError(f"estimator: got {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
         self.estimator = estimator
         self.gls_residuals: list[float] = []  # the conjugate gradients' residual of each GLS answer (mode)
+        self.batches = None  # the frames' batches for the error bars (set_batches); None: the model's
         self.offset = 0.0  # weighted least squares: no Poisson offset
         self.camera = cam
         self.frame_model = ExpectedImage(dataclasses.replace(config.forward, grid=cam.grid, n_terms=self.L),
@@ -232,18 +233,41 @@ class FrameSumRefiner(DirectRefiner):
         return g @ self.covariance_times(g).T
 
     def _error_curvature(self, theta, mu, J, n, g, H):
+        import warnings
+
+        from sevi.runtime.errors import InputWarning
+        U = None
         if self.estimator == "gls":
             from sevi.fit.frame_sum_information import gls_gradient_and_curvature
-            g_gls, H_gls, residual = gls_gradient_and_curvature(self, theta, mu, J, n)
+            g_gls, H_gls, residual, X = gls_gradient_and_curvature(self, theta, mu, J, n)
             self.gls_residuals.append(residual)
             if residual <= CG_FALLBACK:
-                return g_gls, H_gls
-            import warnings
+                g, H, U = g_gls, H_gls, X
+            else:
+                warnings.warn(f"the GLS solve stopped at residual {residual:.1e} (> {CG_FALLBACK:g}); this answer "
+                              f"is the weighted least-squares one", InputWarning, stacklevel=2)
+        if self.batches is None:
+            return (g, H) if U is not None else self._sandwich(theta, mu, J, n, g, H)
+        from sevi.fit.batch_spread import spread_error_curvature
+        out = spread_error_curvature(g, H, U if U is not None else J / self.anchor["var"], self.batches, self.P)
+        if out is None:
+            warnings.warn(f"the spread of {len(self.batches)} batches of frames is singular; this answer's error "
+                          f"bars are the model's", InputWarning, stacklevel=2)
+            return (g, H) if U is not None else self._sandwich(theta, mu, J, n, g, H)
+        return out
 
-            from sevi.runtime.errors import InputWarning
-            warnings.warn(f"the GLS solve stopped at residual {residual:.1e} (> {CG_FALLBACK:g}); this answer "
-                          f"is the weighted least-squares one", InputWarning, stacklevel=2)
-        return self._sandwich(theta, mu, J, n, g, H)
+    def set_batches(self, images=None, frames=None) -> None:
+        """The error bars from the frames' own spread (``sevi.fit.batch_spread``): ``images`` (K, G, G)
+        the frame sums of K batches of the measurement's frames, in electron units at a grid the fit
+        grid divides (``sevi.camera.direct_image.direct_image`` of each), ``frames`` (K,) their frame
+        counts; they must add up to the image fitted next. None: the model's error bars. Raises
+        ``sevi.fit.batch_spread.BatchSpreadError`` for fewer batches than the fit has parameters + 2."""
+        if images is None:
+            self.batches = None
+            return
+        from sevi.fit.batch_spread import batch_residuals, batches_needed
+        folded = torch.stack([self.fold(img) for img in images])
+        self.batches = batch_residuals(folded, frames, min_batches=batches_needed(self.P.numel()))
 
     def _sandwich(self, theta, mu, J, n, g, H):
         """The WLS answer's gradient and curvature: the Godambe-adjusted ones (``sevi.fit.direct_fit``)."""

@@ -84,10 +84,10 @@ def gls_gradient_and_curvature(refiner, theta: torch.Tensor, mu: torch.Tensor, J
 
     so ``theta - H^-1 g`` is one Gauss-Newton step of GLS from ``theta`` and ``H^-1`` its claimed
     covariance (docs/forward_model.md, "The frame sum's covariance, checked"). Returns (g, H, the
-    conjugate gradients' worst relative residual)."""
+    conjugate gradients' worst relative residual, the weights ``X = J C^-1`` (P, n))."""
     X, H, residual, _ = _gls_solve(refiner, J, tol, max_iterations)
     g = -(X @ (n.to(mu) - mu)) + refiner.P_grad * (theta - refiner.m_full)
-    return g, H + torch.diag(refiner.P), residual
+    return g, H + torch.diag(refiner.P), residual, X
 
 
 def _gls_solve(refiner, J: torch.Tensor, tol: float, max_iterations: int):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sevi.camera.centroid_file import DEFAULT_CHUNK, ChunkRunner, run_in_process
-from sevi.fit.estimators import DEFAULT_ESTIMATOR
+from sevi.fit.estimators import DEFAULT_BATCHES, DEFAULT_ESTIMATOR
 from sevi.pipeline.image_answer import ImageAnswer, answer_images, image_kind
 from sevi.runtime.errors import InputError, InputWarning
 
@@ -70,29 +70,51 @@ def choose_path(requested: str, cfg) -> str:
 def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None, chunk: int = DEFAULT_CHUNK,
                   fast: bool = False, runner: ChunkRunner = run_in_process, centroid_device: str | None = None,
                   refine: bool = True, tolerance: float = 0.15, fit_centre: bool = False,
-                  estimator: str = DEFAULT_ESTIMATOR) -> FramesAnswer:
+                  estimator: str = DEFAULT_ESTIMATOR, batches: int = DEFAULT_BATCHES) -> FramesAnswer:
     """A frame file -> its answer (module docstring). ``events``: the events file of the events path
     (kept, so a re-run resumes); ``chunk``: frames per centroiding task or per read;
     ``centroid_device``: the centroider's device (None: its default); ``fit_centre``: the image
     centre fitted too (``sevi.pipeline.image_answer.answer_images``); ``estimator``: the direct path's
-    answer (``sevi.fit.frame_sum_fit``: ``"wls"`` or ``"gls"``; the events path has one)."""
+    answer (``sevi.fit.frame_sum_fit``: ``"wls"`` or ``"gls"``; the events path has one); ``batches``:
+    the direct path's error bars from the spread of that many contiguous batches of the frames
+    (``sevi.fit.batch_spread``), 0 for the model's (too few frames for the fit's parameters: the
+    model's, with a warning)."""
     import h5py
 
     from sevi.camera.centroid_file import centroid_file
-    from sevi.camera.direct_image import direct_image, sum_frames
+    import numpy as np
+
+    from sevi.camera.direct_image import direct_image, sum_frames_in_batches
+    from sevi.fit.batch_spread import batches_needed
     from sevi.fit.direct_fit import REFINE_GRID
+    from sevi.regressor.batches import prior_config
 
     if chunk < 1:
         raise InputError(f"--chunk: got {chunk}; expected >= 1 frames per task (events) or per read (direct)")
     how = choose_path(path, cfg)
+    if batches < 0:
+        raise InputError(f"--batches: got {batches}; expected >= 0 batches of frames (0: the model's error bars)")
     if how == "direct":
-        total, n = sum_frames(frames, chunk)
+        summed = sum_frames_in_batches(frames, batches if refine else 0, REFINE_GRID, chunk)
+        total, n = summed.total.astype(np.float64), summed.n_frames
         image = direct_image(total, n, cfg.data.grid)
+        fit_batches, error_bars = None, "model"
+        if summed.batch_sums is not None:
+            needed = batches_needed(2 * (3 + prior_config(cfg).n_terms) + (2 if fit_centre else 0))
+            if len(summed.batch_frames) >= needed:
+                fit_batches = [(np.stack([direct_image(b, int(k), REFINE_GRID) for b, k in
+                                          zip(summed.batch_sums, summed.batch_frames)]), summed.batch_frames)]
+                error_bars = f"spread of {len(summed.batch_frames)} batches of frames"
+            else:
+                warnings.warn(f"{frames}: {n} frames make {len(summed.batch_frames)} batches, fewer than the "
+                              f"{needed} the error bars from their spread need; the error bars are the model's",
+                              InputWarning, stacklevel=2)
         res = answer_images(model, cfg, [(0, image[None])], device, source=f"{frames} (direct path, {n} frames summed)",
                             fit_images=[direct_image(total, n, REFINE_GRID)] if refine else None, n_frames=n,
-                            refine=refine, tolerance=tolerance, fit_centre=fit_centre, estimator=estimator)
+                            refine=refine, tolerance=tolerance, fit_centre=fit_centre, estimator=estimator,
+                            fit_batches=fit_batches)
         return FramesAnswer(res, "direct", {"path": "direct", "n_frames": n, "spot_blur": cfg.data.spot_blur,
-                                             **({"estimator": estimator} if refine else {})},
+                                             **({"estimator": estimator, "error_bars": error_bars} if refine else {})},
                             float(image.sum()))
     centroid_file(frames, events, chunk=chunk, fast=fast, device=centroid_device, runner=runner)
     with h5py.File(events, "r") as f:

@@ -101,7 +101,7 @@ def fit_warnings(diag: dict, source: str) -> list[str]:
 def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device, *, source: str,
                   fit_images: Sequence[np.ndarray] | None = None, n_frames: int | None = None,
                   refine: bool = True, tolerance: float = 0.15, fit_centre: bool = False,
-                  estimator: str = DEFAULT_ESTIMATOR) -> ImageAnswer:
+                  estimator: str = DEFAULT_ESTIMATOR, fit_batches=None) -> ImageAnswer:
     """Images -> answer (module docstring).
 
     ``batches``: (index of the first image, images (b, G, G)) for the regressor, in order.
@@ -112,7 +112,9 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
     names the input in errors and warnings. ``fit_centre``: the image centre is fitted too (count
     images: ``sevi.fit.centred_fit``; frame sums: ``sevi.fit.centred_frame_sum_fit``; the diagnostics
     gain ``centre`` and ``centre_sd``, in the input's pixel indices, a frame sum's in its frames').
-    ``estimator``: a frame sum's answer (``sevi.fit.frame_sum_fit``: ``"wls"`` or ``"gls"``). Raises InputError for a bad image, a model that cannot
+    ``estimator``: a frame sum's answer (``sevi.fit.frame_sum_fit``: ``"wls"`` or ``"gls"``).
+    ``fit_batches``: per fit image, (batch sums (K, G', G') in electron units, frames (K,)) or None:
+    its error bars from the spread of batches of its frames (``sevi.fit.batch_spread``). Raises InputError for a bad image, a model that cannot
     read it, or a fit that cannot start; warns (InputWarning) of unsound fits."""
     import torch
 
@@ -129,7 +131,8 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
         return ImageAnswer(first, first, None, kind)
     if fit_images is None:
         raise ValueError("answer_images: refine needs fit_images")
-    refined, diag = _refine(first, cfg, device, source, fit_images, kind, n_frames, fit_centre, estimator)
+    refined, diag = _refine(first, cfg, device, source, fit_images, kind, n_frames, fit_centre, estimator,
+                            fit_batches)
     if kind == "direct":
         diag = {**diag, "unresolved": unresolved_shells(refined["R"], cfg.data.spot_blur),
                 "spot": float(cfg.data.spot_blur)}
@@ -139,7 +142,7 @@ def answer_images(model, cfg, batches: Iterable[tuple[int, np.ndarray]], device,
 
 
 def _refine(first: dict, cfg, device, source: str, images, kind: str, n_frames: int | None,
-            fit_centre: bool = False, estimator: str = DEFAULT_ESTIMATOR):
+            fit_centre: bool = False, estimator: str = DEFAULT_ESTIMATOR, batches=None):
     """The likelihood refinement over the model's training prior, each image by its kind's fit."""
     from sevi.fit.fit_images import refine_answers
     from sevi.regressor.batches import prior_config
@@ -157,6 +160,6 @@ def _refine(first: dict, cfg, device, source: str, images, kind: str, n_frames: 
             raise InputError(f"{source}: direct-path refinement: {e}") from None
     try:
         return refine_answers(images, first, prior_config(cfg), device, noise=noise, fit_centre=fit_centre,
-                              estimator=estimator)
+                              estimator=estimator, batches=batches)
     except ValueError as e:
         raise InputError(f"{source}: refinement: {e}") from None

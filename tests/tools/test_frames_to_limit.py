@@ -23,6 +23,7 @@ def test_one_measurement_end_to_end_and_resumed(tmp_path, capsys):
     (row,) = doc["rows"]
     assert row["kind"] == "prior" and row["frames"] == 60 and row["detected"] > 0
     assert row["direct"] > 0 and row["oracle"] > 0 and row["direct_s"] > 0
+    assert row["error_bars"] == "batches 60" and doc["batches"] == 100  # 60 frames: one per batch
     assert doc["summary"]["all"]["n"] == 1 and (out / "frames_to_limit.png").exists()
     assert len(list((out / "cache").glob("*.npz"))) == 1, "the rendered measurement is cached"
     capsys.readouterr()
@@ -41,3 +42,11 @@ def test_one_measurement_end_to_end_and_resumed(tmp_path, capsys):
     assert row["estimator"] == DEFAULT_ESTIMATOR and doc2["estimator"] == other and row2["estimator"] == other
     assert row2["detected"] == row["detected"] and row2["oracle"] == row["oracle"]
     assert not (second / "cache").exists()
+    # the model's error bars on the same rendered measurement: the same step, other bars (the answer moves
+    # only through the truncation of its posterior to the prior's boxes, whose mean depends on the bars)
+    third = tmp_path / "model_bars"
+    assert frames_to_limit.main(argv[:i] + ["--out", str(third), "--cache", str(out / "cache"), "--batches", "0"]
+                                + argv[i + 2:]) == 0
+    (row3,) = json.loads((third / "frames_to_limit.json").read_text())["rows"]
+    assert row3["error_bars"] == "model" and abs(row3["direct"] / row["direct"] - 1) < 0.05
+    assert row3["z_R"] != row["z_R"]

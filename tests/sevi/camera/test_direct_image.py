@@ -166,6 +166,8 @@ def test_analyze_direct_path_writes_an_answer(tiny_direct_model, tmp_path, capsy
         unc = f["AnswerUncertainty"][()]
         assert f.attrs["path"] == "direct" and f.attrs["n_frames"] == 40
         assert f.attrs["estimator"] == DEFAULT_ESTIMATOR  # the answer file says which estimator answered
+        # 40 frames: at most 40 batches, one frame each, enough for the tiny model's parameters
+        assert f.attrs["error_bars"] == "spread of 40 batches of frames"
     assert (unc["beta"] > 0).all() and (unc["R"] > 0).all()
     assert not (tmp_path / "answer.events.h5").exists(), "the direct path centroids nothing"
     with h5py.File(out) as f:  # refined by default, with the direct image's own fit (sevi/fit/direct_fit.py)
@@ -183,6 +185,21 @@ def test_analyze_direct_path_writes_an_answer(tiny_direct_model, tmp_path, capsy
     with pytest.raises(SystemExit) as e:  # argparse's own refusal: usage and one line naming the option
         main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a4.h5"), "--estimator", "ols"])
     assert e.value.code == 2 and "argument --estimator: invalid choice: 'ols'" in capsys.readouterr().err
+    # too few batches for the fit's parameters: the model's error bars, said in a warning and the file
+    out3 = tmp_path / "answer3.h5"
+    assert main(["analyze", str(frames), "--model", model, "--out", str(out3), "--chunk", "16", "--device", "cpu",
+                 "--batches", "3"]) == 0
+    assert "40 frames make 3 batches, fewer than the 32 the error bars from their spread need; the error bars are " \
+           "the model's" in capsys.readouterr().err
+    with h5py.File(out3) as f:
+        assert f.attrs["error_bars"] == "model"
+        unc3 = f["AnswerUncertainty"][()]
+    assert not np.allclose(unc3["R"], unc["R"]), "the bars differ: one from the frames' spread, one from the model"
+    capsys.readouterr()
+    assert main(["analyze", str(frames), "--model", model, "--out", str(tmp_path / "a5.h5"), "--device", "cpu",
+                 "--batches", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batches: got -1; expected >= 0" in err[0] and not (tmp_path / "a5.h5").exists()
 
 
 def test_predict_refines_a_direct_image_only_with_its_frame_count(tiny_direct_model, tmp_path, capsys):

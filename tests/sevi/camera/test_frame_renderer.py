@@ -408,6 +408,22 @@ def test_streaming_sum_equals_the_sum_of_the_rendered_frames():
     assert res.x.dtype == np.float32 and np.all(np.hypot(res.x, res.z) < 1)
 
 
+def test_streaming_batches_are_the_frames_contiguous_sums():
+    params, n_frames, chunk = _params(700, 500), 7, 3
+    r = FrameRenderer(SMALL, CPU)
+    res = accumulate_frames(r, params, n_frames, generator=torch.Generator().manual_seed(4), chunk_frames=chunk,
+                            progress=False, batches=3, batch_grid=SMALL.grid // 4)
+    g = torch.Generator().manual_seed(4)
+    frames = np.concatenate([r(x, z, f, nb, g)[0].numpy()
+                             for x, z, f, nb, _ in shell_hit_chunks(params, n_frames, generator=g, chunk_frames=chunk)])
+    np.testing.assert_array_equal(res.frame_sum, frames.sum(0, dtype=np.int64))
+    np.testing.assert_array_equal(res.batch_frames, [3, 2, 2])  # frame i in batch i * 3 // 7
+    h = SMALL.grid // 4
+    for b, (a, e) in enumerate(((0, 3), (3, 5), (5, 7))):
+        want = frames[a:e].sum(0, dtype=np.int64).reshape(h, 4, h, 4).sum(axis=(1, 3))
+        np.testing.assert_array_equal(res.batch_sums[b], want)
+
+
 def test_per_frame_counts_are_poisson_with_or_without_exact_totals():
     params, n_frames = _params(30_000, 20_000), 1000
     for exact in (True, False):

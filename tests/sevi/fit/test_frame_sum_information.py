@@ -101,7 +101,7 @@ def test_the_gls_gradient_and_curvature_give_the_dense_gls_step():
     n = mu + torch.randn(mu.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * ref.anchor["var"].sqrt()
     start = theta * (1 + 1e-3)  # off the truth: the prior's and the data's terms both pull
     mu, J = ref._model(start, True)
-    g, H, residual = gls_gradient_and_curvature(ref, start, mu, J, n, tol=1e-10)
+    g, H, residual, _ = gls_gradient_and_curvature(ref, start, mu, J, n, tol=1e-10)
     assert residual < 1e-10
     want, want_cov = _dense_gls_step(ref, start, n)
     cov = torch.linalg.inv(H)
