@@ -4,12 +4,16 @@ perfect centroiding and the floor, on measurements rendered and summed on the fl
     python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 50000 --measurements 8 --out runs/limit_course
     python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 2000:5000 --measurements 40 --out runs/limit_calib
     python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 50000 --measurements 8 --estimator gls --cache runs/limit_course/cache --no-truth-start --out runs/limit_course_gls
+    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 2000:5000 --measurements 40 --no-truth-start --out runs/limit_calib_batches
 
 Measurements (``sevi.evaluation.frames_benchmark``): drawn from the prior, in turn as drawn, with
 both shells on small radii (crowded rings that saturate the camera), and overlapping; electrons per
 shell in the course's proportion (1.8-2.5e6 per 50,000 frames). Each is rendered with the course's
 camera (``sevi.camera.frame_renderer``, the frames summed, never kept; cached in ``OUT/cache``, or
-``--cache``, so a re-run, or a run of the other ``--estimator``, reuses them), answered by the direct path as `sevi analyze` runs it, and compared with
+``--cache``, so a re-run, or a run of the other ``--estimator``, reuses them; with ``--batches K``,
+the default 100, also the sums of K contiguous batches of the frames, from which the error bars
+come as `sevi analyze` makes them: ``sevi.fit.batch_spread``; a cached measurement without them is
+rendered again, to the same frames), answered by the direct path as `sevi analyze` runs it, and compared with
 perfect centroiding (the detected hits' count image, fitted from the truth) and the count image's
 Bayesian floor, and with the frame-sum fit's own floor (the Bayesian floor of its Godambe information
 at the truth, ``sevi.fit.frame_sum_information``: what this estimator reaches on average; added to the

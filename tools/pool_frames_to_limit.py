@@ -2,8 +2,8 @@
 
     python tools/pool_frames_to_limit.py runs/limit_calib_gls runs/limit_calib_b_gls
 
-Reads each folder's ``frames_to_limit.json`` (runs of one model and one estimator; refused
-otherwise, as the figures would mix two answers), puts their rows together (a measurement, by its
+Reads each folder's ``frames_to_limit.json`` (runs of one model, one estimator and one way of
+making the error bars, ``--batches``; refused otherwise, as the figures would mix two answers), puts their rows together (a measurement, by its
 seed and frames, counted once) and prints what ``frames_to_limit.py`` prints for one run: the ratios
 of medians, the worst ratio, and the error bars' calibration over all fits, the fits not named
 misfits, and those whose shells are resolved (``sevi.evaluation.frames_benchmark.summarise``).
@@ -18,22 +18,24 @@ from pathlib import Path
 
 
 def pooled_rows(folders: list[str]) -> tuple[list[dict], str, str]:
-    """(the rows of every folder's frames_to_limit.json, each measurement once; the model; the estimator)."""
+    """(the rows of every folder's frames_to_limit.json, each measurement once; the model; the estimator
+    and the error bars' batches, e.g. "gls, 100 batches")."""
     rows, seen, kinds = [], set(), set()
     for folder in folders:
         path = Path(folder) / "frames_to_limit.json"
         if not path.exists():
             raise ValueError(f"{path}: not found; expected the OUT folder of a tools/frames_to_limit.py run")
         doc = json.loads(path.read_text())
-        kinds.add((doc.get("model"), doc.get("estimator", "wls")))
+        kinds.add((doc.get("model"), doc.get("estimator", "wls"), doc.get("batches", 0)))
         for r in doc["rows"]:
             if (r["seed"], r["frames"]) not in seen:
                 seen.add((r["seed"], r["frames"]))
                 rows.append(r)
     if len(kinds) != 1:
-        raise ValueError(f"the runs differ in model or estimator ({sorted(map(str, kinds))}); pool runs of one of each")
-    (model, estimator), = kinds
-    return rows, model, estimator
+        raise ValueError(f"the runs differ in model, estimator or batches ({sorted(map(str, kinds))}); pool runs of "
+                         f"one of each")
+    (model, estimator, batches), = kinds
+    return rows, model, f"{estimator}, error bars from {f'{batches} batches' if batches else 'the model'}"
 
 
 def main(argv=None) -> int:

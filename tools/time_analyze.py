@@ -2,6 +2,7 @@
 
     python tools/time_analyze.py --model runs/sevi-cpu-frames/final --frames 50000 --work /data/tmp [--keep]
     python tools/time_analyze.py --model runs/sevi-cpu-frames/final --frames 10000 --work /data/tmp --estimators gls,wls
+    python tools/time_analyze.py --model runs/sevi-cpu-frames/final --frames 10000 --work /data/tmp --batches 100,0
 
 Writes one measurement of the course's scale (drawn as ``tools/frames_to_limit.py`` draws its first:
 a prior draw, 1.8-2.5e6 electrons per shell over the frames) to ``WORK/frames.h5`` in the course's
@@ -11,7 +12,8 @@ chunk by frame chunk with the fast renderer, then runs ``sevi analyze WORK/frame
 summed, and fitted). Prints and writes ``WORK/time_analyze.json``: the wall times, the load average
 before and after, the answer's Distance to the truth. The frame file is deleted unless ``--keep``.
 ``--estimators gls,wls`` runs `sevi analyze` once per estimator on the same file, in turn (the first
-as the main figure, each in ``per_estimator`` with the wall-time ratio to the last).
+as the main figure, each in ``per_run`` with the wall-time ratio to the last); ``--batches
+100,0`` likewise for ``--batches`` (with both options: every pair).
 """
 
 from __future__ import annotations
@@ -59,8 +61,15 @@ def main(argv=None) -> int:
     ap.add_argument("--estimators", default=None,
                     help="comma-separated --estimator values to time in turn on the same file (default: sevi "
                          "analyze's default only)")
+    ap.add_argument("--batches", default=None,
+                    help="comma-separated --batches values to time in turn on the same file (default: sevi analyze's "
+                         "default only)")
     a = ap.parse_args(argv)
     estimators = [e.strip() for e in a.estimators.split(",")] if a.estimators else [None]
+    try:
+        batches = [int(b) for b in a.batches.split(",")] if a.batches else [None]
+    except ValueError:
+        raise ValueError(f"--batches: got {a.batches!r}; expected comma-separated integers, e.g. 100,0") from None
     from sevi.fit.estimators import ESTIMATORS
     if not all(e is None or e in ESTIMATORS for e in estimators):
         raise ValueError(f"--estimators: got {a.estimators!r}; expected a comma-separated list of {', '.join(ESTIMATORS)}")
@@ -82,12 +91,13 @@ def main(argv=None) -> int:
         if not frames.exists():
             doc["write"] = write_frames(frames, m, a.device)
         runs = []
-        for est in estimators:
-            run = {"estimator": est or "default"}
+        for est, nb in [(e, b) for e in estimators for b in batches]:
+            run = {"estimator": est or "default", "batches": "default" if nb is None else nb}
             t0 = time.perf_counter()
             res = subprocess.run([sys.executable, "-c", "import sys; from sevi.cli.main import main; sys.exit(main())",
                                   "analyze", str(frames), "--model", str(a.model), "--out", str(out), "--device",
-                                  a.device, *(["--estimator", est] if est else [])],
+                                  a.device, *(["--estimator", est] if est else []),
+                                  *(["--batches", str(nb)] if nb is not None else [])],
                                  check=False, capture_output=True, text=True)
             run["analyze_s"] = time.perf_counter() - t0
             run["load_after"] = os.getloadavg()
@@ -99,11 +109,11 @@ def main(argv=None) -> int:
                 run["distance"] = float(distance(beta[None], m.params.beta)[0])
                 run["answer_R"] = ans["R"].tolist()
             runs.append(run)
-        doc.update({k: v for k, v in runs[0].items() if k != "estimator"})
+        doc.update({k: v for k, v in runs[0].items() if k not in ("estimator", "batches")})
         if len(runs) > 1:
             for r in runs:
                 r["ratio_to_last"] = r["analyze_s"] / runs[-1]["analyze_s"]
-            doc["per_estimator"] = [{k: v for k, v in r.items() if k != "analyze_output"} for r in runs]
+            doc["per_run"] = [{k: v for k, v in r.items() if k != "analyze_output"} for r in runs]
     finally:
         if not a.keep and frames.exists():
             frames.unlink()

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     write_answer(args.out, res.answer, ids, attrs={"model": str(args.model), "images": str(args.images),
                                                    "device": str(device), "model_grid": cfg.data.grid,
                                                    "centre": args.centre,
-                                                   **({"estimator": args.estimator}
+                                                   # a frame sum's bars: the model's (its frames are not here)
+                                                   **({"estimator": args.estimator, "error_bars": "model"}
                                                       if res.refined and res.kind == "direct" else {})},
                  regressor=res.regressor if res.refined else None, diagnostics=res.diagnostics, centre=centre)
     n = 1 if ids is None else len(ids)

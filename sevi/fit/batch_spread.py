@@ -35,8 +35,13 @@ import torch
 
 from sevi.physics.information import covariance
 
-__all__ = ["BatchSpreadError", "BatchResiduals", "batches_needed", "batch_residuals",
-           "spread_error_curvature"]
+__all__ = [
+    "BatchResiduals",
+    "BatchSpreadError",
+    "batch_residuals",
+    "batches_needed",
+    "spread_error_curvature",
+]
 
 
 def batches_needed(n_params: int) -> int:

@@ -28,7 +28,7 @@ from sevi.fit.estimators import DEFAULT_BATCHES, DEFAULT_ESTIMATOR
 from sevi.pipeline.image_answer import ImageAnswer, answer_images, image_kind
 from sevi.runtime.errors import InputError, InputWarning
 
-__all__ = ["PATHS", "FramesAnswer", "choose_path", "answer_frames"]
+__all__ = ["PATHS", "FramesAnswer", "answer_frames", "choose_path"]
 
 PATHS = ("auto", "events", "direct")
 
@@ -80,10 +80,9 @@ def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None
     (``sevi.fit.batch_spread``), 0 for the model's (too few frames for the fit's parameters: the
     model's, with a warning)."""
     import h5py
-
-    from sevi.camera.centroid_file import centroid_file
     import numpy as np
 
+    from sevi.camera.centroid_file import centroid_file
     from sevi.camera.direct_image import direct_image, sum_frames_in_batches
     from sevi.fit.batch_spread import batches_needed
     from sevi.fit.direct_fit import REFINE_GRID

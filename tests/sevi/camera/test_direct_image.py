@@ -221,7 +221,7 @@ def test_predict_refines_a_direct_image_only_with_its_frame_count(tiny_direct_mo
                  "--device", "cpu"]) == 0
     with h5py.File(tmp_path / "a.h5") as f:
         assert f.attrs["refined"] and bool(f["RefineDiagnostics"]["converged"][0]) in (True, False)
-        assert f.attrs["estimator"] == DEFAULT_ESTIMATOR
+        assert f.attrs["estimator"] == DEFAULT_ESTIMATOR and f.attrs["error_bars"] == "model"
     assert main(["predict", "--model", model, "--images", str(bare), "--out", str(tmp_path / "b.h5"),
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err

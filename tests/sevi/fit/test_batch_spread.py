@@ -9,7 +9,11 @@ estimator's own.
 import pytest
 import torch
 
-from sevi.fit.batch_spread import BatchSpreadError, batch_residuals, spread_error_curvature
+from sevi.fit.batch_spread import (
+    BatchSpreadError,
+    batch_residuals,
+    spread_error_curvature,
+)
 from sevi.fit.frame_sum_information import gls_gradient_and_curvature
 from sevi.physics.information import covariance
 from tests.sevi.fit.test_frame_sum_information import _dense_covariance, _setup
@@ -95,7 +99,7 @@ def test_the_refiner_uses_the_batches_for_both_estimators_and_refuses_too_few():
     y = _draw_batches(C, mu, frames, 2.0, seed=5)
     n = y.sum(0)
     g, H = ref._gradient_and_curvature(theta, mu, J, n)  # the weighted fit's posterior
-    gls_g, gls_H, _, X = gls_gradient_and_curvature(ref, theta, mu, J, n)
+    _, gls_H, _, X = gls_gradient_and_curvature(ref, theta, mu, J, n)
     for estimator, U, Hp in (("gls", X, gls_H), ("wls", J / ref.anchor["var"], H)):
         ref.estimator = estimator
         ref.batches = None
