@@ -176,13 +176,22 @@ def direct_image(frame_sum: np.ndarray, n_frames: int, grid: int, model: FrameMo
     """The direct image: ``(frame_sum - n_frames * background_mean)`` block-summed to ``(grid, grid)``
     float64, divided by :func:`spot_flux` when ``electron_units`` (then its total estimates the
     detected electron count, which ``sevi.cli.predict`` checks against the model's training range).
+    ``frame_sum`` is at the camera's grid (``model.grid``) or already block-summed to a coarser one
+    that divides it (a batch's sum, ``sevi.camera.frame_batches``): the background is taken out of
+    every camera pixel it holds.
 
     Pixels can be slightly negative where there is no signal (background noise); the model's
     features clamp at 0 after folding.
     """
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    img = rebin_sum(np.asarray(frame_sum, dtype=np.float64) - n_frames * background_mean(model), grid)
+    frame_sum = np.asarray(frame_sum, dtype=np.float64)
+    g_in = frame_sum.shape[-1]
+    if g_in < 1 or model.grid % g_in:
+        raise ValueError(f"a {g_in} x {g_in} frame sum is not the camera's {model.grid} x {model.grid} pixels or a block "
+                         f"sum of them")
+    per = (model.grid // g_in) ** 2  # camera pixels per input pixel
+    img = rebin_sum(frame_sum - n_frames * per * background_mean(model), grid)
     return img / spot_flux(model) if electron_units else img
 
 

@@ -42,7 +42,8 @@ error bars; or ``"gls"``, one generalised-least-squares step from that optimum. 
 covariance C (``covariance_times``: a spot spreads over ~20 fit pixels, so neighbours share noise) is
 inverted by conjugate gradients, and the answer is ``theta - H^-1 g`` with ``H = J C^-1 J^T + P`` and
 ``g = -J C^-1 (y - mu) + P (theta - m)`` (``sevi.fit.frame_sum_information.gls_gradient_and_curvature``),
-its error bars ``H^-1``. From a consistent start one such step is as efficient as GLS iterated to its
+its error bars ``H^-1`` (or, with ``set_batches``, measured from the spread of batches of the
+measurement's frames, which needs no model of C: ``sevi.fit.batch_spread``). From a consistent start one such step is as efficient as GLS iterated to its
 optimum (a one-step estimator, Lehmann & Casella, *Theory of Point Estimation*, 6.4). GLS uses the
 spots' fine structure that the diagonal weights throw away: it matters where two rings lie closer
 than a spot (docs/forward_model.md, "The frame sum's covariance, checked", has what each costs).
@@ -91,6 +92,7 @@ class FrameSumRefiner(DirectRefiner):
         self.estimator = estimator
         self.gls_residuals: list[float] = []  # the conjugate gradients' residual of each GLS answer (mode)
         self.batches = None  # the frames' batches for the error bars (set_batches); None: the model's
+        self._batches_total = None  # their folded sum: the image they belong to
         self.offset = 0.0  # weighted least squares: no Poisson offset
         self.camera = cam
         self.frame_model = ExpectedImage(dataclasses.replace(config.forward, grid=cam.grid, n_terms=self.L),
@@ -246,28 +248,29 @@ class FrameSumRefiner(DirectRefiner):
             else:
                 warnings.warn(f"the GLS solve stopped at residual {residual:.1e} (> {CG_FALLBACK:g}); this answer "
                               f"is the weighted least-squares one", InputWarning, stacklevel=2)
-        if self.batches is None:
-            return (g, H) if U is not None else self._sandwich(theta, mu, J, n, g, H)
-        from sevi.fit.batch_spread import spread_error_curvature
-        out = spread_error_curvature(g, H, U if U is not None else J / self.anchor["var"], self.batches, self.P)
-        if out is None:
+        if self.batches is not None:  # the bars from the frames' own spread (sevi.fit.batch_spread)
+            from sevi.fit.batch_spread import spread_error_curvature
+            out = spread_error_curvature(g, H, U if U is not None else J / self.anchor["var"], self.batches, self.P)
+            if out is not None:
+                return out
             warnings.warn(f"the spread of {len(self.batches)} batches of frames is singular; this answer's error "
                           f"bars are the model's", InputWarning, stacklevel=2)
-            return (g, H) if U is not None else self._sandwich(theta, mu, J, n, g, H)
-        return out
+        return (g, H) if U is not None else self._sandwich(theta, mu, J, n, g, H)
 
     def set_batches(self, images=None, frames=None) -> None:
         """The error bars from the frames' own spread (``sevi.fit.batch_spread``): ``images`` (K, G, G)
         the frame sums of K batches of the measurement's frames, in electron units at a grid the fit
         grid divides (``sevi.camera.direct_image.direct_image`` of each), ``frames`` (K,) their frame
-        counts; they must add up to the image fitted next. None: the model's error bars. Raises
-        ``sevi.fit.batch_spread.BatchSpreadError`` for fewer batches than the fit has parameters + 2."""
+        counts; they must add up to the image fitted next (checked there). None: the model's error
+        bars. Raises ``sevi.fit.batch_spread.BatchSpreadError`` for fewer batches than the fit has
+        parameters + 2."""
         if images is None:
-            self.batches = None
+            self.batches = self._batches_total = None
             return
         from sevi.fit.batch_spread import batch_residuals, batches_needed
         folded = torch.stack([self.fold(img) for img in images])
         self.batches = batch_residuals(folded, frames, min_batches=batches_needed(self.P.numel()))
+        self._batches_total = folded.sum(0)
 
     def _sandwich(self, theta, mu, J, n, g, H):
         """The WLS answer's gradient and curvature: the Godambe-adjusted ones (``sevi.fit.direct_fit``)."""
@@ -295,6 +298,11 @@ class FrameSumRefiner(DirectRefiner):
 
     def _anchored(self, starts: list[tuple[str, torch.Tensor]], n: torch.Tensor) -> FitResult:
         """The fit from ``starts`` with the exact model re-anchored at each optimum (module docstring)."""
+        if self._batches_total is not None and not torch.allclose(
+                self._batches_total.to(n), n, rtol=1e-9, atol=1e-9 * float(n.abs().max())):
+            from sevi.fit.batch_spread import BatchSpreadError
+            raise BatchSpreadError("the batches of frames do not add up to the frame sum fitted: they belong to "
+                                   "another measurement")
         anchor = torch.maximum(torch.minimum(starts[0][1], self.hi), self.lo)
         for k in range(self.max_anchors):
             self._set_anchor(anchor)

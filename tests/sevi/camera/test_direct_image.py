@@ -80,6 +80,11 @@ def test_direct_image_of_rendered_frames_is_the_blurred_histogram():
     S = frames.sum(0, dtype=torch.int64).double().numpy()
     grid = 64
     d = direct_image(S, 40, grid, cam)
+    # a batch's sum is kept block-summed (sevi.camera.frame_batches): the same image from it, the
+    # background taken out of every camera pixel it holds
+    np.testing.assert_allclose(direct_image(rebin_sum(S, 256), 40, grid, cam), d, rtol=1e-12, atol=1e-9)
+    with pytest.raises(ValueError, match="not the camera's 1024 x 1024 pixels"):
+        direct_image(S[:1000, :1000], 40, 8, cam)
     xd, zd = x[det].numpy(), z[det].numpy()
     n = len(xd)
     # total: the mean spot flux turns the sum into electrons; the clipped wings cost ~5% (module docstring)

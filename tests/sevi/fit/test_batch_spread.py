@@ -91,7 +91,7 @@ def test_the_bars_follow_the_frames_spread_not_the_model(scale):
 
 
 def test_the_refiner_uses_the_batches_for_both_estimators_and_refuses_too_few():
-    ref, theta, _ = _setup()
+    ref, theta, beta = _setup()
     ref._set_anchor(theta)
     mu, J = ref._model(theta, True)
     C = _dense_covariance(ref, mu.numel())
@@ -117,5 +117,7 @@ def test_the_refiner_uses_the_batches_for_both_estimators_and_refuses_too_few():
         ref.set_batches(torch.zeros(5, h, h), [10] * 5)
     ref.set_batches(torch.ones(ref.P.numel() + 2, h, h), [10] * (ref.P.numel() + 2))
     assert len(ref.batches) == ref.P.numel() + 2
+    with pytest.raises(BatchSpreadError, match="do not add up"):  # batches of another measurement
+        ref(torch.ones(h, h), [0.33, 0.39], [0.006, 0.007], beta)
     ref.set_batches(None)
     assert ref.batches is None
