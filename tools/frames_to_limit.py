@@ -1,10 +1,9 @@
 """From camera frames to the information limit, measured: the default path of `sevi analyze` against
 perfect centroiding and the floor, on measurements rendered and summed on the fly.
 
-    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 50000 --measurements 8 --out runs/limit_course
-    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 2000:5000 --measurements 40 --out runs/limit_calib
-    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 50000 --measurements 8 --estimator gls --cache runs/limit_course/cache --no-truth-start --out runs/limit_course_gls
+    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 50000 --measurements 8 --no-truth-start --out runs/limit_course_batches
     python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 2000:5000 --measurements 40 --no-truth-start --out runs/limit_calib_batches
+    python tools/frames_to_limit.py --model runs/sevi-cpu-frames/final --frames 2000:5000 --measurements 40 --estimator wls --batches 0 --cache runs/limit_calib_batches/cache --out runs/limit_calib_wls
 
 Measurements (``sevi.evaluation.frames_benchmark``): drawn from the prior, in turn as drawn, with
 both shells on small radii (crowded rings that saturate the camera), and overlapping; electrons per
