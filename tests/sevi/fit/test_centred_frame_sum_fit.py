@@ -160,3 +160,19 @@ def test_refine_answers_hands_a_frame_sum_to_the_chosen_estimator(saturated):  #
            other: refine_answers([image], first, _prior(), "cpu", estimator=other, **kw)}
     assert out["gls"][1]["chi2_dof"][0] == out["wls"][1]["chi2_dof"][0]
     assert np.all(out["gls"][0]["R_sd"] < out["wls"][0]["R_sd"])
+
+
+def test_batches_of_frames_are_read_on_the_whole_fit_grid_with_the_centres_parameters():
+    """The error bars from batches of frames (sevi.fit.batch_spread) with the centre free: each batch is
+    the whole image at the fit grid (nothing folded), and the fit's 2 (3 + L) + 2 parameters need that
+    many batches + 2."""
+    from sevi.fit.batch_spread import BatchSpreadError
+
+    ref = CentredFrameSumRefiner(FitConfig(fit_grid=FIT_GRID), _prior(), "cpu", direct_noise(1500, FIT_GRID, SMALL))
+    need = 2 * (3 + ref.L) + 2 + 2
+    imgs = np.random.default_rng(0).normal(size=(need, FIT_GRID, FIT_GRID))
+    with pytest.raises(BatchSpreadError, match=f"at least {need}"):
+        ref.set_batches(imgs[:-1], [10] * (need - 1))
+    ref.set_batches(imgs, [10] * need)
+    assert ref.batches.residuals.shape == (need, FIT_GRID * FIT_GRID)
+    np.testing.assert_allclose(ref.batches.residuals.numpy(), (imgs - imgs.mean(0)).reshape(need, -1), atol=1e-12)
