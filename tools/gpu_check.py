@@ -447,6 +447,7 @@ def step_frames_limit(ck: Check, budget_s: float) -> dict:
     import numpy as np
 
     from sevi.evaluation.frames_benchmark import draw_measurements, evaluate_measurement, render_measurement, summarise
+    from sevi.fit.estimators import DEFAULT_BATCHES
     from sevi.regressor.inference import load_model_file
 
     if ck.tiny:
@@ -467,8 +468,10 @@ def step_frames_limit(ck: Check, budget_s: float) -> dict:
     for meas in draw_measurements(wanted, frames, seed=0):
         if rows and (time.perf_counter() - t0) * (len(rows) + 1) / len(rows) > budget_s:
             break  # the next one would overrun the budget
-        rendered = render_measurement(meas, ck.device)
-        rows.append(evaluate_measurement(meas, rendered, model, cfg, ck.device, truth_start=False, floor=False))
+        # as sevi analyze answers by default: the error bars from the spread of batches of the frames
+        rendered = render_measurement(meas, ck.device, batches=DEFAULT_BATCHES)
+        rows.append(evaluate_measurement(meas, rendered, model, cfg, ck.device, truth_start=False, floor=False,
+                                         batches=True))
     s = summarise(rows)
     return {"measurements": len(rows), "frames": frames[0], "rows": rows, "summary_table": s,
             "seconds_per_measurement": (time.perf_counter() - t0) / max(len(rows), 1),

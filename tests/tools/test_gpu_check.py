@@ -151,3 +151,18 @@ def test_training_run_stops_at_its_wall_budget():
     took = time.perf_counter() - t0
     assert r["steps"] >= 1 and r["loss_curve"] == []  # no evaluation asked for, none made
     assert 8.0 <= r["wall_s"] <= took < 8.0 + 10, "the run ends at the first step after the wall budget"
+
+
+def test_tiny_frames_limit_step_answers_as_sevi_analyze_does(tmp_path):
+    """The course-scale step, named, on the CPU with an untrained tiny frames model and 60 frames: one
+    measurement rendered with its batches of frames and answered with the error bars from their spread
+    (sevi analyze's default), compared with perfect centroiding."""
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "tools/gpu_check.py", "--out", str(out), "--device", "cpu", "--tiny",
+                        "--steps", "frames_limit"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stdout + p.stderr
+    s = json.loads((out / "gpu_check.json").read_text())["steps"]["frames_limit"]
+    assert s["status"] == "ok" and s["measurements"] == 1, s
+    (row,) = s["rows"]
+    assert row["error_bars"] == "batches 60" and row["direct"] > 0 and row["oracle"] > 0
