@@ -3,8 +3,9 @@
 A frame sum's fit answers ``theta_hat = theta - H^-1 g`` (``sevi.fit.frame_sum_fit``), and to first
 order its error is ``H^-1 (U (y - mu) - P_grad (theta - m))``: ``U`` (P, n) the estimator's weights on
 the folded pixels (GLS ``J C^-1``, weighted least squares ``J V^-1``), ``H = U J^T + P`` its curvature
-with the prior's precision ``P``. The error bars the model claims, ``H^-1``, assume that the pixels'
-covariance C is what the model says: ``Cov(U y) = U J^T``. Where the camera's spots pile up C is
+with the prior's precision ``P``. The error bars the model claims (GLS: ``H^-1``, which assumes
+``Cov(U y) = U J^T``; the weighted fit: its sandwich with the model's C) assume that the pixels'
+covariance C is what the model says. Where the camera's spots pile up C is
 least right (docs/forward_model.md, "The frame sum's covariance, checked").
 
 The frames say what C is along U without any model. A measurement's frames are independent draws of
@@ -22,7 +23,7 @@ step under the prior: ``E[P (theta - m)(theta - m)^T P] = P``),
 
     V = H^-1 (M_hat + P) H^-1,
 
-which is ``H^-1`` when ``M_hat = U J^T``, the model's own bars. The step itself is unchanged. No
+which is ``H^-1`` when ``M_hat = U J^T``, GLS's own bars. The step itself is unchanged. No
 inverse of M_hat is taken, so V is unbiased for any K; each variance has K - 1 degrees of freedom
 (K = 100: a 7 % scatter on an error bar; ``sevi.fit.estimators.DEFAULT_BATCHES``).
 
