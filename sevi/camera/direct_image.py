@@ -55,7 +55,7 @@ from sevi.camera.frames import FrameModel
 
 __all__ = [
     "MIN_BLUR_PX", "background_mean", "background_moments", "spot_flux", "sum_frames", "sum_frames_in_batches", "rebin_sum",
-    "direct_image", "blur_images", "blur_render_grid",
+    "direct_image", "batch_images", "blur_images", "blur_render_grid",
 ]
 
 # Ours: a sampled Gaussian kernel is the analytic one to ~1e-8 for sigma >= 1 px (Poisson summation:
@@ -193,6 +193,14 @@ def direct_image(frame_sum: np.ndarray, n_frames: int, grid: int, model: FrameMo
     per = (model.grid // g_in) ** 2  # camera pixels per input pixel
     img = rebin_sum(frame_sum - n_frames * per * background_mean(model), grid)
     return img / spot_flux(model) if electron_units else img
+
+
+def batch_images(batch_sums: np.ndarray, batch_frames: np.ndarray, grid: int,
+                 model: FrameModel = FrameModel()) -> np.ndarray:
+    """The direct images (K, grid, grid), electron units, of K batches of a measurement's frames
+    (``sevi.camera.frame_batches.BatchedSum``: their sums, block-summed, and frame counts), as the
+    error bars from their spread read them (``sevi.fit.batch_spread``)."""
+    return np.stack([direct_image(b, int(k), grid, model) for b, k in zip(batch_sums, batch_frames)])
 
 
 # -- blurring rendered images -----------------------------------------------------------------

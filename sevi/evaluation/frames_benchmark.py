@@ -120,7 +120,7 @@ def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, tru
     `sevi analyze --batches` gives them, else the model's."""
     import warnings
 
-    from sevi.camera.direct_image import direct_image
+    from sevi.camera.direct_image import batch_images, direct_image
     from sevi.fit.count_fit import FitConfig, Refiner
     from sevi.fit.direct_fit import REFINE_GRID, direct_noise
     from sevi.fit.frame_sum_fit import FrameSumRefiner
@@ -139,8 +139,8 @@ def evaluate_measurement(m: Measurement, rendered: dict, model, cfg, device, tru
            "estimator": estimator, "error_bars": f"batches {len(rendered['batch_frames'])}" if batches else "model"}
     fit_batches = None
     if batches:
-        fit_batches = [(np.stack([direct_image(b, int(k), REFINE_GRID) for b, k in
-                                  zip(rendered["batch_sums"], rendered["batch_frames"])]), rendered["batch_frames"])]
+        fit_batches = [(batch_images(rendered["batch_sums"], rendered["batch_frames"], REFINE_GRID),
+                        rendered["batch_frames"])]
     # the direct path, as sevi analyze runs it
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True):

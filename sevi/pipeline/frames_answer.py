@@ -83,7 +83,7 @@ def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None
     import numpy as np
 
     from sevi.camera.centroid_file import centroid_file
-    from sevi.camera.direct_image import direct_image, sum_frames_in_batches
+    from sevi.camera.direct_image import batch_images, direct_image, sum_frames_in_batches
     from sevi.fit.batch_spread import batches_needed
     from sevi.fit.direct_fit import REFINE_GRID
     from sevi.regressor.batches import prior_config
@@ -101,8 +101,7 @@ def answer_frames(frames, model, cfg, device, *, path: str = "auto", events=None
         if summed.batch_sums is not None:
             needed = batches_needed(2 * (3 + prior_config(cfg).n_terms) + (2 if fit_centre else 0))
             if len(summed.batch_frames) >= needed:
-                fit_batches = [(np.stack([direct_image(b, int(k), REFINE_GRID) for b, k in
-                                          zip(summed.batch_sums, summed.batch_frames)]), summed.batch_frames)]
+                fit_batches = [(batch_images(summed.batch_sums, summed.batch_frames, REFINE_GRID), summed.batch_frames)]
                 error_bars = f"spread of {len(summed.batch_frames)} batches of frames"
             else:
                 warnings.warn(f"{frames}: {n} frames make {len(summed.batch_frames)} batches, fewer than the "
